@@ -1,0 +1,41 @@
+//! qa-core: the heart of qa-run.
+//!
+//! It holds the plan model and its validation ([`plan`]), the domain types ([`types`]), the four
+//! traits every backend implements ([`Provisioner`], [`CapacityReservation`], [`RemoteExecutor`],
+//! [`ResultPublisher`]), the generic DAG runner ([`dag`]), the stage graph a plan expands into
+//! ([`stages`]), the engine that runs a plan ([`engine`]), the run journal ([`journal`]), the
+//! report format ([`report`]), events ([`events`]) and exit codes ([`exit`]).
+//!
+//! Backends live in other crates (qa-provision, qa-capacity, qa-remote, qa-publish); the
+//! conformance suites in [`conformance`] are what every one of them must pass.
+#![warn(missing_docs)]
+
+pub mod capacity;
+// pub mod conformance;
+pub mod dag;
+// pub mod engine;
+pub mod events;
+pub mod exit;
+pub mod journal;
+pub mod plan;
+pub mod provision;
+pub mod publish;
+pub mod recorder;
+pub mod redact;
+pub mod remote;
+pub mod report;
+// pub mod stages;
+pub mod types;
+
+pub use capacity::{CapacityError, CapacityRequest, CapacityReservation, Placement};
+pub use provision::{MachineRequest, ProvisionError, Provisioner, RunContext};
+pub use publish::{PublishError, PublishReceipt, ResultPublisher};
+pub use remote::{CommandSpec, Connector, ExitInfo, OutputSink, OutputStream, RemoteError, RemoteExecutor};
+pub use types::*;
+
+/// Now, as RFC 3339 UTC with milliseconds.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

@@ -1,0 +1,18 @@
+//! Plan files: the YAML a user writes, its typed model, and the loader that reports every problem
+//! at once with file, line, column, key path and a hint.
+//!
+//! ```
+//! let src = "name: demo\nmachines:\n  - name: box\nsteps:\n  - name: hello\n    command: echo hi\n";
+//! let plan = qa_core::plan::load_str(src, "demo.yaml".as_ref()).unwrap();
+//! assert_eq!(plan.plan.steps[0].name, "hello");
+//! ```
+
+mod diag;
+mod duration;
+mod load;
+mod model;
+
+pub use diag::{Diagnostic, PlanError};
+pub use duration::PlanDuration;
+pub use load::{LoadedPlan, load_file, load_str};
+pub use model::*;

@@ -1,0 +1,446 @@
+//! The typed plan: what a plan file says once it has been parsed and validated.
+//!
+//! Every struct here is `deny_unknown_fields` and kebab-case, so a typo in a plan is an error with a
+//! location rather than a silently ignored key. The loader in [`super::load`] turns YAML into these
+//! types and reports every problem at once; [`super::Plan::validate`] checks what serde cannot
+//! (names, references, cycles).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::duration::PlanDuration;
+
+/// A whole plan file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Plan {
+    /// Short name of the plan, used in result pages and resource tags.
+    pub name: String,
+    /// Free text shown on result pages.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Backend for machines that do not name one. Defaults to `local`.
+    #[serde(default)]
+    pub backend: Option<BackendKind>,
+    /// How many tasks may run at once across the whole run (default 16).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+    /// Wall-time budget of the whole run; capacity reservations end at budget + teardown margin.
+    #[serde(default)]
+    pub budget: Option<PlanDuration>,
+    /// Defaults applied to every step that does not set its own.
+    #[serde(default)]
+    pub defaults: StepDefaults,
+    /// Names of environment variables whose values are secret: passed to steps, redacted
+    /// everywhere they would be printed or published.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Hosts that already exist, for machines with `backend: static`.
+    #[serde(default)]
+    pub inventory: Vec<InventoryHost>,
+    /// The machines the plan needs.
+    pub machines: Vec<MachineSpec>,
+    /// Files to upload before any step runs.
+    #[serde(default)]
+    pub files: Vec<FileUpload>,
+    /// The steps, run per machine in dependency order.
+    pub steps: Vec<StepSpec>,
+    /// Artifacts to bring back after the steps.
+    #[serde(default)]
+    pub artifacts: Vec<ArtifactSpec>,
+    /// Where results go once the run is over.
+    #[serde(default)]
+    pub publish: Vec<PublishTarget>,
+    /// What happens to machines when the run ends.
+    #[serde(default)]
+    pub cleanup: CleanupSpec,
+}
+
+/// Which backend makes a machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    /// A sandbox directory on this machine; commands run as local processes.
+    Local,
+    /// A host that already exists, reached over SSH.
+    Static,
+    /// An EC2 instance.
+    Aws,
+    /// A Compute Engine instance.
+    Gce,
+    /// An Azure virtual machine.
+    Azure,
+    /// An OCI compute instance.
+    Oci,
+}
+
+impl BackendKind {
+    /// The name used in plans, tags and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Local => "local",
+            BackendKind::Static => "static",
+            BackendKind::Aws => "aws",
+            BackendKind::Gce => "gce",
+            BackendKind::Azure => "azure",
+            BackendKind::Oci => "oci",
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Defaults for steps.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct StepDefaults {
+    /// Timeout of a step that sets none (default 30m).
+    #[serde(default)]
+    pub timeout: Option<PlanDuration>,
+    /// Retries of an ERROR verdict (default 0).
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// Environment given to every step (a step's own `env` wins).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory of every step, relative to the machine's work directory.
+    #[serde(default)]
+    pub workdir: Option<String>,
+}
+
+/// One machine (or `count` identical machines) the plan needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct MachineSpec {
+    /// Name; with `count > 1` the machines are `name-1` … `name-N`.
+    pub name: String,
+    /// Role used by cleanup policies and step selection (defaults to `name`).
+    #[serde(default)]
+    pub role: Option<String>,
+    /// How many machines of this shape (default 1).
+    #[serde(default = "one")]
+    pub count: u32,
+    /// Backend; defaults to the plan's `backend`, then `local`.
+    #[serde(default)]
+    pub backend: Option<BackendKind>,
+    /// Options of the local backend.
+    #[serde(default)]
+    pub local: Option<LocalMachine>,
+    /// Options of the static backend.
+    #[serde(default, rename = "static")]
+    pub static_hosts: Option<StaticMachine>,
+    /// Options of the AWS backend.
+    #[serde(default)]
+    pub aws: Option<AwsMachine>,
+    /// Options of any other cloud backend, checked by that backend when it is used.
+    #[serde(default)]
+    pub gce: Option<BTreeMap<String, serde_json::Value>>,
+    /// Options of the Azure backend, checked by that backend when it is used.
+    #[serde(default)]
+    pub azure: Option<BTreeMap<String, serde_json::Value>>,
+    /// Options of the OCI backend, checked by that backend when it is used.
+    #[serde(default)]
+    pub oci: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl MachineSpec {
+    /// The role: `role` if set, else the name.
+    pub fn role(&self) -> &str {
+        self.role.as_deref().unwrap_or(&self.name)
+    }
+
+    /// Names of the machines this spec expands to.
+    pub fn instance_names(&self) -> Vec<String> {
+        if self.count <= 1 {
+            vec![self.name.clone()]
+        } else {
+            (1..=self.count).map(|i| format!("{}-{i}", self.name)).collect()
+        }
+    }
+}
+
+/// Options of the local backend.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct LocalMachine {
+    /// Where sandboxes are made (default: `machines/` inside the run directory).
+    #[serde(default)]
+    pub root: Option<PathBuf>,
+}
+
+/// Options of the static backend: which inventory hosts may serve this machine.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct StaticMachine {
+    /// Inventory host names (or OpenSSH config host aliases) to pick from.
+    pub hosts: Vec<String>,
+}
+
+/// A host that already exists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct InventoryHost {
+    /// Name used by `static.hosts`.
+    pub name: String,
+    /// Address or DNS name; defaults to the OpenSSH config's HostName for `name`.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// SSH port (default 22 or the OpenSSH config's).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Login user.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Private key file (passphrase from the environment variable named by `passphrase-env`).
+    #[serde(default)]
+    pub identity_file: Option<PathBuf>,
+    /// Environment variable that holds the key's passphrase.
+    #[serde(default)]
+    pub passphrase_env: Option<String>,
+    /// Jump hosts, outermost first (inventory names or `user@host:port`).
+    #[serde(default)]
+    pub proxy_jump: Vec<String>,
+    /// OpenSSH config file whose entry for `name` fills what is not set here.
+    #[serde(default)]
+    pub ssh_config: Option<PathBuf>,
+    /// Commands that must exist on the host before it is used.
+    #[serde(default)]
+    pub require_commands: Vec<String>,
+    /// Free disk space (MiB) the work directory must have before the host is used.
+    #[serde(default)]
+    pub min_free_mib: Option<u64>,
+    /// A command run on the host when verification fails, before verifying once more.
+    #[serde(default)]
+    pub repair: Option<String>,
+}
+
+/// Options of the AWS backend.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct AwsMachine {
+    /// Region (default from the AWS configuration).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Instance type, e.g. `r5.large`.
+    pub instance_type: String,
+    /// AMI id.
+    pub image: String,
+    /// Zones to try, preferred first (default: every zone that offers the type).
+    #[serde(default)]
+    pub zones: Vec<String>,
+    /// Ask for a spot instance.
+    #[serde(default)]
+    pub spot: bool,
+    /// With `spot`, fall back to on-demand on a capacity error.
+    #[serde(default)]
+    pub spot_fallback: bool,
+    /// Reserve capacity before launching.
+    #[serde(default)]
+    pub reserve: bool,
+    /// Extra EBS volumes.
+    #[serde(default)]
+    pub volumes: Vec<VolumeSpec>,
+    /// SSH login user of the image (default `ec2-user`).
+    #[serde(default)]
+    pub ssh_user: Option<String>,
+    /// CIDR admitted to SSH (default: the address qa-run runs from, /32).
+    #[serde(default)]
+    pub ssh_cidr: Option<String>,
+    /// Subnet to launch into.
+    #[serde(default)]
+    pub subnet: Option<String>,
+    /// Create a placement group of this strategy (`cluster`, `spread`, `partition`).
+    #[serde(default)]
+    pub placement_group: Option<String>,
+}
+
+/// Extra block volumes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct VolumeSpec {
+    /// Volume type (`gp3`, `io2`, …).
+    #[serde(default)]
+    pub r#type: Option<String>,
+    /// Size in GiB.
+    pub size_gb: u32,
+    /// How many volumes of this shape (default 1).
+    #[serde(default = "one")]
+    pub count: u32,
+}
+
+/// A file or directory uploaded before the steps run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct FileUpload {
+    /// Local path, relative to the plan file.
+    pub src: PathBuf,
+    /// Destination on the machine; relative paths are inside the machine's work directory.
+    pub dest: String,
+    /// Machines (names or roles) that get it (default: all).
+    #[serde(default)]
+    pub machines: Vec<String>,
+    /// File mode as octal text, e.g. `"0644"` (default: the source's mode).
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
+/// One step of the plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct StepSpec {
+    /// Unique name; used in logs, results and `depends-on`.
+    pub name: String,
+    /// A script file (relative to the plan file) uploaded and run.
+    #[serde(default)]
+    pub script: Option<PathBuf>,
+    /// An inline shell command.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// Reboot the machine and wait for it to come back (instead of a script or command).
+    #[serde(default)]
+    pub reboot: bool,
+    /// Machines (names or roles) the step runs on (default: all).
+    #[serde(default)]
+    pub machines: Vec<String>,
+    /// Environment of the step.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory, relative to the machine's work directory.
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// Timeout (default from `defaults.timeout`, then 30m).
+    #[serde(default)]
+    pub timeout: Option<PlanDuration>,
+    /// Steps that must PASS first (on every machine they run on); otherwise this one is SKIPPED.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// Steps that must have finished first, whatever their verdict.
+    #[serde(default)]
+    pub after: Vec<String>,
+    /// Retries of an ERROR verdict (infrastructure); FAIL and TIMEOUT are never retried.
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// The script reboots the machine itself; qa-run waits for the new boot and takes its status.
+    #[serde(default)]
+    pub expect_reboot: bool,
+    /// Run with non-interactive sudo.
+    #[serde(default)]
+    pub sudo: bool,
+    /// Run under a pseudo-terminal.
+    #[serde(default)]
+    pub pty: bool,
+    /// Run under a supervisor on the machine so a dropped connection does not lose the step.
+    #[serde(default)]
+    pub detached: bool,
+}
+
+/// What a step does, once validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepAction<'a> {
+    /// Upload this script and run it.
+    Script(&'a std::path::Path),
+    /// Run this shell command.
+    Command(&'a str),
+    /// Reboot and wait for a new boot id.
+    Reboot,
+}
+
+impl StepSpec {
+    /// What this step does. Validation guarantees exactly one action is set.
+    pub fn action(&self) -> StepAction<'_> {
+        if let Some(s) = &self.script {
+            StepAction::Script(s)
+        } else if let Some(c) = &self.command {
+            StepAction::Command(c)
+        } else {
+            StepAction::Reboot
+        }
+    }
+}
+
+/// Artifacts to collect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ArtifactSpec {
+    /// Glob patterns, relative to the machine's work directory unless absolute.
+    pub paths: Vec<String>,
+    /// Machines (names or roles) to collect from (default: all).
+    #[serde(default)]
+    pub machines: Vec<String>,
+}
+
+/// A place results are published to. Exactly one key per entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum PublishTarget {
+    /// A static HTML site in a directory.
+    Site {
+        /// Directory of the site.
+        dir: PathBuf,
+    },
+    /// A JUnit XML file.
+    Junit {
+        /// Where to write it.
+        path: PathBuf,
+    },
+    /// The JSON report.
+    Json {
+        /// Where to write it.
+        path: PathBuf,
+    },
+    /// A Markdown summary.
+    Markdown {
+        /// Where to write it.
+        path: PathBuf,
+    },
+    /// The site, committed and pushed to a branch of a git remote.
+    Git {
+        /// The remote URL or path.
+        remote: String,
+        /// The branch (default `gh-pages`).
+        #[serde(default)]
+        branch: Option<String>,
+    },
+}
+
+/// When machines are destroyed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CleanupPolicy {
+    /// Always destroy (default).
+    #[default]
+    Always,
+    /// Destroy only if every step on the machine passed; keep a failed one for debugging.
+    OnSuccess,
+    /// Never destroy.
+    Never,
+}
+
+/// Cleanup policy: a default and per-role overrides.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct CleanupSpec {
+    /// The policy of roles that are not listed.
+    #[serde(default)]
+    pub default: CleanupPolicy,
+    /// Per-role policies.
+    #[serde(default)]
+    pub roles: BTreeMap<String, CleanupPolicy>,
+}
+
+impl CleanupSpec {
+    /// The policy of a role.
+    pub fn policy_for(&self, role: &str) -> CleanupPolicy {
+        self.roles.get(role).copied().unwrap_or(self.default)
+    }
+}

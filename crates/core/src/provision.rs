@@ -1,0 +1,116 @@
+//! The [`Provisioner`] trait: making machines, making them ready, destroying them.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::journal::ResourceLedger;
+use crate::plan::{BackendKind, MachineSpec};
+use crate::types::{Leftovers, Machine, Resource, RunId, TestId};
+
+/// One machine to make.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MachineRequest {
+    /// Instance name (`name` or `name-N`).
+    pub name: String,
+    /// Role.
+    pub role: String,
+    /// The spec from the plan.
+    pub spec: MachineSpec,
+    /// Zone and reservation ids, when capacity was reserved.
+    pub placement: Option<crate::capacity::Placement>,
+}
+
+/// What a provisioner knows about the run it works for.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    /// The run.
+    pub run_id: RunId,
+    /// Tag value on every resource.
+    pub test_id: TestId,
+    /// Plan name, for tags.
+    pub plan_name: String,
+    /// The run's results directory.
+    pub run_dir: PathBuf,
+    /// Tags to put on every resource (test id, plan, who ran it, created-by, keep-until).
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Why provisioning failed, and what it left behind.
+#[derive(Debug, thiserror::Error)]
+#[error("{backend} provisioner{}: {message}", machine.as_ref().map(|m| format!(" (machine {m})")).unwrap_or_default())]
+#[non_exhaustive]
+pub struct ProvisionError {
+    /// The backend.
+    pub backend: BackendKind,
+    /// The machine, if the error concerns one.
+    pub machine: Option<String>,
+    /// What went wrong and what to do.
+    pub message: String,
+    /// What exists now because of the failed call.
+    pub leftovers: Leftovers,
+    /// It is worth retrying (throttling, a transient network error).
+    pub retryable: bool,
+    /// The cause.
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl ProvisionError {
+    /// An error with no cause and the given leftovers.
+    pub fn new(backend: BackendKind, machine: Option<&str>, message: impl Into<String>, leftovers: Leftovers) -> Self {
+        ProvisionError {
+            backend,
+            machine: machine.map(str::to_string),
+            message: message.into(),
+            leftovers,
+            retryable: false,
+            source: None,
+        }
+    }
+
+    /// Attaches a cause.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+}
+
+/// Makes machines from specs and destroys them.
+///
+/// # Contract
+/// - `create` records every resource in the ledger as an intent **before** the call that creates
+///   it (with a client token where the API takes one) and with its id after, so that a crash at any
+///   point leaves a journal from which `destroy` (or `sweep`) removes it.
+/// - `create` that fails returns what it left behind in [`ProvisionError::leftovers`].
+/// - `destroy` is idempotent: destroying what is already gone is `Ok`. It marks every resource it
+///   removed as destroyed in the ledger. It must work from journal records alone (a fresh process,
+///   after a crash).
+/// - `sweep` removes everything carrying the test id tag, for when the journal is lost.
+/// - Cancellation (dropping a future) may leave a resource in `Intent` state; teardown treats it
+///   as possibly existing.
+#[async_trait]
+pub trait Provisioner: Send + Sync + Debug + 'static {
+    /// The backend this provisioner serves.
+    fn backend(&self) -> BackendKind;
+
+    /// Makes one machine.
+    async fn create(
+        &self,
+        request: &MachineRequest,
+        run: &RunContext,
+        ledger: &dyn ResourceLedger,
+    ) -> Result<Machine, ProvisionError>;
+
+    /// Waits until the machine accepts commands, up to `deadline`.
+    async fn wait_ready(&self, machine: &Machine, deadline: Duration) -> Result<(), ProvisionError>;
+
+    /// Destroys these resources (from the journal). Idempotent.
+    async fn destroy(&self, resources: &[Resource], ledger: &dyn ResourceLedger) -> Result<(), ProvisionError>;
+
+    /// Destroys everything tagged with `test_id`; returns a line per resource removed.
+    async fn sweep(&self, test_id: &TestId) -> Result<Vec<String>, ProvisionError>;
+}

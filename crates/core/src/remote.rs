@@ -1,0 +1,238 @@
+//! The [`RemoteExecutor`] trait: running commands on a machine and moving files to and from it.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::types::{BootId, Machine};
+
+/// What to run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandSpec {
+    /// A shell command line, run by `/bin/sh -c` on the machine.
+    pub command: String,
+    /// Extra environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Working directory; relative paths are inside the machine's work directory.
+    pub workdir: Option<String>,
+    /// Kill the whole process tree after this long.
+    pub timeout: Option<Duration>,
+    /// Run with non-interactive sudo (`sudo -n`).
+    pub sudo: bool,
+    /// Allocate a pseudo-terminal.
+    pub pty: bool,
+    /// Run under a supervisor on the machine that survives a dropped connection.
+    pub detached: bool,
+    /// The command is expected to reboot the machine; wait for the new boot and take the status.
+    pub expect_reboot: bool,
+}
+
+/// Which output stream bytes came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutputStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// Receives a command's output as it arrives. Implementations must be cheap: they are called on
+/// the executor's read path.
+pub trait OutputSink: Send + Sync {
+    /// A chunk of output (not necessarily whole lines).
+    fn output(&self, stream: OutputStream, data: &[u8]);
+    /// A note from the executor itself (reconnecting, reboot seen, …), shown in the log.
+    fn note(&self, _message: &str) {}
+}
+
+/// An [`OutputSink`] that throws everything away.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DiscardOutput;
+
+impl OutputSink for DiscardOutput {
+    fn output(&self, _: OutputStream, _: &[u8]) {}
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitInfo {
+    /// Exit status, if it exited.
+    pub code: Option<i32>,
+    /// Signal that ended it, if any.
+    pub signal: Option<i32>,
+    /// It ran out of time and its process tree was killed.
+    pub timed_out: bool,
+    /// It was cancelled and its process tree was killed.
+    pub cancelled: bool,
+    /// Wall time.
+    pub duration: Duration,
+    /// The machine rebooted while it ran (only with `expect_reboot` or `detached`).
+    pub rebooted: bool,
+}
+
+impl ExitInfo {
+    /// Exited with status 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0) && !self.timed_out && !self.cancelled
+    }
+}
+
+/// Errors of remote execution. Each is an infrastructure problem (verdict ERROR), never a test
+/// failure: a command that runs and exits non-zero is an `Ok(ExitInfo)`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RemoteError {
+    /// Could not connect or authenticate.
+    #[error("cannot connect to {target}: {message}")]
+    Connect {
+        /// `user@host:port` or a sandbox path.
+        target: String,
+        /// What went wrong.
+        message: String,
+        /// The cause.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// The host presented a key that differs from the known one.
+    #[error(
+        "host key of {host} changed: known {known_fingerprint}, presented {presented_fingerprint}; \
+         if the host was really reinstalled, remove its line from {known_hosts}"
+    )]
+    HostKeyChanged {
+        /// The host.
+        host: String,
+        /// Fingerprint on record.
+        known_fingerprint: String,
+        /// Fingerprint the host presented.
+        presented_fingerprint: String,
+        /// The known_hosts file holding the old key.
+        known_hosts: String,
+    },
+    /// The host's key is not known and the policy does not allow trusting it.
+    #[error("host key of {host} ({fingerprint}) is not in {known_hosts}; add it with ssh-keyscan or use trust-first-use")]
+    HostKeyUnknown {
+        /// The host.
+        host: String,
+        /// Fingerprint it presented.
+        fingerprint: String,
+        /// The known_hosts file that was consulted.
+        known_hosts: String,
+    },
+    /// The connection dropped and could not be re-established.
+    #[error("connection to {target} lost: {message}")]
+    Disconnected {
+        /// The machine.
+        target: String,
+        /// What was tried.
+        message: String,
+    },
+    /// A file transfer failed.
+    #[error("transfer {from} -> {to} failed: {source}")]
+    Transfer {
+        /// Source path.
+        from: String,
+        /// Destination path.
+        to: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A path would leave the directory it must stay in.
+    #[error("refusing path `{path}`: it leaves {root}")]
+    PathEscape {
+        /// The offending path.
+        path: String,
+        /// The directory it must stay in.
+        root: String,
+    },
+    /// The machine did not come back from a reboot in time.
+    #[error("{target} did not come back within {deadline:?} after reboot (old boot id {old_boot_id}); tried: {tried}")]
+    RebootTimeout {
+        /// The machine.
+        target: String,
+        /// How long was waited.
+        deadline: Duration,
+        /// Boot id before the reboot.
+        old_boot_id: String,
+        /// What was tried.
+        tried: String,
+    },
+    /// The operation is not supported by this executor.
+    #[error("{executor} does not support {operation}")]
+    Unsupported {
+        /// The executor.
+        executor: String,
+        /// The operation.
+        operation: String,
+    },
+    /// Any other I/O problem.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs commands on one machine and moves files to and from it.
+///
+/// An executor is bound to one [`Machine`]; relative remote paths resolve inside the machine's work
+/// directory. All methods may be called concurrently.
+///
+/// # Contract
+/// - `run` returns `Ok` whenever the command ran, whatever its status; `Err` only for
+///   infrastructure problems. On timeout or cancellation the *whole process tree* of the command is
+///   killed before `run` returns (`timed_out`/`cancelled` set).
+/// - Cancelling through the token is prompt: `run` returns within a second or two.
+/// - `put_file`/`put_tree` land atomically (temporary name, then rename) and are idempotent.
+/// - `collect` never writes outside `dest` and never follows a path out of the work directory.
+/// - After an `Err`, the executor is still usable; the next call reconnects if needed.
+#[async_trait]
+pub trait RemoteExecutor: Send + Sync + Debug + 'static {
+    /// Short description for logs, e.g. `local:/tmp/x` or `ssh://root@10.0.0.5:22`.
+    fn describe(&self) -> String;
+
+    /// Runs a command, streaming its output into `sink`.
+    async fn run(
+        &self,
+        cmd: &CommandSpec,
+        sink: Arc<dyn OutputSink>,
+        cancel: CancellationToken,
+    ) -> Result<ExitInfo, RemoteError>;
+
+    /// Uploads one file; `mode` defaults to the local file's mode.
+    async fn put_file(&self, local: &Path, remote: &str, mode: Option<u32>) -> Result<(), RemoteError>;
+
+    /// Uploads a directory tree, preserving modes. Returns the number of files.
+    async fn put_tree(&self, local: &Path, remote: &str) -> Result<u64, RemoteError>;
+
+    /// Downloads one file.
+    async fn get_file(&self, remote: &str, local: &Path) -> Result<(), RemoteError>;
+
+    /// Downloads every file matching the glob patterns (relative to the work directory) into
+    /// `dest`, keeping relative paths. Returns the local paths written.
+    async fn collect(&self, patterns: &[String], dest: &Path) -> Result<Vec<PathBuf>, RemoteError>;
+
+    /// The current boot id.
+    async fn boot_id(&self) -> Result<BootId, RemoteError>;
+
+    /// Reboots and waits, up to `deadline`, for a new boot id. Returns it.
+    async fn reboot(&self, deadline: Duration) -> Result<BootId, RemoteError>;
+
+    /// Closes connections. Further calls may reconnect.
+    async fn close(&self) {}
+}
+
+/// Makes executors for machines (picks local processes or SSH by the machine's access).
+#[async_trait]
+pub trait Connector: Send + Sync + Debug + 'static {
+    /// An executor bound to `machine`.
+    async fn connect(&self, machine: &Machine) -> Result<Arc<dyn RemoteExecutor>, RemoteError>;
+}

@@ -1,0 +1,233 @@
+//! Domain types shared by every crate: machines, resources, verdicts and identifiers.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::BackendKind;
+
+/// Identifies one run: `<plan>-<utc time>-<random>`; also the name of its results directory.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RunId(pub String);
+
+impl RunId {
+    /// A fresh id for a run of `plan_name`.
+    pub fn generate(plan_name: &str) -> Self {
+        let now = time::OffsetDateTime::now_utc();
+        let stamp = now
+            .format(time::macros::format_description!("[year][month][day]T[hour][minute][second]Z"))
+            .unwrap_or_else(|_| "now".into());
+        let slug: String = plan_name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .take(40)
+            .collect();
+        let suffix: u32 = rand::random::<u32>() & 0xffff;
+        RunId(format!("{slug}-{stamp}-{suffix:04x}"))
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The id every cloud resource of a run is tagged with, so that it can be found and removed
+/// even when the journal is lost. Defaults to the run id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TestId(pub String);
+
+impl fmt::Display for TestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A machine as the provisioner hands it over: enough to reach it and to destroy it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Machine {
+    /// Instance name from the plan (`name` or `name-N`).
+    pub name: String,
+    /// Role from the plan.
+    pub role: String,
+    /// Backend that made it.
+    pub backend: BackendKind,
+    /// How to reach it.
+    pub access: Access,
+    /// Directory on the machine where uploads and steps live.
+    pub workdir: String,
+    /// Journal keys of the resources that make up this machine.
+    #[serde(default)]
+    pub resources: Vec<ResourceKey>,
+    /// Backend facts worth showing (zone, instance type, address, …).
+    #[serde(default)]
+    pub facts: BTreeMap<String, String>,
+}
+
+/// How a machine is reached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Access {
+    /// Local processes in a sandbox directory.
+    Local {
+        /// The sandbox root.
+        root: PathBuf,
+    },
+    /// SSH, possibly through jump hosts.
+    Ssh(SshTarget),
+}
+
+/// Where and how to SSH to a machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SshTarget {
+    /// Address or name.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Login user.
+    pub user: String,
+    /// Private key file.
+    #[serde(default)]
+    pub identity_file: Option<PathBuf>,
+    /// Environment variable holding the key's passphrase (never the passphrase itself).
+    #[serde(default)]
+    pub passphrase_env: Option<String>,
+    /// Jump hosts, outermost first.
+    #[serde(default)]
+    pub jumps: Vec<SshTarget>,
+    /// Host-key policy.
+    #[serde(default)]
+    pub host_keys: HostKeyPolicy,
+}
+
+/// How host keys are checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "policy")]
+pub enum HostKeyPolicy {
+    /// Check against known_hosts files (the user's by default); unknown or changed keys fail.
+    #[default]
+    Strict,
+    /// A machine this run created: trust the first key into the run-local known_hosts file,
+    /// then require it to match.
+    TrustFirstUse {
+        /// The run-local known_hosts file.
+        known_hosts: PathBuf,
+    },
+    /// No checking at all. Logged loudly on every connection.
+    Insecure,
+}
+
+/// Key of a resource in the run journal: unique within a run.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ResourceKey(pub String);
+
+impl fmt::Display for ResourceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Lifecycle of a journaled resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResourceState {
+    /// The create call is about to be (or was) made; the id is not known yet.
+    Intent,
+    /// Created; `id` is set.
+    Created,
+    /// Destroyed (or found to be gone).
+    Destroyed,
+    /// Deliberately kept by the cleanup policy.
+    Kept,
+}
+
+/// A resource a run created (or is about to), as recorded in its journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Resource {
+    /// Key in the journal.
+    pub key: ResourceKey,
+    /// Backend that owns it.
+    pub backend: BackendKind,
+    /// Kind within the backend: `sandbox`, `instance`, `volume`, `reservation`, …
+    pub kind: String,
+    /// Machine it belongs to, if any.
+    #[serde(default)]
+    pub machine: Option<String>,
+    /// Backend id once created.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Idempotency token sent with the create call.
+    #[serde(default)]
+    pub client_token: Option<String>,
+    /// Where it lives (region, zone, directory, …) and anything else destroy needs.
+    #[serde(default)]
+    pub details: BTreeMap<String, String>,
+    /// Where it is in its life.
+    pub state: ResourceState,
+}
+
+/// What an error left behind (the runner decides teardown from it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Leftovers {
+    /// Nothing was created, or everything created was removed.
+    Clear,
+    /// These journaled resources still exist; teardown will remove them.
+    Remaining(Vec<ResourceKey>),
+    /// Something may exist that is not in the journal; only a tag sweep can find it.
+    Orphaned(String),
+    /// Not known; teardown must sweep by tag.
+    Unknown,
+}
+
+/// The outcome of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Verdict {
+    /// It did what it should.
+    Pass,
+    /// The test said no (non-zero exit status).
+    Fail,
+    /// Infrastructure failed (SSH dropped, API refused, …). The only verdict that is retried.
+    Error,
+    /// It ran out of time; its process tree was killed.
+    Timeout,
+    /// A dependency did not pass.
+    Skipped,
+    /// The run was cancelled while it ran or before it could start.
+    Interrupted,
+}
+
+impl Verdict {
+    /// Upper-case name, as shown everywhere.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "PASS",
+            Verdict::Fail => "FAIL",
+            Verdict::Error => "ERROR",
+            Verdict::Timeout => "TIMEOUT",
+            Verdict::Skipped => "SKIPPED",
+            Verdict::Interrupted => "INTERRUPTED",
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A boot of a machine; changes on every reboot.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BootId(pub String);

@@ -1,0 +1,2 @@
+//! qa-publish: the [`qa_core::ResultPublisher`] implementations.
+#![warn(missing_docs)]

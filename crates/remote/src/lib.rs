@@ -1,0 +1,9 @@
+//! qa-remote: the [`qa_core::RemoteExecutor`] implementations.
+//!
+//! - [`local`]: local processes in their own process group, in a machine's sandbox directory.
+//! - `ssh` (feature `ssh`): OpenSSH-compatible remote execution over libssh2.
+#![warn(missing_docs)]
+
+pub mod local;
+#[cfg(feature = "ssh")]
+pub mod ssh;

@@ -1,0 +1,1 @@
+//! Example programs that embed qa-run; see the `[[example]]` entries.
