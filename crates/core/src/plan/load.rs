@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use petgraph::graphmap::DiGraphMap;
 
 use super::diag::{Diagnostic, PlanError};
-use super::model::Plan;
+use super::model::{BackendKind, Plan};
+use super::schema::{self, Locations, nearest};
+use super::tree;
 
 /// A plan with the place it came from; relative paths in it are relative to `base_dir`.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,14 +25,29 @@ impl LoadedPlan {
     /// Wraps a plan built in code; relative paths resolve against `base_dir`.
     pub fn from_plan(plan: Plan, base_dir: impl Into<PathBuf>) -> Result<Self, PlanError> {
         let base_dir = base_dir.into();
-        let loaded = LoadedPlan { plan, path: base_dir.join("<in-memory plan>"), base_dir };
-        let diags = validate(&loaded);
-        if diags.is_empty() { Ok(loaded) } else { Err(PlanError { file: loaded.path, diagnostics: diags }) }
+        let loaded = LoadedPlan {
+            plan,
+            path: base_dir.join("<in-memory plan>"),
+            base_dir,
+        };
+        let diags = validate(&loaded, &Locations::new());
+        if diags.is_empty() {
+            Ok(loaded)
+        } else {
+            Err(PlanError {
+                file: loaded.path,
+                diagnostics: diags,
+            })
+        }
     }
 
     /// Resolves a plan-relative path.
     pub fn resolve(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() { p.to_path_buf() } else { self.base_dir.join(p) }
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
     }
 }
 
@@ -50,176 +67,382 @@ pub fn load_file(path: &Path) -> Result<LoadedPlan, PlanError> {
 }
 
 /// Parses and checks plan text; `path` is used in messages and to resolve relative paths.
+///
+/// Every problem is reported at once: first everything wrong with the shape of the file (unknown
+/// keys, wrong types, unknown backends, bad durations), then, if the shape is right, everything
+/// wrong with its meaning (unknown or cyclic dependencies, duplicate names, missing scripts).
 pub fn load_str(src: &str, path: &Path) -> Result<LoadedPlan, PlanError> {
-    let plan: Plan = serde_saphyr::from_str(src).map_err(|e| {
-        let loc = e.location();
-        PlanError {
-            file: path.to_path_buf(),
-            diagnostics: vec![Diagnostic {
-                line: loc.map(|l| l.line()),
-                column: loc.map(|l| l.column()),
-                key_path: String::new(),
-                message: e.to_string(),
-                hint: None,
-            }],
-        }
-    })?;
+    let fail = |diagnostics: Vec<Diagnostic>| PlanError {
+        file: path.to_path_buf(),
+        diagnostics: sorted(diagnostics),
+    };
+    let root = tree::parse(src).map_err(|e| fail(vec![from_saphyr(&e)]))?;
+    let mut locations = Locations::new();
+    let shape_problems = schema::check(&root, &mut locations);
+    if !shape_problems.is_empty() {
+        return Err(fail(shape_problems));
+    }
+    // The walk found nothing, so this should not fail; if the schema and the model ever
+    // disagree, serde's own (located) message is still better than none.
+    let plan: Plan = serde_saphyr::from_str(src).map_err(|e| fail(vec![from_saphyr(&e)]))?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let base_dir = if base_dir.as_os_str().is_empty() { PathBuf::from(".") } else { base_dir };
-    let loaded = LoadedPlan { plan, path: path.to_path_buf(), base_dir };
-    let diags = validate(&loaded);
-    if diags.is_empty() { Ok(loaded) } else { Err(PlanError { file: path.to_path_buf(), diagnostics: diags }) }
+    let base_dir = if base_dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base_dir
+    };
+    let loaded = LoadedPlan {
+        plan,
+        path: path.to_path_buf(),
+        base_dir,
+    };
+    let diags = validate(&loaded, &locations);
+    if diags.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(fail(diags))
+    }
 }
 
-fn diag(key_path: String, message: String, hint: Option<String>) -> Diagnostic {
-    Diagnostic { line: None, column: None, key_path, message, hint }
+/// A serde-saphyr error as a diagnostic: its plain message (no source snippet) and its place.
+fn from_saphyr(e: &serde_saphyr::Error) -> Diagnostic {
+    let loc = e
+        .location()
+        .filter(|l| *l != serde_saphyr::Location::UNKNOWN);
+    let mut message = e
+        .without_snippet()
+        .render_with_formatter(&serde_saphyr::UserMessageFormatter);
+    if let Some(l) = loc {
+        // The location is printed by PlanError already.
+        for suffix in [
+            format!(" at line {}, column {}", l.line(), l.column()),
+            format!(" at {}:{}", l.line(), l.column()),
+        ] {
+            if let Some(stripped) = message.strip_suffix(&suffix) {
+                message = stripped.to_owned();
+            }
+        }
+    }
+    Diagnostic {
+        line: loc.map(|l| l.line()),
+        column: loc.map(|l| l.column()),
+        key_path: String::new(),
+        message,
+        hint: None,
+    }
 }
 
-fn nearest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
-    candidates
-        .into_iter()
-        .map(|c| (strsim::jaro_winkler(word, c), c))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| format!("did you mean `{c}`?"))
+/// Diagnostics in file order; those without a place go last, in the order they were found.
+fn sorted(mut diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    diags.sort_by_key(|d| (d.line.is_none(), d.line, d.column));
+    diags
 }
 
-/// Checks what serde cannot: names, references, cycles, files that must exist.
-pub(crate) fn validate(loaded: &LoadedPlan) -> Vec<Diagnostic> {
+/// A diagnostic at the place of `key_path`, or of its nearest enclosing key that has one.
+fn diag_at(
+    locations: &Locations,
+    key_path: String,
+    message: String,
+    hint: Option<String>,
+) -> Diagnostic {
+    let mut p = key_path.as_str();
+    let pos = loop {
+        if let Some(pos) = locations.get(p) {
+            break Some(*pos);
+        }
+        match p.rfind(['.', '[']) {
+            Some(i) => p = &p[..i],
+            None => break None,
+        }
+    };
+    Diagnostic {
+        line: pos.map(|p| p.line),
+        column: pos.map(|p| p.column),
+        key_path,
+        message,
+        hint,
+    }
+}
+
+fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    nearest(word, candidates).map(|c| format!("did you mean `{c}`?"))
+}
+
+/// Checks what the shape of the file cannot: names, references, cycles, files that must exist.
+/// `locations` (empty for plans built in code) places each problem in the file.
+pub(crate) fn validate(loaded: &LoadedPlan, locations: &Locations) -> Vec<Diagnostic> {
     let plan = &loaded.plan;
     let mut out = Vec::new();
-    if plan.machines.is_empty() {
-        out.push(diag("machines".into(), "a plan needs at least one machine".into(), None));
+    let mut diag = |key_path: String, message: String, hint: Option<String>| {
+        out.push(diag_at(locations, key_path, message, hint));
+    };
+    let line_of = |key_path: &str| {
+        locations
+            .get(key_path)
+            .map(|p| format!(" (first at line {})", p.line))
+            .unwrap_or_default()
+    };
+    let relative_hint = |p: &Path| {
+        Some(format!(
+            "looked for `{}`; paths are relative to the plan file's directory",
+            loaded.resolve(p).display()
+        ))
+    };
+
+    if plan.concurrency == Some(0) {
+        diag(
+            "concurrency".into(),
+            "concurrency must be at least 1".into(),
+            None,
+        );
     }
-    let mut machine_names = BTreeSet::new();
+
+    let mut inventory: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, h) in plan.inventory.iter().enumerate() {
+        if let Some(first) = inventory.insert(h.name.as_str(), i) {
+            diag(
+                format!("inventory[{i}].name"),
+                format!(
+                    "inventory host `{}` is defined twice{}",
+                    h.name,
+                    line_of(&format!("inventory[{first}].name"))
+                ),
+                None,
+            );
+        }
+    }
+
+    if plan.machines.is_empty() {
+        diag(
+            "machines".into(),
+            "a plan needs at least one machine".into(),
+            None,
+        );
+    }
+    // Machine instance name -> index of the spec that made it.
+    let mut machine_names: BTreeMap<String, usize> = BTreeMap::new();
     let mut selectors: BTreeSet<String> = BTreeSet::new();
     for (i, m) in plan.machines.iter().enumerate() {
         if m.count == 0 {
-            out.push(diag(format!("machines[{i}].count"), "count must be at least 1".into(), None));
+            diag(
+                format!("machines[{i}].count"),
+                "count must be at least 1".into(),
+                None,
+            );
         }
         for n in m.instance_names() {
-            if !machine_names.insert(n.clone()) {
-                out.push(diag(format!("machines[{i}].name"), format!("machine `{n}` is defined twice"), None));
+            if let Some(first) = machine_names.insert(n.clone(), i) {
+                let what = if n == m.name {
+                    String::new()
+                } else {
+                    format!(" (made by `count: {}`)", m.count)
+                };
+                diag(
+                    format!("machines[{i}].name"),
+                    format!(
+                        "machine `{n}`{what} is defined twice{}",
+                        line_of(&format!("machines[{first}].name"))
+                    ),
+                    Some("machine names must be unique".into()),
+                );
             }
             selectors.insert(n);
         }
         selectors.insert(m.name.clone());
         selectors.insert(m.role().to_string());
-    }
-    let check_selectors = |out: &mut Vec<Diagnostic>, path: String, list: &[String]| {
-        for (j, s) in list.iter().enumerate() {
-            if !selectors.contains(s) {
-                out.push(diag(
-                    format!("{path}[{j}]"),
-                    format!("no machine or role is called `{s}`"),
-                    nearest(s, selectors.iter().map(String::as_str)),
-                ));
-            }
+        let backend = m.backend.or(plan.backend).unwrap_or(BackendKind::Local);
+        if backend == BackendKind::Aws && m.aws.is_none() {
+            diag(
+                format!("machines[{i}]"),
+                format!(
+                    "machine `{}` uses backend `aws` but has no `aws:` options",
+                    m.name
+                ),
+                Some("add `aws:` with at least `instance-type` and `image`".into()),
+            );
         }
-    };
+    }
+    let check_selectors =
+        |diag: &mut dyn FnMut(String, String, Option<String>), path: String, list: &[String]| {
+            for (j, s) in list.iter().enumerate() {
+                if !selectors.contains(s) {
+                    diag(
+                        format!("{path}[{j}]"),
+                        format!("no machine or role is called `{s}`"),
+                        did_you_mean(s, selectors.iter().map(String::as_str)),
+                    );
+                }
+            }
+        };
+
     for (i, f) in plan.files.iter().enumerate() {
-        check_selectors(&mut out, format!("files[{i}].machines"), &f.machines);
+        check_selectors(&mut diag, format!("files[{i}].machines"), &f.machines);
         if !loaded.resolve(&f.src).exists() {
-            out.push(diag(
+            diag(
                 format!("files[{i}].src"),
                 format!("`{}` does not exist", f.src.display()),
-                Some(format!("paths are relative to the plan's directory {}", loaded.base_dir.display())),
-            ));
+                relative_hint(&f.src),
+            );
         }
+    }
+
+    if plan.steps.is_empty() {
+        diag(
+            "steps".into(),
+            "a plan needs at least one step".into(),
+            None,
+        );
     }
     let mut step_index: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, s) in plan.steps.iter().enumerate() {
-        if step_index.insert(s.name.as_str(), i).is_some() {
-            out.push(diag(format!("steps[{i}].name"), format!("step `{}` is defined twice", s.name), None));
+        if let Some(&first) = step_index.get(s.name.as_str()) {
+            diag(
+                format!("steps[{i}].name"),
+                format!(
+                    "step `{}` is defined twice{}",
+                    s.name,
+                    line_of(&format!("steps[{first}].name"))
+                ),
+                Some("step names must be unique".into()),
+            );
+        } else {
+            step_index.insert(s.name.as_str(), i);
         }
     }
-    if plan.steps.is_empty() {
-        out.push(diag("steps".into(), "a plan needs at least one step".into(), None));
-    }
-    let mut graph: DiGraphMap<usize, ()> = DiGraphMap::new();
+
+    // Edge k -> i: step i waits for step k; the weight says which entry of i asked for it.
+    let mut graph: DiGraphMap<usize, (&str, usize)> = DiGraphMap::new();
     for (i, s) in plan.steps.iter().enumerate() {
         graph.add_node(i);
-        let actions = s.script.is_some() as u8 + s.command.is_some() as u8 + s.reboot as u8;
-        if actions != 1 {
-            out.push(diag(
+        let actions: Vec<&str> = [
+            ("script", s.script.is_some()),
+            ("command", s.command.is_some()),
+            ("reboot", s.reboot),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect();
+        match actions.as_slice() {
+            [_] => {}
+            [] => diag(
                 format!("steps[{i}]"),
-                format!("step `{}` must have exactly one of `script`, `command` or `reboot: true`", s.name),
-                None,
-            ));
+                format!("step `{}` does nothing", s.name),
+                Some("give it one of `script`, `command` or `reboot: true`".into()),
+            ),
+            [first, rest @ ..] => diag(
+                format!("steps[{i}].{}", rest[rest.len() - 1]),
+                format!("step `{}` has both `{first}` and `{}`", s.name, rest[rest.len() - 1]),
+                Some("a step does exactly one of `script`, `command` or `reboot: true`; split it into two steps".into()),
+            ),
         }
         if let Some(script) = &s.script {
             if !loaded.resolve(script).is_file() {
-                out.push(diag(
+                diag(
                     format!("steps[{i}].script"),
                     format!("script `{}` does not exist", script.display()),
-                    Some(format!("paths are relative to the plan's directory {}", loaded.base_dir.display())),
-                ));
+                    relative_hint(script),
+                );
             }
         }
-        check_selectors(&mut out, format!("steps[{i}].machines"), &s.machines);
+        check_selectors(&mut diag, format!("steps[{i}].machines"), &s.machines);
         for (field, list) in [("depends-on", &s.depends_on), ("after", &s.after)] {
             for (j, d) in list.iter().enumerate() {
                 match step_index.get(d.as_str()) {
-                    Some(&k) if k == i => out.push(diag(
+                    Some(&k) if k == i => diag(
                         format!("steps[{i}].{field}[{j}]"),
-                        format!("step `{}` cannot wait for itself", s.name),
-                        None,
-                    )),
+                        format!("step `{}` waits for itself", s.name),
+                        Some(format!("remove `{d}` from `{field}`")),
+                    ),
                     Some(&k) => {
-                        graph.add_edge(k, i, ());
+                        graph.add_edge(k, i, (field, j));
                     }
-                    None => out.push(diag(
+                    None => diag(
                         format!("steps[{i}].{field}[{j}]"),
                         format!("no step is called `{d}`"),
-                        nearest(d, step_index.keys().copied()),
-                    )),
+                        did_you_mean(d, step_index.keys().copied()),
+                    ),
                 }
             }
         }
     }
-    if let Err(cycle) = petgraph::algo::toposort(&graph, None) {
-        let start = cycle.node_id();
-        let names: Vec<&str> = cycle_path(&graph, start).iter().map(|&k| plan.steps[k].name.as_str()).collect();
-        out.push(diag(
-            format!("steps[{start}].depends-on"),
-            format!("steps wait for each other in a cycle: {}", names.join(" -> ")),
+    // Every cycle, once: each strongly connected component of more than one step is one.
+    let mut components = petgraph::algo::tarjan_scc(&graph);
+    components.iter_mut().for_each(|c| c.sort_unstable());
+    components.sort();
+    for component in components.into_iter().filter(|c| c.len() > 1) {
+        let start = component[0];
+        let members: BTreeSet<usize> = component.iter().copied().collect();
+        let cycle = cycle_path(&graph, start, &members);
+        // cycle[0] waits for cycle[1], which waits for cycle[2], …, back to cycle[0].
+        let names: Vec<String> = cycle
+            .iter()
+            .map(|&k| format!("`{}`", plan.steps[k].name))
+            .collect();
+        let (field, j) = cycle
+            .get(1)
+            .and_then(|&next| graph.edge_weight(next, start))
+            .copied()
+            .unwrap_or(("depends-on", 0));
+        diag(
+            format!("steps[{start}].{field}[{j}]"),
+            format!(
+                "steps wait for each other in a cycle: {}",
+                names.join(" waits for ")
+            ),
             Some("remove one of these `depends-on`/`after` entries".into()),
-        ));
+        );
     }
-    check_selectors(&mut out, "artifacts".into(), &[]);
+
     for (i, a) in plan.artifacts.iter().enumerate() {
-        check_selectors(&mut out, format!("artifacts[{i}].machines"), &a.machines);
+        check_selectors(&mut diag, format!("artifacts[{i}].machines"), &a.machines);
     }
     for role in plan.cleanup.roles.keys() {
         if !selectors.contains(role) {
-            out.push(diag(
+            diag(
                 format!("cleanup.roles.{role}"),
                 format!("no machine or role is called `{role}`"),
-                nearest(role, selectors.iter().map(String::as_str)),
-            ));
+                did_you_mean(role, selectors.iter().map(String::as_str)),
+            );
         }
     }
-    out
+    drop(diag);
+    sorted(out)
 }
 
-/// A cycle through `start`, as node ids ending where it began.
-fn cycle_path(graph: &DiGraphMap<usize, ()>, start: usize) -> Vec<usize> {
-    // Depth-first search from start's successors back to start.
-    let mut stack = vec![(start, vec![start])];
-    let mut seen = BTreeSet::new();
-    while let Some((node, path)) = stack.pop() {
-        for next in graph.neighbors(node) {
+/// The shortest cycle from `start` back to itself along "waits for" links (edges reversed),
+/// staying inside `members`; as step indices, ending where it began.
+fn cycle_path(
+    graph: &DiGraphMap<usize, (&str, usize)>,
+    start: usize,
+    members: &BTreeSet<usize>,
+) -> Vec<usize> {
+    // Breadth-first over predecessors (the steps a step waits for), so the path reads in the
+    // order a user follows `depends-on` entries.
+    let mut parent: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(node) = queue.pop_front() {
+        let mut waits_for: Vec<usize> = graph
+            .neighbors_directed(node, petgraph::Direction::Incoming)
+            .filter(|n| members.contains(n))
+            .collect();
+        waits_for.sort_unstable();
+        for next in waits_for {
             if next == start {
-                let mut p = path.clone();
-                p.push(start);
-                return p;
+                let mut path = vec![start];
+                let mut at = node;
+                while at != start {
+                    path.push(at);
+                    at = parent[&at];
+                }
+                path[1..].reverse();
+                path.push(start);
+                return path;
             }
-            if seen.insert(next) {
-                let mut p = path.clone();
-                p.push(next);
-                stack.push((next, p));
+            if next != start && !parent.contains_key(&next) {
+                parent.insert(next, node);
+                queue.push_back(next);
             }
         }
     }
-    vec![start]
+    vec![start, start]
 }

@@ -10,6 +10,8 @@
 mod diag;
 mod duration;
 mod load;
+mod schema;
+mod tree;
 mod model;
 
 pub use diag::{Diagnostic, PlanError};

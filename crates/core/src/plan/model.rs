@@ -309,6 +309,12 @@ pub struct StepSpec {
     /// Reboot the machine and wait for it to come back (instead of a script or command).
     #[serde(default)]
     pub reboot: bool,
+    /// A step type registered by the program that embeds qa-run (see `Engine::step_type`).
+    #[serde(default)]
+    pub uses: Option<String>,
+    /// Parameters for a `uses` step type.
+    #[serde(default)]
+    pub with: BTreeMap<String, serde_json::Value>,
     /// Machines (names or roles) the step runs on (default: all).
     #[serde(default)]
     pub machines: Vec<String>,
@@ -353,6 +359,8 @@ pub enum StepAction<'a> {
     Command(&'a str),
     /// Reboot and wait for a new boot id.
     Reboot,
+    /// A step type registered by the embedding program.
+    Custom(&'a str),
 }
 
 impl StepSpec {
@@ -362,6 +370,8 @@ impl StepSpec {
             StepAction::Script(s)
         } else if let Some(c) = &self.command {
             StepAction::Command(c)
+        } else if let Some(u) = &self.uses {
+            StepAction::Custom(u)
         } else {
             StepAction::Reboot
         }

@@ -1,0 +1,627 @@
+//! The shape of a plan file, written as data, and a walk of a YAML tree against it.
+//!
+//! serde stops at the first problem it meets and cannot say where a semantic problem is. This walk
+//! runs first, over the spanned tree of [`super::tree`], and collects *every* unknown key, missing
+//! key, wrong type, unknown enum value and bad duration, each with its line, column and key path.
+//! Only when it finds nothing does the loader deserialize the typed [`super::Plan`] (which keeps
+//! `deny_unknown_fields`, so the two cannot silently drift apart: a test walks every example plan
+//! through both). It also records where every key path is, so that semantic checks made later on
+//! the typed plan can point at the offending value.
+//!
+//! The schema below must follow `model.rs`: a key added there must be added here too.
+
+use std::collections::BTreeMap;
+
+use super::diag::Diagnostic;
+use super::duration::PlanDuration;
+use super::tree::{Node, Pos, Value};
+
+/// What a value in the plan must look like.
+#[derive(Debug)]
+pub(crate) enum Shape {
+    /// A string; numbers are accepted too (`version: 1.2` means the text `1.2`).
+    Str,
+    /// `true` or `false`.
+    Bool,
+    /// A whole number from 0 to `max`.
+    UInt { max: u64 },
+    /// A [`PlanDuration`]: seconds as a number, or text like `90s`, `1h30m`.
+    Duration,
+    /// One of a fixed set of words; `what` names the set in messages ("backend").
+    Enum {
+        what: &'static str,
+        values: &'static [&'static str],
+    },
+    /// A list of values of one shape.
+    List(&'static Shape),
+    /// A mapping from names the user chooses (env variables, roles) to values of one shape.
+    Map(&'static Shape),
+    /// A mapping with a fixed set of keys.
+    Struct(&'static [Field]),
+    /// A mapping with exactly one key that says which variant this is (`{site: {dir: …}}`).
+    OneOf {
+        what: &'static str,
+        variants: &'static [(&'static str, &'static Shape)],
+    },
+    /// Anything; checked later by whoever uses it (options of some cloud backends).
+    Any,
+}
+
+/// One key of a [`Shape::Struct`].
+#[derive(Debug)]
+pub(crate) struct Field {
+    pub key: &'static str,
+    pub shape: &'static Shape,
+    /// The key must be present.
+    pub required: bool,
+}
+
+const fn req(key: &'static str, shape: &'static Shape) -> Field {
+    Field {
+        key,
+        shape,
+        required: true,
+    }
+}
+
+const fn opt(key: &'static str, shape: &'static Shape) -> Field {
+    Field {
+        key,
+        shape,
+        required: false,
+    }
+}
+
+const STR: Shape = Shape::Str;
+const BOOL: Shape = Shape::Bool;
+const U16: Shape = Shape::UInt {
+    max: u16::MAX as u64,
+};
+const U32: Shape = Shape::UInt {
+    max: u32::MAX as u64,
+};
+const U64: Shape = Shape::UInt { max: u64::MAX };
+const DURATION: Shape = Shape::Duration;
+const STR_LIST: Shape = Shape::List(&STR);
+const ENV: Shape = Shape::Map(&STR);
+const ANY_MAP: Shape = Shape::Map(&Shape::Any);
+
+/// Values of [`super::BackendKind`].
+pub(crate) const BACKENDS: &[&str] = &["local", "static", "aws", "gce", "azure", "oci"];
+const BACKEND: Shape = Shape::Enum {
+    what: "backend",
+    values: BACKENDS,
+};
+const CLEANUP_POLICY: Shape = Shape::Enum {
+    what: "cleanup policy",
+    values: &["always", "on-success", "never"],
+};
+
+const DEFAULTS: Shape = Shape::Struct(&[
+    opt("timeout", &DURATION),
+    opt("retries", &U32),
+    opt("env", &ENV),
+    opt("workdir", &STR),
+]);
+
+const LOCAL_MACHINE: Shape = Shape::Struct(&[opt("root", &STR)]);
+const STATIC_MACHINE: Shape = Shape::Struct(&[req("hosts", &STR_LIST)]);
+const VOLUME: Shape = Shape::Struct(&[opt("type", &STR), req("size-gb", &U32), opt("count", &U32)]);
+const AWS_MACHINE: Shape = Shape::Struct(&[
+    opt("region", &STR),
+    req("instance-type", &STR),
+    req("image", &STR),
+    opt("zones", &STR_LIST),
+    opt("spot", &BOOL),
+    opt("spot-fallback", &BOOL),
+    opt("reserve", &BOOL),
+    opt("volumes", &Shape::List(&VOLUME)),
+    opt("ssh-user", &STR),
+    opt("ssh-cidr", &STR),
+    opt("subnet", &STR),
+    opt("placement-group", &STR),
+]);
+
+const MACHINE: Shape = Shape::Struct(&[
+    req("name", &STR),
+    opt("role", &STR),
+    opt("count", &U32),
+    opt("backend", &BACKEND),
+    opt("local", &LOCAL_MACHINE),
+    opt("static", &STATIC_MACHINE),
+    opt("aws", &AWS_MACHINE),
+    opt("gce", &ANY_MAP),
+    opt("azure", &ANY_MAP),
+    opt("oci", &ANY_MAP),
+]);
+
+const INVENTORY_HOST: Shape = Shape::Struct(&[
+    req("name", &STR),
+    opt("host", &STR),
+    opt("port", &U16),
+    opt("user", &STR),
+    opt("identity-file", &STR),
+    opt("passphrase-env", &STR),
+    opt("proxy-jump", &STR_LIST),
+    opt("ssh-config", &STR),
+    opt("require-commands", &STR_LIST),
+    opt("min-free-mib", &U64),
+    opt("repair", &STR),
+]);
+
+const FILE_UPLOAD: Shape = Shape::Struct(&[
+    req("src", &STR),
+    req("dest", &STR),
+    opt("machines", &STR_LIST),
+    opt("mode", &STR),
+]);
+
+const STEP: Shape = Shape::Struct(&[
+    req("name", &STR),
+    opt("script", &STR),
+    opt("command", &STR),
+    opt("reboot", &BOOL),
+    opt("machines", &STR_LIST),
+    opt("env", &ENV),
+    opt("workdir", &STR),
+    opt("timeout", &DURATION),
+    opt("depends-on", &STR_LIST),
+    opt("after", &STR_LIST),
+    opt("retries", &U32),
+    opt("expect-reboot", &BOOL),
+    opt("sudo", &BOOL),
+    opt("pty", &BOOL),
+    opt("detached", &BOOL),
+]);
+
+const ARTIFACT: Shape = Shape::Struct(&[req("paths", &STR_LIST), opt("machines", &STR_LIST)]);
+
+const PUBLISH_TARGET: Shape = Shape::OneOf {
+    what: "publish target",
+    variants: &[
+        ("site", &Shape::Struct(&[req("dir", &STR)])),
+        ("junit", &Shape::Struct(&[req("path", &STR)])),
+        ("json", &Shape::Struct(&[req("path", &STR)])),
+        ("markdown", &Shape::Struct(&[req("path", &STR)])),
+        (
+            "git",
+            &Shape::Struct(&[req("remote", &STR), opt("branch", &STR)]),
+        ),
+    ],
+};
+
+const CLEANUP: Shape = Shape::Struct(&[
+    opt("default", &CLEANUP_POLICY),
+    opt("roles", &Shape::Map(&CLEANUP_POLICY)),
+]);
+
+/// The whole plan file.
+pub(crate) const PLAN: Shape = Shape::Struct(&[
+    req("name", &STR),
+    opt("description", &STR),
+    opt("backend", &BACKEND),
+    opt("concurrency", &U64),
+    opt("budget", &DURATION),
+    opt("defaults", &DEFAULTS),
+    opt("secrets", &STR_LIST),
+    opt("inventory", &Shape::List(&INVENTORY_HOST)),
+    req("machines", &Shape::List(&MACHINE)),
+    opt("files", &Shape::List(&FILE_UPLOAD)),
+    req("steps", &Shape::List(&STEP)),
+    opt("artifacts", &Shape::List(&ARTIFACT)),
+    opt("publish", &Shape::List(&PUBLISH_TARGET)),
+    opt("cleanup", &CLEANUP),
+]);
+
+impl Shape {
+    /// What a value of this shape looks like, for "expected …" messages.
+    fn describe(&self) -> String {
+        match self {
+            Shape::Str => "a string".into(),
+            Shape::Bool => "`true` or `false`".into(),
+            Shape::UInt { max } => format!("a whole number from 0 to {max}"),
+            Shape::Duration => "a duration such as `90`, `90s`, `2m` or `1h30m`".into(),
+            Shape::Enum { what, values } => format!("a {what} ({})", one_of(values)),
+            Shape::List(item) => match item {
+                Shape::Str => "a list of strings".into(),
+                _ => "a list".into(),
+            },
+            Shape::Map(_) => "a mapping of names to values".into(),
+            Shape::Struct(fields) => {
+                let keys: Vec<&str> = fields.iter().map(|f| f.key).take(3).collect();
+                format!("a mapping with keys such as {}", backticked(&keys))
+            }
+            Shape::OneOf { what, variants } => {
+                let keys: Vec<&str> = variants.iter().map(|v| v.0).collect();
+                format!(
+                    "a {what}: a mapping with one key, one of {}",
+                    backticked(&keys)
+                )
+            }
+            Shape::Any => "any value".into(),
+        }
+    }
+}
+
+fn backticked(words: &[&str]) -> String {
+    words
+        .iter()
+        .map(|w| format!("`{w}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn one_of(words: &[&str]) -> String {
+    format!("one of {}", backticked(words))
+}
+
+/// The nearest of `candidates` to `word`, if it is near enough to be a likely typo.
+pub(crate) fn nearest<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    // `depends_on` for `depends-on` is the most common slip; compare without the separator too.
+    let norm = |s: &str| s.to_ascii_lowercase().replace('_', "-");
+    let w = norm(word);
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(&w, &norm(c)), c))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+/// Where each key path of the plan is in the file: the position of its value, or for entries of a
+/// free-form mapping (`env`, `cleanup.roles`) of its key.
+pub(crate) type Locations = BTreeMap<String, Pos>;
+
+/// The text of a mapping key, whatever scalar type YAML gave it.
+fn key_text(key: &Node) -> Option<String> {
+    match &key.value {
+        Value::Str(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::Float(f) => Some(f.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Null => Some("~".into()),
+        Value::Seq(_) | Value::Map(_) => None,
+    }
+}
+
+fn child(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Walks a parsed plan against [`PLAN`]; returns every problem, and fills `locations`.
+pub(crate) fn check(root: &Node, locations: &mut Locations) -> Vec<Diagnostic> {
+    let mut walk = Walk {
+        diags: Vec::new(),
+        locations,
+    };
+    match &root.value {
+        Value::Map(_) => walk.node(root, &PLAN, ""),
+        Value::Null => walk.push(
+            Some(Pos { line: 1, column: 1 }),
+            "",
+            "the plan is empty".into(),
+            Some("a plan needs at least `name`, `machines` and `steps`".into()),
+        ),
+        other => walk.push(
+            root.pos,
+            "",
+            format!("a plan must be a mapping with keys such as `name`, `machines` and `steps`, found {}", other.describe()),
+            None,
+        ),
+    }
+    walk.diags
+}
+
+struct Walk<'a> {
+    diags: Vec<Diagnostic>,
+    locations: &'a mut Locations,
+}
+
+impl Walk<'_> {
+    fn push(&mut self, pos: Option<Pos>, path: &str, message: String, hint: Option<String>) {
+        self.diags.push(Diagnostic {
+            line: pos.map(|p| p.line),
+            column: pos.map(|p| p.column),
+            key_path: path.to_owned(),
+            message,
+            hint,
+        });
+    }
+
+    fn mismatch(&mut self, node: &Node, shape: &Shape, path: &str) {
+        let hint = match (shape, &node.value) {
+            (Shape::List(_), Value::Str(s)) => Some(format!(
+                "write a list, e.g. `[{s}]`, or one `- {s}` line per item"
+            )),
+            (Shape::List(_), Value::Map(_)) => Some("start each item of the list with `- `".into()),
+            (Shape::Str, Value::Bool(b)) => {
+                Some(format!("quote it if you mean the text: `\"{b}\"`"))
+            }
+            _ => None,
+        };
+        let message = format!(
+            "expected {}, found {}",
+            shape.describe(),
+            node.value.describe()
+        );
+        self.push(node.pos, path, message, hint);
+    }
+
+    fn node(&mut self, node: &Node, shape: &Shape, path: &str) {
+        if let Some(pos) = node.pos {
+            self.locations.entry(path.to_owned()).or_insert(pos);
+        }
+        match (shape, &node.value) {
+            (Shape::Any, _) => {}
+            (Shape::Str, Value::Str(_) | Value::Int(_) | Value::Float(_)) => {}
+            (Shape::Bool, Value::Bool(_)) => {}
+            (Shape::UInt { max }, Value::Int(i)) => {
+                if *i < 0 || *i > i128::from(*max) {
+                    self.push(
+                        node.pos,
+                        path,
+                        format!("{i} is out of range: expected a whole number from 0 to {max}"),
+                        None,
+                    );
+                }
+            }
+            (Shape::Duration, Value::Int(i)) if *i >= 0 => {}
+            (Shape::Duration, Value::Float(f)) if *f >= 0.0 && f.is_finite() => {}
+            (Shape::Duration, Value::Str(s)) => {
+                if let Err(e) = PlanDuration::parse(s) {
+                    self.push(node.pos, path, e, None);
+                }
+            }
+            (Shape::Enum { what, values }, Value::Str(s)) => {
+                if !values.contains(&s.as_str()) {
+                    let hint = match nearest(s, values.iter().copied()) {
+                        Some(n) => format!("did you mean `{n}`?"),
+                        None => format!("expected {}", one_of(values)),
+                    };
+                    self.push(node.pos, path, format!("unknown {what} `{s}`"), Some(hint));
+                }
+            }
+            (Shape::List(item), Value::Seq(items)) => {
+                for (i, n) in items.iter().enumerate() {
+                    self.node(n, item, &format!("{path}[{i}]"));
+                }
+            }
+            (Shape::Map(value_shape), Value::Map(entries)) => {
+                let mut seen = BTreeMap::new();
+                for (k, v) in entries {
+                    let Some(key) = self.key(k, path) else {
+                        continue;
+                    };
+                    let p = child(path, &key);
+                    if let Some(pos) = k.pos {
+                        self.locations.entry(p.clone()).or_insert(pos);
+                    }
+                    self.duplicate(&mut seen, &key, k, &p);
+                    self.node(v, value_shape, &p);
+                }
+            }
+            (Shape::Struct(fields), Value::Map(entries)) => {
+                self.fields(node, fields, entries, path)
+            }
+            (Shape::OneOf { what, variants }, Value::Map(entries)) => {
+                let keys: Vec<&str> = variants.iter().map(|v| v.0).collect();
+                if entries.len() != 1 {
+                    self.push(
+                        node.pos,
+                        path,
+                        format!("a {what} has exactly one key, found {}", entries.len()),
+                        Some(format!("use one of {}", backticked(&keys))),
+                    );
+                }
+                for (k, v) in entries {
+                    let Some(key) = self.key(k, path) else {
+                        continue;
+                    };
+                    let p = child(path, &key);
+                    match variants.iter().find(|(name, _)| *name == key) {
+                        Some((_, variant)) => self.node(v, variant, &p),
+                        None => {
+                            let hint = match nearest(&key, keys.iter().copied()) {
+                                Some(n) => format!("did you mean `{n}`?"),
+                                None => format!("expected {}", one_of(&keys)),
+                            };
+                            self.push(k.pos, &p, format!("unknown {what} `{key}`"), Some(hint));
+                        }
+                    }
+                }
+            }
+            _ => self.mismatch(node, shape, path),
+        }
+    }
+
+    /// The text of a key, or a diagnostic when the key is a list or mapping.
+    fn key(&mut self, k: &Node, path: &str) -> Option<String> {
+        let text = key_text(k);
+        if text.is_none() {
+            self.push(
+                k.pos,
+                path,
+                format!("a key must be a plain word, found {}", k.value.describe()),
+                None,
+            );
+        }
+        text
+    }
+
+    fn duplicate(
+        &mut self,
+        seen: &mut BTreeMap<String, Option<Pos>>,
+        key: &str,
+        k: &Node,
+        path: &str,
+    ) {
+        if let Some(first) = seen.insert(key.to_owned(), k.pos) {
+            let at = first
+                .map(|p| format!(" (first at line {})", p.line))
+                .unwrap_or_default();
+            self.push(
+                k.pos,
+                path,
+                format!("key `{key}` appears twice{at}"),
+                Some("remove one of them".into()),
+            );
+        }
+    }
+
+    fn fields(&mut self, node: &Node, fields: &[Field], entries: &[(Node, Node)], path: &str) {
+        let mut seen = BTreeMap::new();
+        for (k, v) in entries {
+            let Some(key) = self.key(k, path) else {
+                continue;
+            };
+            let p = child(path, &key);
+            self.duplicate(&mut seen, &key, k, &p);
+            match fields.iter().find(|f| f.key == key) {
+                Some(field) => {
+                    // A null value is what an Option field holds when the key is written but
+                    // empty; serde accepts it for optional keys only.
+                    if matches!(v.value, Value::Null)
+                        && !field.required
+                        && !matches!(field.shape, Shape::List(_))
+                    {
+                        if let Some(pos) = v.pos {
+                            self.locations.entry(p).or_insert(pos);
+                        }
+                        continue;
+                    }
+                    self.node(v, field.shape, &p);
+                }
+                None => {
+                    let hint = match nearest(&key, fields.iter().map(|f| f.key)) {
+                        Some(n) => format!("did you mean `{n}`?"),
+                        None => {
+                            let keys: Vec<&str> = fields.iter().map(|f| f.key).collect();
+                            format!("expected one of {}", backticked(&keys))
+                        }
+                    };
+                    self.push(k.pos, &p, format!("unknown key `{key}`"), Some(hint));
+                }
+            }
+        }
+        for field in fields.iter().filter(|f| f.required) {
+            let present = entries
+                .iter()
+                .any(|(k, _)| key_text(k).as_deref() == Some(field.key));
+            if !present {
+                self.push(node.pos, path, format!("missing key `{}`", field.key), None);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::tree;
+
+    fn problems(src: &str) -> Vec<String> {
+        let root = tree::parse(src).unwrap();
+        check(&root, &mut Locations::new())
+            .into_iter()
+            .map(|d| {
+                format!(
+                    "{}:{} {}: {}{}",
+                    d.line.unwrap_or(0),
+                    d.column.unwrap_or(0),
+                    d.key_path,
+                    d.message,
+                    d.hint.map(|h| format!(" ({h})")).unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_clean_plan_has_no_problems() {
+        let src = "name: x\nmachines:\n  - name: a\n    backend: local\nsteps:\n  - name: s\n    command: true\n    timeout: 5m\n";
+        // `command: true` is a boolean to YAML: reported, with a hint to quote it.
+        let p = problems(src);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("steps[0].command: expected a string, found the boolean `true`"),
+            "{p:?}"
+        );
+        let src = "name: x\nmachines:\n  - name: a\nsteps:\n  - name: s\n    command: \"true\"\n    timeout: 5m\n";
+        assert_eq!(problems(src), Vec::<String>::new());
+    }
+
+    #[test]
+    fn typo_of_a_key_names_the_nearest_one() {
+        let src = "name: x\nmachines:\n  - name: a\nsteps:\n  - name: s\n    command: c\n    depends_on: [t]\n";
+        assert_eq!(
+            problems(src),
+            ["7:5 steps[0].depends_on: unknown key `depends_on` (did you mean `depends-on`?)"]
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let src = "nme: x\nmachines: a\nsteps:\n  - name: s\n    timeout: 10 parsecs\n    retries: -1\nbackend: awss\n";
+        let p = problems(src);
+        assert_eq!(p.len(), 6, "{p:#?}");
+        assert!(
+            p[0].starts_with("1:1 nme: unknown key `nme` (did you mean `name`?)"),
+            "{p:#?}"
+        );
+        assert!(
+            p[1].starts_with("2:11 machines: expected a list, found the string `a`"),
+            "{p:#?}"
+        );
+        assert!(
+            p[2].contains("5:14 steps[0].timeout: `10 parsecs` is not a duration"),
+            "{p:#?}"
+        );
+        assert!(
+            p[3].contains("6:14 steps[0].retries: -1 is out of range"),
+            "{p:#?}"
+        );
+        assert!(
+            p[4].contains("7:10 backend: unknown backend `awss` (did you mean `aws`?)"),
+            "{p:#?}"
+        );
+        assert!(p[5].contains(" : missing key `name`"), "{p:#?}");
+    }
+
+    #[test]
+    fn publish_targets_have_one_key() {
+        let src = "name: x\nmachines: [{name: a}]\nsteps: [{name: s, command: c}]\npublish:\n  - sit: {dir: out}\n  - junit: {path: j.xml}\n    json: {path: r.json}\n";
+        let p = problems(src);
+        assert_eq!(p.len(), 2, "{p:#?}");
+        assert!(
+            p[0].contains("publish[0].sit: unknown publish target `sit` (did you mean `site`?)"),
+            "{p:#?}"
+        );
+        assert!(
+            p[1].contains("publish[1]: a publish target has exactly one key, found 2"),
+            "{p:#?}"
+        );
+    }
+
+    #[test]
+    fn locations_are_recorded_for_semantic_checks() {
+        let src = "name: x\nmachines: [{name: a}]\nsteps:\n  - name: s\n    command: c\n    depends-on: [t, u]\ncleanup:\n  roles:\n    web: never\n";
+        let mut locs = Locations::new();
+        assert!(check(&tree::parse(src).unwrap(), &mut locs).is_empty());
+        assert_eq!(
+            locs["steps[0].depends-on[1]"],
+            Pos {
+                line: 6,
+                column: 21
+            }
+        );
+        assert_eq!(locs["cleanup.roles.web"], Pos { line: 9, column: 5 });
+        assert_eq!(locs["steps[0]"], Pos { line: 4, column: 5 });
+    }
+}
