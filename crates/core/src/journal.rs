@@ -281,6 +281,8 @@ impl RunJournal {
 impl ResourceLedger for RunJournal {
     async fn intent(&self, resource: Resource) -> Result<(), JournalError> {
         self.update(|s| {
+            // A key may be used again once its resource is gone (a resumed run re-provisions).
+            s.resources.retain(|r| !(r.key == resource.key && r.state == ResourceState::Destroyed));
             if s.resources.iter().any(|r| r.key == resource.key) {
                 return Err(JournalError::Resource(format!("resource {} recorded twice", resource.key)));
             }

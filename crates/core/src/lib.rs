@@ -13,7 +13,7 @@
 pub mod capacity;
 // pub mod conformance;
 pub mod dag;
-// pub mod engine;
+pub mod engine;
 pub mod events;
 pub mod exit;
 pub mod journal;
@@ -24,7 +24,7 @@ pub mod recorder;
 pub mod redact;
 pub mod remote;
 pub mod report;
-// pub mod stages;
+pub mod stages;
 pub mod types;
 
 pub use capacity::{CapacityError, CapacityRequest, CapacityReservation, Placement};

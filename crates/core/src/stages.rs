@@ -1,0 +1,258 @@
+//! The stage graph: how a plan expands into a DAG of tasks.
+//!
+//! ```text
+//! reserve ─▶ provision:M ─▶ ready:M ─▶ upload:M ─▶ step:S@M … ─▶ collect:M ─▶ teardown:M ─▶ release
+//!                                                                     └────▶ publish
+//! ```
+//!
+//! Each machine goes at its own pace: there is no barrier between stages, only the edges below.
+//! - `step:S@M` requires `upload:M`, and each step S depends on: the same step on M if it runs
+//!   there, otherwise that step on every machine it runs on.
+//! - `collect:M` comes after every step on M (whatever their verdicts) and requires `ready:M`.
+//! - `publish` comes after every collect; `teardown:M` after `collect:M`; both always run.
+//! - `release` (cancelling capacity reservations) comes after every teardown and always runs.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::dag::{EdgeKind, GraphError, TaskGraph, TaskNode};
+use crate::plan::{BackendKind, LoadedPlan, MachineSpec, Plan};
+
+/// What a task does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "stage")]
+pub enum Stage {
+    /// Reserve capacity for every machine that asks for it.
+    Reserve,
+    /// Make a machine.
+    Provision {
+        /// Machine instance name.
+        machine: String,
+    },
+    /// Wait until it accepts commands, and connect.
+    WaitReady {
+        /// Machine instance name.
+        machine: String,
+    },
+    /// Upload files and scripts.
+    Upload {
+        /// Machine instance name.
+        machine: String,
+    },
+    /// Run a step on a machine.
+    Step {
+        /// Index of the step in the plan.
+        index: usize,
+        /// Step name.
+        step: String,
+        /// Machine instance name.
+        machine: String,
+    },
+    /// Bring artifacts back.
+    Collect {
+        /// Machine instance name.
+        machine: String,
+    },
+    /// Write the report and publish it.
+    Publish,
+    /// Destroy (or keep) a machine per the cleanup policy.
+    Teardown {
+        /// Machine instance name.
+        machine: String,
+    },
+    /// Cancel capacity reservations.
+    Release,
+}
+
+/// One machine instance of the plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MachineInstance {
+    /// Instance name.
+    pub name: String,
+    /// Role.
+    pub role: String,
+    /// Backend.
+    pub backend: BackendKind,
+    /// Index of its spec in `plan.machines`.
+    pub spec_index: usize,
+}
+
+/// The machines a plan expands to, in plan order.
+pub fn machine_instances(plan: &Plan) -> Vec<MachineInstance> {
+    let default = plan.backend.unwrap_or(BackendKind::Local);
+    plan.machines
+        .iter()
+        .enumerate()
+        .flat_map(|(i, m)| {
+            m.instance_names().into_iter().map(move |name| MachineInstance {
+                name,
+                role: m.role().to_string(),
+                backend: backend_of(m, default),
+                spec_index: i,
+            })
+        })
+        .collect()
+}
+
+/// The backend of a machine spec.
+pub fn backend_of(m: &MachineSpec, default: BackendKind) -> BackendKind {
+    if let Some(b) = m.backend {
+        return b;
+    }
+    if m.aws.is_some() {
+        BackendKind::Aws
+    } else if m.static_hosts.is_some() {
+        BackendKind::Static
+    } else {
+        default
+    }
+}
+
+/// Whether a selector list (`machines:` of a step, file or artifact) picks this instance.
+/// An empty list picks every machine.
+pub fn selects(selectors: &[String], machine: &MachineInstance, spec: &MachineSpec) -> bool {
+    selectors.is_empty() || selectors.iter().any(|s| s == &machine.name || s == &machine.role || s == &spec.name)
+}
+
+/// Task id of a stage.
+pub fn task_id(stage: &Stage) -> String {
+    match stage {
+        Stage::Reserve => "reserve".into(),
+        Stage::Provision { machine } => format!("provision:{machine}"),
+        Stage::WaitReady { machine } => format!("ready:{machine}"),
+        Stage::Upload { machine } => format!("upload:{machine}"),
+        Stage::Step { step, machine, .. } => format!("step:{step}@{machine}"),
+        Stage::Collect { machine } => format!("collect:{machine}"),
+        Stage::Publish => "publish".into(),
+        Stage::Teardown { machine } => format!("teardown:{machine}"),
+        Stage::Release => "release".into(),
+    }
+}
+
+/// Expands a plan into its task graph. `reserve` says whether capacity reservation tasks are
+/// needed (some machine asks for a reservation on a backend that has one).
+pub fn build_graph(loaded: &LoadedPlan, reserve: bool) -> Result<TaskGraph<Stage>, GraphError> {
+    let plan = &loaded.plan;
+    let machines = machine_instances(plan);
+    let mut g: TaskGraph<Stage> = TaskGraph::new();
+    let add = |g: &mut TaskGraph<Stage>, stage: Stage, always: bool, retries: u32| -> Result<String, GraphError> {
+        let id = task_id(&stage);
+        g.add(TaskNode { id: id.clone(), payload: stage, always, retries })?;
+        Ok(id)
+    };
+    let default_retries = plan.defaults.retries.unwrap_or(0);
+    if reserve {
+        add(&mut g, Stage::Reserve, false, 2)?;
+    }
+    // Which machines each step runs on.
+    let mut runs_on: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for s in &plan.steps {
+        let list = machines
+            .iter()
+            .filter(|m| selects(&s.machines, m, &plan.machines[m.spec_index]))
+            .map(|m| m.name.as_str())
+            .collect();
+        runs_on.insert(s.name.as_str(), list);
+    }
+    for m in &machines {
+        let name = m.name.clone();
+        let prov = add(&mut g, Stage::Provision { machine: name.clone() }, false, 1)?;
+        if reserve {
+            g.depend(&prov, "reserve", EdgeKind::Requires)?;
+        }
+        let ready = add(&mut g, Stage::WaitReady { machine: name.clone() }, false, 1)?;
+        g.depend(&ready, &prov, EdgeKind::Requires)?;
+        let upload = add(&mut g, Stage::Upload { machine: name.clone() }, false, 2)?;
+        g.depend(&upload, &ready, EdgeKind::Requires)?;
+        for (index, s) in plan.steps.iter().enumerate() {
+            if !runs_on[s.name.as_str()].contains(&name.as_str()) {
+                continue;
+            }
+            let retries = s.retries.unwrap_or(default_retries);
+            let id = add(&mut g, Stage::Step { index, step: s.name.clone(), machine: name.clone() }, false, retries)?;
+            g.depend(&id, &upload, EdgeKind::Requires)?;
+        }
+        let collect = add(&mut g, Stage::Collect { machine: name.clone() }, false, 1)?;
+        g.depend(&collect, &ready, EdgeKind::Requires)?;
+        let teardown = add(&mut g, Stage::Teardown { machine: name.clone() }, true, 2)?;
+        g.depend(&teardown, &collect, EdgeKind::After)?;
+        g.depend(&teardown, &prov, EdgeKind::After)?;
+    }
+    // Step-to-step edges, and every step before its machine's collect.
+    for s in &plan.steps {
+        for m in &runs_on[s.name.as_str()] {
+            let me = format!("step:{}@{m}", s.name);
+            for (deps, kind) in [(&s.depends_on, EdgeKind::Requires), (&s.after, EdgeKind::After)] {
+                for d in deps {
+                    let targets = &runs_on[d.as_str()];
+                    if targets.contains(m) {
+                        g.depend(&me, &format!("step:{d}@{m}"), kind)?;
+                    } else {
+                        for t in targets {
+                            g.depend(&me, &format!("step:{d}@{t}"), kind)?;
+                        }
+                    }
+                }
+            }
+            g.depend(&format!("collect:{m}"), &me, EdgeKind::After)?;
+        }
+    }
+    let publish = add(&mut g, Stage::Publish, true, 0)?;
+    for m in &machines {
+        g.depend(&publish, &format!("collect:{}", m.name), EdgeKind::After)?;
+    }
+    if reserve {
+        let release = add(&mut g, Stage::Release, true, 2)?;
+        g.depend(&release, "reserve", EdgeKind::After)?;
+        for m in &machines {
+            g.depend(&release, &format!("teardown:{}", m.name), EdgeKind::After)?;
+        }
+    }
+    g.topological_ids()?;
+    Ok(g)
+}
+
+/// The graph as text, one task a line with its dependencies, in an order where dependencies
+/// come first.
+pub fn render_text(g: &TaskGraph<Stage>) -> String {
+    let mut out = String::new();
+    for id in g.topological_ids().unwrap_or_default() {
+        let node = g.node(&id).expect("listed node");
+        let mut deps: Vec<String> = g
+            .dependencies(&id)
+            .into_iter()
+            .map(|(d, k)| match k {
+                EdgeKind::Requires => d,
+                EdgeKind::After => format!("(after) {d}"),
+            })
+            .collect();
+        deps.sort();
+        let flag = if node.always { "  [always]" } else { "" };
+        if deps.is_empty() {
+            out.push_str(&format!("{id}{flag}\n"));
+        } else {
+            out.push_str(&format!("{id}{flag}\n    <- {}\n", deps.join(", ")));
+        }
+    }
+    out
+}
+
+/// The graph as JSON: tasks with stage, flags and dependencies.
+pub fn render_json(g: &TaskGraph<Stage>) -> serde_json::Value {
+    let tasks: Vec<serde_json::Value> = g
+        .topological_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|id| {
+            let node = g.node(&id).expect("listed node");
+            let deps: Vec<serde_json::Value> = g
+                .dependencies(&id)
+                .into_iter()
+                .map(|(d, k)| serde_json::json!({"task": d, "kind": if k == EdgeKind::Requires { "requires" } else { "after" }}))
+                .collect();
+            serde_json::json!({"id": id, "stage": node.payload, "always": node.always, "retries": node.retries, "depends-on": deps})
+        })
+        .collect();
+    serde_json::json!({ "tasks": tasks })
+}
