@@ -1,6 +1,432 @@
-//! The qa-run command line.
+//! The `qa-run` command line: argument parsing, wiring of the linked backends into an
+//! [`Engine`], progress output, signal handling and the mapping of every outcome to a documented
+//! exit code ([`qa_core::exit`]). `main.rs` only calls [`main`], so tests can drive the same code.
+#![warn(missing_docs)]
 
-/// Runs the command line.
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+mod progress;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use qa_core::dag::RunCancel;
+use qa_core::engine::{Engine, PreparedRun, RunOptions};
+use qa_core::events::EventSink;
+use qa_core::exit;
+use qa_core::journal::RunStatus;
+use qa_core::{Access, Connector, Machine, RemoteError, RemoteExecutor, RunId, TestId};
+
+const AFTER_HELP: &str = "\
+Examples:
+  qa-run run examples/plans/local-smoke.yaml      run a plan; results in results/<run-id>/
+  qa-run plan examples/plans/local-smoke.yaml     show the task graph, touch nothing
+  qa-run validate plans/*.yaml                    check plans, report every problem
+  qa-run resume results/<run-id>                  continue a run; passed steps are not re-run
+  qa-run cleanup results/<run-id>                 destroy what a killed run left behind
+  qa-run report results                           rebuild the results site from every run
+
+";
+
+/// qa-run: runs test plans on machines it gets for you, and always cleans up.
+#[derive(Debug, Parser)]
+#[command(name = "qa-run", version, about, long_about = None, after_help = format!("{AFTER_HELP}{}", exit::EXIT_CODES_HELP))]
+pub struct Cli {
+    /// Directory that holds one directory per run.
+    #[arg(long, global = true, default_value = "results", value_name = "DIR")]
+    pub results: PathBuf,
+    /// Write events as JSON lines to stdout instead of progress on stderr.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output on stderr (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a plan: provision, upload, run the steps, collect, publish, tear down.
+    #[command(after_help = "The run directory is printed at the start and the end; open its report.json, junit.xml, logs/ and casts/.")]
+    Run {
+        /// The plan file (YAML).
+        plan: PathBuf,
+        /// Use this run id instead of a generated one.
+        #[arg(long)]
+        run_id: Option<String>,
+        /// Tag resources with this test id (default: the run id).
+        #[arg(long)]
+        test_id: Option<String>,
+        /// Tasks at once (default: the plan's `concurrency`, else 16).
+        #[arg(long)]
+        concurrency: Option<usize>,
+    },
+    /// Expand a plan into its task graph and write the rendered artefacts, without touching anything.
+    Plan {
+        /// The plan file.
+        plan: PathBuf,
+        /// How to print the graph.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
+        format: GraphFormat,
+    },
+    /// Check plan files and report every problem in each.
+    Validate {
+        /// Plan files.
+        #[arg(required = true)]
+        plans: Vec<PathBuf>,
+    },
+    /// Destroy everything a run created, from its journal (works after a crash).
+    Cleanup {
+        /// The run directory (results/<run-id>).
+        run_dir: Option<PathBuf>,
+        /// Also sweep resources tagged with this test id (when the journal is lost).
+        #[arg(long)]
+        test_id: Option<String>,
+        /// With --test-id: every region, not only the configured one.
+        #[arg(long)]
+        all_regions: bool,
+    },
+    /// Continue a run from its journal; steps that passed are not run again.
+    Resume {
+        /// The run directory.
+        run_dir: PathBuf,
+    },
+    /// Rebuild the results site from every run's report.json under a results directory.
+    Report {
+        /// The results directory (default: --results).
+        results_dir: Option<PathBuf>,
+        /// Where to write the site (default: <results>/site).
+        #[arg(long)]
+        site: Option<PathBuf>,
+    },
+    /// Publish a finished run to the plan's `publish:` targets again.
+    Publish {
+        /// The run directory.
+        run_dir: PathBuf,
+    },
+}
+
+/// Formats of `qa-run plan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    /// One task a line with its dependencies.
+    Text,
+    /// Graphviz dot.
+    Dot,
+    /// JSON.
+    Json,
+}
+
+/// Runs the command line with the process's arguments.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::BAD_PLAN_OR_USAGE } else { exit::ALL_PASSED };
+            let _ = e.print();
+            return ExitCode::from(code as u8);
+        }
+    };
+    init_tracing(cli.verbose);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::INFRASTRUCTURE_ERROR as u8);
+        }
+    };
+    let code = rt.block_on(dispatch(cli));
+    ExitCode::from(code as u8)
+}
+
+fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("QA_RUN_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Runs one parsed command and returns its exit code.
+pub async fn dispatch(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Run { ref plan, ref run_id, ref test_id, concurrency } => {
+            let loaded = match qa_core::plan::load_file(plan) {
+                Ok(l) => l,
+                Err(e) => return fail(&e.to_string(), exit::BAD_PLAN_OR_USAGE),
+            };
+            let sink = progress::sink(cli.json);
+            let engine = default_engine(sink.clone());
+            let cancel = RunCancel::new();
+            let mut opts = RunOptions::new(&cli.results);
+            opts.run_id = run_id.clone().map(RunId);
+            opts.test_id = test_id.clone().map(TestId);
+            opts.concurrency = concurrency;
+            opts.cancel = cancel.clone();
+            match engine.prepare(&loaded, opts).await {
+                Ok(run) => execute(run, cancel, sink, cli.json).await,
+                Err(e) => fail(&e.to_string(), e.exit_code()),
+            }
+        }
+        Command::Resume { ref run_dir } => {
+            let sink = progress::sink(cli.json);
+            let engine = default_engine(sink.clone());
+            let cancel = RunCancel::new();
+            let mut opts = RunOptions::new(run_dir.parent().unwrap_or(Path::new(".")));
+            opts.cancel = cancel.clone();
+            match engine.prepare_resume(run_dir, opts).await {
+                Ok(run) => execute(run, cancel, sink, cli.json).await,
+                Err(e) => fail(&e.to_string(), e.exit_code()),
+            }
+        }
+        Command::Plan { ref plan, format } => {
+            let loaded = match qa_core::plan::load_file(plan) {
+                Ok(l) => l,
+                Err(e) => return fail(&e.to_string(), exit::BAD_PLAN_OR_USAGE),
+            };
+            let engine = default_engine(Arc::new(qa_core::events::NoEvents));
+            match engine.plan_only(&loaded, RunOptions::new(&cli.results)).await {
+                Ok((run_dir, graph)) => {
+                    let out = match format {
+                        GraphFormat::Text => qa_core::stages::render_text(&graph),
+                        GraphFormat::Dot => graph.to_dot(),
+                        GraphFormat::Json => serde_json::to_string_pretty(&qa_core::stages::render_json(&graph)).unwrap_or_default() + "\n",
+                    };
+                    print_stdout(&out);
+                    eprintln!("{} tasks; state and rendered artefacts in {}", graph.len(), run_dir.display());
+                    exit::ALL_PASSED
+                }
+                Err(e) => fail(&e.to_string(), e.exit_code()),
+            }
+        }
+        Command::Validate { ref plans } => {
+            let mut code = exit::ALL_PASSED;
+            for p in plans {
+                match qa_core::plan::load_file(p) {
+                    Ok(l) => match qa_core::stages::build_graph(&l, false) {
+                        Ok(g) => print_stdout(&format!(
+                            "ok: {} ({} machine(s), {} step(s), {} tasks)\n",
+                            p.display(),
+                            qa_core::stages::machine_instances(&l.plan).len(),
+                            l.plan.steps.len(),
+                            g.len()
+                        )),
+                        Err(e) => {
+                            eprintln!("{}: {e}", p.display());
+                            code = exit::BAD_PLAN_OR_USAGE;
+                        }
+                    },
+                    Err(e) => {
+                        eprint!("{e}");
+                        code = exit::BAD_PLAN_OR_USAGE;
+                    }
+                }
+            }
+            code
+        }
+        Command::Cleanup { ref run_dir, ref test_id, all_regions } => cleanup(run_dir.as_deref(), test_id.as_deref(), all_regions).await,
+        Command::Report { ref results_dir, ref site } => {
+            let results = results_dir.clone().unwrap_or(cli.results.clone());
+            let site = site.clone().unwrap_or_else(|| results.join("site"));
+            match qa_publish::site::rebuild(&results, &site) {
+                Ok(summary) => {
+                    eprintln!("site rebuilt in {} ({summary:?})", site.display());
+                    print_stdout(&format!("{}\n", site.join("index.html").display()));
+                    exit::ALL_PASSED
+                }
+                Err(e) => fail(&e.to_string(), exit::INFRASTRUCTURE_ERROR),
+            }
+        }
+        Command::Publish { ref run_dir } => publish_again(run_dir).await,
+    }
+}
+
+fn print_stdout(s: &str) {
+    let mut out = std::io::stdout().lock();
+    // A closed pipe (`qa-run plan x | head`) is not an error.
+    let _ = out.write_all(s.as_bytes());
+    let _ = out.flush();
+}
+
+fn fail(message: &str, code: i32) -> i32 {
+    let m = message.trim_end();
+    eprintln!("error: {m}");
+    code
+}
+
+/// The engine with every backend this build links: the local backend always, SSH for machines
+/// reached over SSH, and the publishers.
+pub fn default_engine(events: Arc<dyn EventSink>) -> Engine {
+    let factory: qa_core::engine::PublisherFactory = Arc::new(|t, base| Ok(qa_publish::from_target(t, base)));
+    Engine::new()
+        .provisioner(Arc::new(qa_provision::local::LocalProvisioner::new()))
+        .connector(Arc::new(AccessConnector::default()))
+        .publisher_factory(factory)
+        .report_hook(Arc::new(|report, run_dir| std::fs::write(run_dir.join("junit.xml"), qa_publish::junit::render(report))))
+        .events(events)
+}
+
+/// Picks the executor by how a machine is reached.
+#[derive(Debug, Default)]
+pub struct AccessConnector {
+    local: qa_remote::local::LocalConnector,
+}
+
+#[async_trait::async_trait]
+impl Connector for AccessConnector {
+    async fn connect(&self, machine: &Machine) -> Result<Arc<dyn RemoteExecutor>, RemoteError> {
+        match &machine.access {
+            Access::Local { .. } => self.local.connect(machine).await,
+            Access::Ssh(t) => Err(RemoteError::Connect {
+                target: format!("{}@{}:{}", t.user, t.host, t.port),
+                message: "SSH is not linked into this build".into(),
+                source: None,
+            }),
+        }
+    }
+}
+
+async fn execute(run: PreparedRun, cancel: RunCancel, sink: Arc<progress::Progress>, json: bool) -> i32 {
+    if !json {
+        eprintln!("run directory: {}", run.run_dir.display());
+    }
+    sink.set_total(run.graph().len());
+    let journal = run.journal.clone();
+    let signals = tokio::spawn(watch_signals(cancel.clone(), journal, sink.clone()));
+    let result = run.execute().await;
+    signals.abort();
+    sink.finish();
+    match result {
+        Ok(summary) => {
+            if !json {
+                let counts: Vec<String> = summary.report.counts.iter().map(|(v, n)| format!("{n} {v}")).collect();
+                eprintln!(
+                    "{}: {} in {:.1}s ({})",
+                    summary.report.plan_name,
+                    summary.report.outcome,
+                    summary.report.duration_ms as f64 / 1000.0,
+                    counts.join(", ")
+                );
+                for s in summary.report.steps.iter().filter(|s| s.verdict != qa_core::Verdict::Pass) {
+                    eprintln!("  {:<11} {}@{}: {}", s.verdict.as_str(), s.step, s.machine, s.message.as_deref().unwrap_or(""));
+                }
+                for t in &summary.report.infrastructure {
+                    eprintln!("  {:<11} {}: {}", t.verdict.as_str(), t.task, t.message.as_deref().unwrap_or(""));
+                }
+                for f in &summary.cleanup_failures {
+                    eprintln!("  cleanup incomplete: {f}");
+                }
+                eprintln!("results: {}  (report.json, junit.xml, logs/, casts/)", summary.run_dir.display());
+            }
+            summary.exit_code
+        }
+        Err(e) => fail(&e.to_string(), e.exit_code()),
+    }
+}
+
+async fn watch_signals(cancel: RunCancel, journal: Arc<qa_core::journal::RunJournal>, sink: Arc<progress::Progress>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return;
+    };
+    tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+    sink.message("interrupted: stopping running steps, then tearing down (interrupt again to exit at once)");
+    cancel.soft.cancel();
+    tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+    journal.update(|s| {
+        s.status = RunStatus::Aborted;
+        s.finished = Some(qa_core::now_rfc3339());
+    });
+    let _ = journal.flush_blocking();
+    eprintln!(
+        "aborted: teardown may be incomplete; run `qa-run cleanup {}`",
+        journal.path().parent().map(|p| p.display().to_string()).unwrap_or_default()
+    );
+    std::process::exit(exit::INTERRUPTED);
+}
+
+async fn cleanup(run_dir: Option<&Path>, test_id: Option<&str>, all_regions: bool) -> i32 {
+    let engine = default_engine(Arc::new(qa_core::events::NoEvents));
+    let mut remaining = 0;
+    if run_dir.is_none() && test_id.is_none() {
+        return fail("give a run directory, --test-id ID, or both", exit::BAD_PLAN_OR_USAGE);
+    }
+    if let Some(dir) = run_dir {
+        match engine.cleanup(dir).await {
+            Ok(r) => {
+                for d in &r.destroyed {
+                    println!("destroyed {d}");
+                }
+                for d in &r.remaining {
+                    eprintln!("left: {d}");
+                }
+                remaining += r.remaining.len();
+                if r.destroyed.is_empty() && r.remaining.is_empty() {
+                    println!("nothing left to clean up in {}", dir.display());
+                }
+            }
+            Err(e) => return fail(&e.to_string(), e.exit_code()),
+        }
+    }
+    if let Some(id) = test_id {
+        let id = TestId(id.to_string());
+        for b in [qa_core::plan::BackendKind::Local, qa_core::plan::BackendKind::Aws] {
+            if let Some(p) = engine.provisioner_for(b) {
+                match p.sweep(&id).await {
+                    Ok(lines) => lines.iter().for_each(|l| println!("swept {l}")),
+                    Err(e) => {
+                        eprintln!("left: {e}");
+                        remaining += 1;
+                    }
+                }
+            }
+            if let Some(r) = engine.reservation_for(b) {
+                let res = if all_regions { r.cancel_all_regions(&id).await } else { r.cancel(&id).await };
+                match res {
+                    Ok(n) => println!("cancelled {n} reservation(s) on {b}"),
+                    Err(e) => {
+                        eprintln!("left: {e}");
+                        remaining += 1;
+                    }
+                }
+            }
+        }
+    }
+    if remaining > 0 { exit::CLEANUP_INCOMPLETE } else { exit::ALL_PASSED }
+}
+
+async fn publish_again(run_dir: &Path) -> i32 {
+    let report: qa_core::report::Report = match std::fs::read(run_dir.join("report.json"))
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("{}: cannot read report.json: {e}", run_dir.display()), exit::BAD_PLAN_OR_USAGE),
+    };
+    let plan = match qa_core::plan::load_file(Path::new(&report.plan_path)) {
+        Ok(p) => p,
+        Err(e) => return fail(&e.to_string(), exit::BAD_PLAN_OR_USAGE),
+    };
+    if plan.plan.publish.is_empty() {
+        return fail(&format!("plan {} has no `publish:` targets", plan.path.display()), exit::BAD_PLAN_OR_USAGE);
+    }
+    let mut code = exit::ALL_PASSED;
+    for t in &plan.plan.publish {
+        let p = qa_publish::from_target(t, &plan.base_dir);
+        match p.publish(&report, run_dir).await {
+            Ok(r) => println!("published to {}: {}", r.publisher, r.location),
+            Err(e) => {
+                eprintln!("error: {e}");
+                code = exit::INFRASTRUCTURE_ERROR;
+            }
+        }
+    }
+    code
 }

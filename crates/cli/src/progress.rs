@@ -1,0 +1,138 @@
+//! Progress while a run goes: a bar and one line per running task on a terminal, plain lines
+//! otherwise, or JSON lines on stdout with `--json`.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use qa_core::Verdict;
+use qa_core::events::{EVENT_SCHEMA_VERSION, Event, EventRecord, EventSink};
+
+enum Mode {
+    Json,
+    Plain,
+    Terminal { multi: MultiProgress, overall: ProgressBar, running: HashMap<String, ProgressBar> },
+}
+
+/// Renders events for people or programs.
+pub struct Progress {
+    start: Instant,
+    mode: Mutex<Mode>,
+}
+
+/// The sink for this process: JSON lines if asked, a live display on a terminal, plain lines
+/// otherwise.
+pub fn sink(json: bool) -> Arc<Progress> {
+    let mode = if json {
+        Mode::Json
+    } else if std::io::stderr().is_terminal() {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let overall = multi.add(ProgressBar::new(0));
+        overall.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} tasks {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        overall.enable_steady_tick(Duration::from_millis(200));
+        Mode::Terminal { multi, overall, running: HashMap::new() }
+    } else {
+        Mode::Plain
+    };
+    Arc::new(Progress { start: Instant::now(), mode: Mutex::new(mode) })
+}
+
+impl Progress {
+    /// Sets the number of tasks.
+    pub fn set_total(&self, n: usize) {
+        if let Mode::Terminal { overall, .. } = &*self.mode.lock().expect("progress") {
+            overall.set_length(n as u64);
+        }
+    }
+
+    /// A message for people.
+    pub fn message(&self, m: &str) {
+        let json = matches!(&*self.mode.lock().expect("progress"), Mode::Json);
+        if json {
+            return self.event(&Event::Note { task: None, message: m.into() });
+        }
+        match &*self.mode.lock().expect("progress") {
+            Mode::Terminal { multi, .. } => {
+                let _ = multi.println(m);
+            }
+            _ => eprintln!("{m}"),
+        }
+    }
+
+    /// Clears the live display.
+    pub fn finish(&self) {
+        if let Mode::Terminal { overall, running, .. } = &mut *self.mode.lock().expect("progress") {
+            for (_, b) in running.drain() {
+                b.finish_and_clear();
+            }
+            overall.finish_and_clear();
+        }
+    }
+}
+
+fn is_interesting(task: &str) -> bool {
+    !task.starts_with("upload:") && !task.starts_with("collect:")
+}
+
+impl EventSink for Progress {
+    fn event(&self, event: &Event) {
+        let t = self.start.elapsed();
+        let mut mode = self.mode.lock().expect("progress");
+        match &mut *mode {
+            Mode::Json => {
+                let rec = EventRecord { v: EVENT_SCHEMA_VERSION, t_ms: t.as_millis() as u64, event: event.clone() };
+                let mut out = std::io::stdout().lock();
+                if let Ok(s) = serde_json::to_string(&rec) {
+                    let _ = writeln!(out, "{s}");
+                    let _ = out.flush();
+                }
+            }
+            Mode::Plain => match event {
+                Event::TaskStarted { task, attempt } if is_interesting(task) => {
+                    let again = if *attempt > 1 { format!(" (attempt {attempt})") } else { String::new() };
+                    eprintln!("[{:>8.1}s] start   {task}{again}", t.as_secs_f64());
+                }
+                Event::TaskFinished { task, verdict, duration_ms, message } if is_interesting(task) || *verdict != Verdict::Pass => {
+                    let why = message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
+                    eprintln!("[{:>8.1}s] {:<7} {task} ({:.1}s){why}", t.as_secs_f64(), verdict.as_str(), *duration_ms as f64 / 1000.0);
+                }
+                Event::Note { message, .. } => eprintln!("[{:>8.1}s] note    {message}", t.as_secs_f64()),
+                _ => {}
+            },
+            Mode::Terminal { multi, overall, running } => match event {
+                Event::TaskStarted { task, .. } => {
+                    if task.starts_with("step:") {
+                        let b = multi.insert_before(overall, ProgressBar::new_spinner());
+                        b.set_style(ProgressStyle::with_template("  {spinner} {elapsed:>4} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+                        b.set_message(task.trim_start_matches("step:").to_string());
+                        b.enable_steady_tick(Duration::from_millis(120));
+                        if let Some(old) = running.insert(task.clone(), b) {
+                            old.finish_and_clear();
+                        }
+                    }
+                    overall.set_message(task.clone());
+                }
+                Event::TaskFinished { task, verdict, duration_ms, message } => {
+                    if let Some(b) = running.remove(task) {
+                        b.finish_and_clear();
+                    }
+                    overall.inc(1);
+                    if task.starts_with("step:") || *verdict != Verdict::Pass {
+                        let why = message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
+                        let _ = multi.println(format!("{:<11} {} ({:.1}s){why}", verdict.as_str(), task, *duration_ms as f64 / 1000.0));
+                    }
+                }
+                Event::Note { message, .. } => {
+                    let _ = multi.println(message);
+                }
+                _ => {}
+            },
+        }
+    }
+}

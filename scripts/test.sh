@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace, installing first what the tests need when it is missing:
+# OpenSSH's sshd (SSH tests start their own on 127.0.0.1), the headers ssh2 builds against,
+# Chromium (the dashboard is checked in a real browser) and xmllint (JUnit schema checks).
+#
+#   scripts/test.sh               all tests
+#   scripts/test.sh -p qa-core    arguments go to `cargo test`
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v xmllint >/dev/null 2>&1 || need+=(libxml2-utils)
+command -v git >/dev/null 2>&1 || need+=(git)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing: ${need[*]}"
+    sudo_cmd=""
+    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+# With the tools installed, their tests must run rather than skip.
+export QA_REQUIRE_SSHD=1
+export QA_REQUIRE_CHROMIUM=1
+export QA_REQUIRE_XMLLINT=1
+
+if [ $# -gt 0 ]; then
+    exec cargo test "$@"
+fi
+exec cargo test --workspace --all-targets --no-fail-fast
