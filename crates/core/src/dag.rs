@@ -434,3 +434,201 @@ async fn futures_catch_unwind<F: std::future::Future>(fut: std::panic::AssertUnw
     }
     CatchUnwind(fut).await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Test payload: the verdict of each attempt (the last repeats).
+    #[derive(Debug, Clone)]
+    struct Script(Vec<Verdict>);
+
+    #[derive(Default)]
+    struct Recorder {
+        finished: Mutex<Vec<String>>,
+        executed: Mutex<Vec<(String, u32)>>,
+        violations: Mutex<Vec<String>>,
+        running: AtomicUsize,
+        max_running: AtomicUsize,
+        deps: HashMap<String, Vec<(String, EdgeKind)>>,
+        cancel_after: Option<usize>,
+        cancel: Option<RunCancel>,
+    }
+
+    #[async_trait]
+    impl TaskExecutor<Script> for Recorder {
+        async fn execute(&self, node: &TaskNode<Script>, attempt: u32, _cancel: CancellationToken) -> TaskResult {
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_running.fetch_max(now, Ordering::SeqCst);
+            {
+                let done: HashSet<String> = self.finished.lock().unwrap().iter().cloned().collect();
+                for (d, _) in &self.deps[&node.id] {
+                    if !done.contains(d) {
+                        self.violations.lock().unwrap().push(format!("{} started before {d} ended", node.id));
+                    }
+                }
+            }
+            let n = {
+                let mut e = self.executed.lock().unwrap();
+                e.push((node.id.clone(), attempt));
+                e.len()
+            };
+            if self.cancel_after == Some(n) {
+                self.cancel.as_ref().unwrap().soft.cancel();
+            }
+            tokio::task::yield_now().await;
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            let v = node.payload.0.get(attempt as usize - 1).or(node.payload.0.last()).copied().unwrap_or(Verdict::Pass);
+            TaskResult { verdict: v, message: None }
+        }
+
+        fn finished(&self, node: &TaskNode<Script>, _outcome: &TaskOutcome) {
+            self.finished.lock().unwrap().push(node.id.clone());
+        }
+    }
+
+    fn verdict() -> impl Strategy<Value = Verdict> {
+        prop_oneof![4 => Just(Verdict::Pass), 1 => Just(Verdict::Fail), 2 => Just(Verdict::Error), 1 => Just(Verdict::Timeout)]
+    }
+
+    #[derive(Debug, Clone)]
+    struct Case {
+        nodes: Vec<(Vec<Verdict>, bool, u32, bool)>,
+        edges: Vec<(usize, usize, bool)>,
+        concurrency: usize,
+        cancel_after: Option<usize>,
+    }
+
+    fn case() -> impl Strategy<Value = Case> {
+        (2usize..30).prop_flat_map(|n| {
+            (
+                proptest::collection::vec(
+                    (proptest::collection::vec(verdict(), 1..4), proptest::bool::weighted(0.15), 0u32..3, proptest::bool::weighted(0.1)),
+                    n,
+                ),
+                proptest::collection::vec((0..n, 0..n, any::<bool>()), 0..n * 2),
+                1usize..6,
+                proptest::option::weighted(0.3, 1usize..20),
+            )
+                .prop_map(|(nodes, edges, concurrency, cancel_after)| Case {
+                    nodes,
+                    edges: edges.into_iter().filter(|(a, b, _)| a < b).collect(),
+                    concurrency,
+                    cancel_after,
+                })
+        })
+    }
+
+    fn check(case: Case) -> Result<(), TestCaseError> {
+        let mut g = TaskGraph::new();
+        let mut prior = HashMap::new();
+        for (i, (script, always, retries, prior_pass)) in case.nodes.iter().enumerate() {
+            g.add(TaskNode { id: format!("t{i}"), payload: Script(script.clone()), always: *always, retries: *retries }).unwrap();
+            if *prior_pass {
+                prior.insert(format!("t{i}"), Verdict::Pass);
+            }
+        }
+        for (a, b, requires) in &case.edges {
+            g.depend(&format!("t{b}"), &format!("t{a}"), if *requires { EdgeKind::Requires } else { EdgeKind::After }).unwrap();
+        }
+        let deps: HashMap<String, Vec<(String, EdgeKind)>> =
+            (0..case.nodes.len()).map(|i| (format!("t{i}"), g.dependencies(&format!("t{i}")))).collect();
+        let cancel = RunCancel::new();
+        let rec = Arc::new(Recorder { deps: deps.clone(), cancel_after: case.cancel_after, cancel: Some(cancel.clone()), ..Default::default() });
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let graph = Arc::new(g);
+        let opts = RunnerOptions { concurrency: case.concurrency, backoff: Duration::ZERO, prior: prior.clone() };
+        let out = rt.block_on(run_graph(graph.clone(), rec.clone(), opts, cancel.clone()));
+
+        // Every task ends with exactly one verdict, reported once.
+        prop_assert_eq!(out.len(), case.nodes.len());
+        let finished = rec.finished.lock().unwrap().clone();
+        prop_assert_eq!(finished.len(), case.nodes.len());
+        prop_assert_eq!(finished.iter().collect::<HashSet<_>>().len(), case.nodes.len());
+        // Dependencies respected.
+        prop_assert!(rec.violations.lock().unwrap().is_empty(), "{:?}", rec.violations.lock().unwrap());
+        prop_assert!(rec.max_running.load(Ordering::SeqCst) <= case.concurrency);
+        let executed = rec.executed.lock().unwrap().clone();
+        let attempts = |id: &str| executed.iter().filter(|(x, _)| x == id).count() as u32;
+        for (i, (script, always, retries, _)) in case.nodes.iter().enumerate() {
+            let id = format!("t{i}");
+            let o = &out[&id];
+            // Resume never re-runs a PASS.
+            if prior.contains_key(&id) {
+                prop_assert_eq!(attempts(&id), 0);
+                prop_assert_eq!(o.verdict, Verdict::Pass);
+                continue;
+            }
+            let blocked = deps[&id].iter().any(|(d, k)| *k == EdgeKind::Requires && out[d].verdict != Verdict::Pass);
+            if *always {
+                // Teardown always runs (there is no hard cancel in this test).
+                prop_assert!(attempts(&id) >= 1, "always-task {} did not run", id);
+            } else if blocked {
+                prop_assert_eq!(attempts(&id), 0);
+                prop_assert!(matches!(o.verdict, Verdict::Skipped | Verdict::Interrupted));
+            }
+            if attempts(&id) > 0 {
+                let n = attempts(&id);
+                prop_assert!(n <= retries + 1);
+                // Only ERROR is retried.
+                for a in 1..n {
+                    let v = script.get(a as usize - 1).or(script.last()).copied().unwrap();
+                    prop_assert_eq!(v, Verdict::Error, "{} retried after {:?}", id, v);
+                }
+                prop_assert_eq!(o.attempts, n);
+            }
+            if case.cancel_after.is_none() && !blocked && !*always {
+                prop_assert!(attempts(&id) >= 1, "{} never ran", id);
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, .. ProptestConfig::default() })]
+        #[test]
+        fn random_graphs_keep_the_rules(c in case()) {
+            check(c)?;
+        }
+    }
+
+    #[tokio::test]
+    async fn hard_cancel_interrupts_teardown_but_soft_does_not() {
+        let mut g = TaskGraph::new();
+        g.add(TaskNode { id: "work".into(), payload: Script(vec![Verdict::Pass]), always: false, retries: 0 }).unwrap();
+        g.add(TaskNode { id: "teardown".into(), payload: Script(vec![Verdict::Pass]), always: true, retries: 0 }).unwrap();
+        g.depend("teardown", "work", EdgeKind::After).unwrap();
+        let deps = ["work", "teardown"].iter().map(|id| (id.to_string(), g.dependencies(id))).collect();
+        let graph = Arc::new(g);
+        let cancel = RunCancel::new();
+        cancel.soft.cancel();
+        let rec = Arc::new(Recorder { deps, ..Default::default() });
+        let out = run_graph(graph.clone(), rec.clone(), RunnerOptions::default(), cancel).await;
+        assert_eq!(out["work"].verdict, Verdict::Interrupted);
+        assert_eq!(out["teardown"].verdict, Verdict::Pass, "teardown runs after a soft cancel");
+        let hard = RunCancel::new();
+        hard.hard.cancel();
+        assert!(hard.soft.is_cancelled(), "a hard cancel implies a soft one");
+        let out = run_graph(graph, rec, RunnerOptions::default(), hard).await;
+        assert_eq!(out["teardown"].verdict, Verdict::Interrupted);
+    }
+
+    #[test]
+    fn cycles_and_unknown_tasks_are_refused() {
+        let mut g: TaskGraph<()> = TaskGraph::new();
+        for id in ["a", "b"] {
+            g.add(TaskNode { id: id.into(), payload: (), always: false, retries: 0 }).unwrap();
+        }
+        assert_eq!(g.add(TaskNode { id: "a".into(), payload: (), always: false, retries: 0 }).unwrap_err(), GraphError::Duplicate("a".into()));
+        assert_eq!(g.depend("a", "zz", EdgeKind::After).unwrap_err(), GraphError::Unknown("zz".into()));
+        g.depend("b", "a", EdgeKind::Requires).unwrap();
+        g.depend("a", "b", EdgeKind::Requires).unwrap();
+        assert!(matches!(g.topological_ids(), Err(GraphError::Cycle(_))));
+    }
+}
