@@ -446,3 +446,172 @@ fn cycle_path(
     }
     vec![start, start]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every key of every section, so the schema walk and the typed model are checked to agree.
+    const EVERY_KEY: &str = r#"
+name: every-key
+description: all of it
+backend: local
+concurrency: 4
+budget: 2h
+defaults:
+  timeout: 10m
+  retries: 1
+  env: {A: "1"}
+  workdir: work
+secrets: [TOKEN]
+inventory:
+  - name: lab1
+    host: 10.0.0.1
+    port: 2222
+    user: qa
+    identity-file: ~/.ssh/id_ed25519
+    passphrase-env: KEY_PASS
+    proxy-jump: [bastion]
+    ssh-config: ~/.ssh/config
+    require-commands: [mkfs.btrfs]
+    min-free-mib: 1024
+    repair: apt-get install -y btrfs-progs
+machines:
+  - name: box
+    role: worker
+    count: 1
+    backend: local
+    local: {root: /tmp/sandboxes}
+  - name: lab
+    backend: static
+    static: {hosts: [lab1]}
+  - name: cloud
+    backend: aws
+    aws:
+      region: eu-west-1
+      instance-type: r5.large
+      image: ami-123
+      zones: [eu-west-1a]
+      spot: true
+      spot-fallback: true
+      reserve: false
+      volumes: [{type: gp3, size-gb: 100, count: 2}]
+      ssh-user: ec2-user
+      ssh-cidr: 10.0.0.0/8
+      subnet: subnet-1
+      placement-group: cluster
+    gce: {machine-type: n2-standard-2}
+    azure: {size: Standard_D2s_v5}
+    oci: {shape: VM.Standard.E4.Flex}
+files:
+  - src: load.rs
+    dest: /tmp/load.rs
+    machines: [worker]
+    mode: "0644"
+steps:
+  - name: build
+    command: make
+    machines: [box]
+    env: {CC: clang}
+    workdir: src
+    timeout: 90
+    retries: 2
+    sudo: true
+    pty: true
+    detached: true
+  - name: reboot
+    reboot: true
+    after: [build]
+  - name: test
+    script: load.rs
+    depends-on: [build]
+    expect-reboot: true
+artifacts:
+  - paths: ["*.log"]
+    machines: [box]
+publish:
+  - site: {dir: site}
+  - junit: {path: junit.xml}
+  - json: {path: report.json}
+  - markdown: {path: summary.md}
+  - git: {remote: git@example.com:qa/results.git, branch: pages}
+cleanup:
+  default: on-success
+  roles: {worker: never, lab: always}
+"#;
+
+    fn here() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("src/plan/plan.yaml")
+    }
+
+    #[test]
+    fn a_plan_using_every_key_loads() {
+        let loaded = load_str(EVERY_KEY, &here()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(loaded.plan.steps.len(), 3);
+        assert_eq!(
+            loaded.plan.cleanup.policy_for("worker"),
+            crate::plan::CleanupPolicy::Never
+        );
+        assert_eq!(loaded.plan.publish.len(), 5);
+    }
+
+    #[test]
+    fn empty_optional_keys_load() {
+        let src = "name: x\ndescription:\nbackend:\ndefaults:\n  timeout:\nmachines:\n  - name: a\n    role:\n    local:\nsteps:\n  - name: s\n    command: echo\n    timeout:\n";
+        let loaded = load_str(src, &here()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(loaded.plan.description, None);
+        let src = "name: x\nmachines:\n  - name: a\nsteps:\n  - name: s\n    command: echo\n    env:\ncleanup:\n";
+        let e = load_str(src, Path::new("p.yaml")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "p.yaml: 2 problems in plan\n\
+             p.yaml:7:5: steps[0].env: `env` is empty: expected a mapping of names to values (give it a value or remove the key)\n\
+             p.yaml:8:1: cleanup: `cleanup` is empty: expected a mapping with keys such as `default`, `roles` (give it a value or remove the key)\n"
+        );
+    }
+
+    #[test]
+    fn numbers_are_accepted_as_text() {
+        let src =
+            "name: 42\nmachines: [{name: a}]\nsteps: [{name: s, command: 123, env: {N: 1}}]\n";
+        let loaded = load_str(src, &here()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(loaded.plan.steps[0].command.as_deref(), Some("123"));
+        assert_eq!(loaded.plan.steps[0].env["N"], "1");
+    }
+
+    #[test]
+    fn semantic_problems_point_at_the_value() {
+        let src = "name: x\nmachines: [{name: a}]\nsteps:\n  - name: s\n    command: c\n    depends-on: [s, t]\n    machines: [b]\n";
+        let e = load_str(src, Path::new("p.yaml")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "p.yaml: 3 problems in plan\n\
+             p.yaml:6:18: steps[0].depends-on[0]: step `s` waits for itself (remove `s` from `depends-on`)\n\
+             p.yaml:6:21: steps[0].depends-on[1]: no step is called `t`\n\
+             p.yaml:7:16: steps[0].machines[0]: no machine or role is called `b`\n"
+        );
+    }
+
+    #[test]
+    fn a_cycle_is_named_step_by_step() {
+        let src = "name: x\nmachines: [{name: a}]\nsteps:\n  - {name: one, command: c, depends-on: [three]}\n  - {name: two, command: c, depends-on: [one]}\n  - {name: three, command: c, after: [two]}\n";
+        let e = load_str(src, Path::new("p.yaml")).unwrap_err();
+        assert_eq!(e.diagnostics.len(), 1, "{e}");
+        let d = &e.diagnostics[0];
+        assert_eq!(d.key_path, "steps[0].depends-on[0]");
+        assert_eq!(
+            d.message,
+            "steps wait for each other in a cycle: `one` waits for `three` waits for `two` waits for `one`"
+        );
+        assert_eq!((d.line, d.column), (Some(4), Some(42)));
+    }
+
+    #[test]
+    fn plans_built_in_code_are_checked_without_places() {
+        let mut plan = load_str(EVERY_KEY, &here()).unwrap().plan;
+        plan.steps[0].depends_on.push("nope".into());
+        let e = LoadedPlan::from_plan(plan, here().parent().unwrap()).unwrap_err();
+        assert_eq!(e.diagnostics.len(), 1, "{e}");
+        assert!(e.diagnostics.iter().all(|d| d.line.is_none()));
+    }
+}

@@ -54,21 +54,37 @@ pub(crate) struct Field {
     pub shape: &'static Shape,
     /// The key must be present.
     pub required: bool,
+    /// An empty value (`key:` or `key: ~`) means "not set" (an `Option` in the model).
+    pub nullable: bool,
 }
 
+/// A key that must be present.
 const fn req(key: &'static str, shape: &'static Shape) -> Field {
     Field {
         key,
         shape,
         required: true,
+        nullable: false,
     }
 }
 
+/// An optional key that may also be left empty (an `Option` in the model).
 const fn opt(key: &'static str, shape: &'static Shape) -> Field {
     Field {
         key,
         shape,
         required: false,
+        nullable: true,
+    }
+}
+
+/// An optional key with a default; left empty, it is an error (serde would reject it).
+const fn dflt(key: &'static str, shape: &'static Shape) -> Field {
+    Field {
+        key,
+        shape,
+        required: false,
+        nullable: false,
     }
 }
 
@@ -100,22 +116,23 @@ const CLEANUP_POLICY: Shape = Shape::Enum {
 const DEFAULTS: Shape = Shape::Struct(&[
     opt("timeout", &DURATION),
     opt("retries", &U32),
-    opt("env", &ENV),
+    dflt("env", &ENV),
     opt("workdir", &STR),
 ]);
 
 const LOCAL_MACHINE: Shape = Shape::Struct(&[opt("root", &STR)]);
 const STATIC_MACHINE: Shape = Shape::Struct(&[req("hosts", &STR_LIST)]);
-const VOLUME: Shape = Shape::Struct(&[opt("type", &STR), req("size-gb", &U32), opt("count", &U32)]);
+const VOLUME: Shape =
+    Shape::Struct(&[opt("type", &STR), req("size-gb", &U32), dflt("count", &U32)]);
 const AWS_MACHINE: Shape = Shape::Struct(&[
     opt("region", &STR),
     req("instance-type", &STR),
     req("image", &STR),
-    opt("zones", &STR_LIST),
-    opt("spot", &BOOL),
-    opt("spot-fallback", &BOOL),
-    opt("reserve", &BOOL),
-    opt("volumes", &Shape::List(&VOLUME)),
+    dflt("zones", &STR_LIST),
+    dflt("spot", &BOOL),
+    dflt("spot-fallback", &BOOL),
+    dflt("reserve", &BOOL),
+    dflt("volumes", &Shape::List(&VOLUME)),
     opt("ssh-user", &STR),
     opt("ssh-cidr", &STR),
     opt("subnet", &STR),
@@ -125,7 +142,7 @@ const AWS_MACHINE: Shape = Shape::Struct(&[
 const MACHINE: Shape = Shape::Struct(&[
     req("name", &STR),
     opt("role", &STR),
-    opt("count", &U32),
+    dflt("count", &U32),
     opt("backend", &BACKEND),
     opt("local", &LOCAL_MACHINE),
     opt("static", &STATIC_MACHINE),
@@ -142,9 +159,9 @@ const INVENTORY_HOST: Shape = Shape::Struct(&[
     opt("user", &STR),
     opt("identity-file", &STR),
     opt("passphrase-env", &STR),
-    opt("proxy-jump", &STR_LIST),
+    dflt("proxy-jump", &STR_LIST),
     opt("ssh-config", &STR),
-    opt("require-commands", &STR_LIST),
+    dflt("require-commands", &STR_LIST),
     opt("min-free-mib", &U64),
     opt("repair", &STR),
 ]);
@@ -152,7 +169,7 @@ const INVENTORY_HOST: Shape = Shape::Struct(&[
 const FILE_UPLOAD: Shape = Shape::Struct(&[
     req("src", &STR),
     req("dest", &STR),
-    opt("machines", &STR_LIST),
+    dflt("machines", &STR_LIST),
     opt("mode", &STR),
 ]);
 
@@ -160,21 +177,21 @@ const STEP: Shape = Shape::Struct(&[
     req("name", &STR),
     opt("script", &STR),
     opt("command", &STR),
-    opt("reboot", &BOOL),
-    opt("machines", &STR_LIST),
-    opt("env", &ENV),
+    dflt("reboot", &BOOL),
+    dflt("machines", &STR_LIST),
+    dflt("env", &ENV),
     opt("workdir", &STR),
     opt("timeout", &DURATION),
-    opt("depends-on", &STR_LIST),
-    opt("after", &STR_LIST),
+    dflt("depends-on", &STR_LIST),
+    dflt("after", &STR_LIST),
     opt("retries", &U32),
-    opt("expect-reboot", &BOOL),
-    opt("sudo", &BOOL),
-    opt("pty", &BOOL),
-    opt("detached", &BOOL),
+    dflt("expect-reboot", &BOOL),
+    dflt("sudo", &BOOL),
+    dflt("pty", &BOOL),
+    dflt("detached", &BOOL),
 ]);
 
-const ARTIFACT: Shape = Shape::Struct(&[req("paths", &STR_LIST), opt("machines", &STR_LIST)]);
+const ARTIFACT: Shape = Shape::Struct(&[req("paths", &STR_LIST), dflt("machines", &STR_LIST)]);
 
 const PUBLISH_TARGET: Shape = Shape::OneOf {
     what: "publish target",
@@ -191,8 +208,8 @@ const PUBLISH_TARGET: Shape = Shape::OneOf {
 };
 
 const CLEANUP: Shape = Shape::Struct(&[
-    opt("default", &CLEANUP_POLICY),
-    opt("roles", &Shape::Map(&CLEANUP_POLICY)),
+    dflt("default", &CLEANUP_POLICY),
+    dflt("roles", &Shape::Map(&CLEANUP_POLICY)),
 ]);
 
 /// The whole plan file.
@@ -202,15 +219,15 @@ pub(crate) const PLAN: Shape = Shape::Struct(&[
     opt("backend", &BACKEND),
     opt("concurrency", &U64),
     opt("budget", &DURATION),
-    opt("defaults", &DEFAULTS),
-    opt("secrets", &STR_LIST),
-    opt("inventory", &Shape::List(&INVENTORY_HOST)),
+    dflt("defaults", &DEFAULTS),
+    dflt("secrets", &STR_LIST),
+    dflt("inventory", &Shape::List(&INVENTORY_HOST)),
     req("machines", &Shape::List(&MACHINE)),
-    opt("files", &Shape::List(&FILE_UPLOAD)),
+    dflt("files", &Shape::List(&FILE_UPLOAD)),
     req("steps", &Shape::List(&STEP)),
-    opt("artifacts", &Shape::List(&ARTIFACT)),
-    opt("publish", &Shape::List(&PUBLISH_TARGET)),
-    opt("cleanup", &CLEANUP),
+    dflt("artifacts", &Shape::List(&ARTIFACT)),
+    dflt("publish", &Shape::List(&PUBLISH_TARGET)),
+    dflt("cleanup", &CLEANUP),
 ]);
 
 impl Shape {
@@ -219,6 +236,7 @@ impl Shape {
         match self {
             Shape::Str => "a string".into(),
             Shape::Bool => "`true` or `false`".into(),
+            Shape::UInt { max } if *max == u64::MAX => "a whole number (0 or more)".into(),
             Shape::UInt { max } => format!("a whole number from 0 to {max}"),
             Shape::Duration => "a duration such as `90`, `90s`, `2m` or `1h30m`".into(),
             Shape::Enum { what, values } => format!("a {what} ({})", one_of(values)),
@@ -266,9 +284,19 @@ pub(crate) fn nearest<'a>(
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(&w, &norm(c)), c))
-        .filter(|(score, _)| *score >= 0.8)
+        .filter(|(score, c)| *score >= 0.8 || is_abbreviation(&w, &norm(c)))
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c)
+}
+
+/// `cnt` for `count`, `deps` for `depends-on`: same first letter, and every letter of `short`
+/// appears in `long` in order.
+fn is_abbreviation(short: &str, long: &str) -> bool {
+    if short.len() < 3 || short.len() >= long.len() || short.get(..1) != long.get(..1) {
+        return false;
+    }
+    let mut rest = long.chars();
+    short.chars().all(|c| rest.any(|l| l == c))
 }
 
 /// Where each key path of the plan is in the file: the position of its value, or for entries of a
@@ -367,7 +395,7 @@ impl Walk<'_> {
                     self.push(
                         node.pos,
                         path,
-                        format!("{i} is out of range: expected a whole number from 0 to {max}"),
+                        format!("{i} is out of range: expected {}", shape.describe()),
                         None,
                     );
                 }
@@ -477,6 +505,8 @@ impl Walk<'_> {
 
     fn fields(&mut self, node: &Node, fields: &[Field], entries: &[(Node, Node)], path: &str) {
         let mut seen = BTreeMap::new();
+        // Keys a typo was taken for: "missing key" for them would say the same thing twice.
+        let mut suggested = Vec::new();
         for (k, v) in entries {
             let Some(key) = self.key(k, path) else {
                 continue;
@@ -485,14 +515,15 @@ impl Walk<'_> {
             self.duplicate(&mut seen, &key, k, &p);
             match fields.iter().find(|f| f.key == key) {
                 Some(field) => {
-                    // A null value is what an Option field holds when the key is written but
-                    // empty; serde accepts it for optional keys only.
-                    if matches!(v.value, Value::Null)
-                        && !field.required
-                        && !matches!(field.shape, Shape::List(_))
-                    {
+                    if matches!(v.value, Value::Null) {
                         if let Some(pos) = v.pos {
-                            self.locations.entry(p).or_insert(pos);
+                            self.locations.entry(p.clone()).or_insert(pos);
+                        }
+                        if !field.nullable {
+                            let message =
+                                format!("`{key}` is empty: expected {}", field.shape.describe());
+                            let hint = Some("give it a value or remove the key".to_owned());
+                            self.push(k.pos.or(v.pos), &p, message, hint);
                         }
                         continue;
                     }
@@ -500,7 +531,10 @@ impl Walk<'_> {
                 }
                 None => {
                     let hint = match nearest(&key, fields.iter().map(|f| f.key)) {
-                        Some(n) => format!("did you mean `{n}`?"),
+                        Some(n) => {
+                            suggested.push(n);
+                            format!("did you mean `{n}`?")
+                        }
                         None => {
                             let keys: Vec<&str> = fields.iter().map(|f| f.key).collect();
                             format!("expected one of {}", backticked(&keys))
@@ -514,7 +548,7 @@ impl Walk<'_> {
             let present = entries
                 .iter()
                 .any(|(k, _)| key_text(k).as_deref() == Some(field.key));
-            if !present {
+            if !present && !suggested.contains(&field.key) {
                 self.push(node.pos, path, format!("missing key `{}`", field.key), None);
             }
         }
@@ -570,7 +604,7 @@ mod tests {
     fn every_problem_is_reported() {
         let src = "nme: x\nmachines: a\nsteps:\n  - name: s\n    timeout: 10 parsecs\n    retries: -1\nbackend: awss\n";
         let p = problems(src);
-        assert_eq!(p.len(), 6, "{p:#?}");
+        assert_eq!(p.len(), 5, "{p:#?}"); // no "missing key `name`": the typo hint says it
         assert!(
             p[0].starts_with("1:1 nme: unknown key `nme` (did you mean `name`?)"),
             "{p:#?}"
@@ -591,7 +625,6 @@ mod tests {
             p[4].contains("7:10 backend: unknown backend `awss` (did you mean `aws`?)"),
             "{p:#?}"
         );
-        assert!(p[5].contains(" : missing key `name`"), "{p:#?}");
     }
 
     #[test]

@@ -1,0 +1,3 @@
+//! Integration tests of qa-core: what a user of the library sees.
+
+mod plans;
