@@ -580,6 +580,21 @@ cleanup:
     }
 
     #[test]
+    fn yaml_booleans_are_not_text() {
+        for word in ["true", "yes", "off"] {
+            let src = format!(
+                "name: x\nmachines: [{{name: a}}]\nsteps: [{{name: s, command: {word}}}]\n"
+            );
+            let e = load_str(&src, Path::new("p.yaml")).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("expected a string, found the boolean"),
+                "{word}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn semantic_problems_point_at_the_value() {
         let src = "name: x\nmachines: [{name: a}]\nsteps:\n  - name: s\n    command: c\n    depends-on: [s, t]\n    machines: [b]\n";
         let e = load_str(src, Path::new("p.yaml")).unwrap_err();
