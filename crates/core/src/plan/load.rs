@@ -317,22 +317,33 @@ pub(crate) fn validate(loaded: &LoadedPlan, locations: &Locations) -> Vec<Diagno
         let actions: Vec<&str> = [
             ("script", s.script.is_some()),
             ("command", s.command.is_some()),
+            ("uses", s.uses.is_some()),
             ("reboot", s.reboot),
         ]
         .into_iter()
         .filter_map(|(k, set)| set.then_some(k))
         .collect();
+        if !s.with.is_empty() && s.uses.is_none() {
+            diag(
+                format!("steps[{i}].with"),
+                format!("step `{}` has `with` but no `uses`", s.name),
+                Some("`with` gives parameters to the step type named by `uses`".into()),
+            );
+        }
         match actions.as_slice() {
             [_] => {}
             [] => diag(
                 format!("steps[{i}]"),
                 format!("step `{}` does nothing", s.name),
-                Some("give it one of `script`, `command` or `reboot: true`".into()),
+                Some("give it one of `script`, `command`, `uses` or `reboot: true`".into()),
             ),
-            [first, rest @ ..] => diag(
-                format!("steps[{i}].{}", rest[rest.len() - 1]),
-                format!("step `{}` has both `{first}` and `{}`", s.name, rest[rest.len() - 1]),
-                Some("a step does exactly one of `script`, `command` or `reboot: true`; split it into two steps".into()),
+            [.., last] => diag(
+                format!("steps[{i}].{last}"),
+                match actions.as_slice() {
+                    [first, second] => format!("step `{}` has both `{first}` and `{second}`", s.name),
+                    _ => format!("step `{}` has all of `{}`", s.name, actions.join("`, `")),
+                },
+                Some("a step does exactly one of `script`, `command`, `uses` or `reboot: true`; split it into two steps".into()),
             ),
         }
         if let Some(script) = &s.script {
@@ -526,6 +537,9 @@ steps:
     script: load.rs
     depends-on: [build]
     expect-reboot: true
+  - name: custom
+    uses: fio-job
+    with: {size: 1G, jobs: 4}
 artifacts:
   - paths: ["*.log"]
     machines: [box]
@@ -547,12 +561,23 @@ cleanup:
     #[test]
     fn a_plan_using_every_key_loads() {
         let loaded = load_str(EVERY_KEY, &here()).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(loaded.plan.steps.len(), 3);
+        assert_eq!(loaded.plan.steps.len(), 4);
         assert_eq!(
             loaded.plan.cleanup.policy_for("worker"),
             crate::plan::CleanupPolicy::Never
         );
         assert_eq!(loaded.plan.publish.len(), 5);
+    }
+
+    #[test]
+    fn the_schema_knows_every_key_of_the_model() {
+        // A key added to model.rs but not to schema.rs would be refused as unknown. Serializing a
+        // plan that sets every field writes every key the model has; the schema walk must take it.
+        let plan = load_str(EVERY_KEY, &here()).unwrap().plan;
+        let yaml = serde_saphyr::to_string(&plan).unwrap();
+        let root = tree::parse(&yaml).unwrap();
+        let problems = schema::check(&root, &mut Locations::new());
+        assert!(problems.is_empty(), "{problems:#?}\n{yaml}");
     }
 
     #[test]

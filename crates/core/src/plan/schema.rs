@@ -178,6 +178,8 @@ const STEP: Shape = Shape::Struct(&[
     opt("script", &STR),
     opt("command", &STR),
     dflt("reboot", &BOOL),
+    opt("uses", &STR),
+    dflt("with", &ANY_MAP),
     dflt("machines", &STR_LIST),
     dflt("env", &ENV),
     opt("workdir", &STR),
@@ -639,6 +641,37 @@ mod tests {
         assert!(
             p[1].contains("publish[1]: a publish target has exactly one key, found 2"),
             "{p:#?}"
+        );
+    }
+
+    #[test]
+    fn the_documentation_names_every_key() {
+        fn keys(shape: &Shape, out: &mut Vec<&'static str>) {
+            match shape {
+                Shape::List(s) | Shape::Map(s) => keys(s, out),
+                Shape::Struct(fields) => fields.iter().for_each(|f| {
+                    out.push(f.key);
+                    keys(f.shape, out);
+                }),
+                Shape::OneOf { variants, .. } => variants.iter().for_each(|(k, s)| {
+                    out.push(k);
+                    keys(s, out);
+                }),
+                Shape::Enum { values, .. } => out.extend(values.iter().copied()),
+                _ => {}
+            }
+        }
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/plan.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let mut all = Vec::new();
+        keys(&PLAN, &mut all);
+        let missing: Vec<_> = all
+            .into_iter()
+            .filter(|k| !doc.contains(&format!("`{k}`")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/plan.md does not mention {missing:?}"
         );
     }
 
