@@ -605,6 +605,14 @@ cleanup:
     }
 
     #[test]
+    fn anchors_aliases_and_merge_keys_work() {
+        let src = "name: x\nmachines: [{name: a}]\nsteps:\n  - &base\n    name: one\n    command: c\n    timeout: 5m\n  - <<: *base\n    name: two\n    depends-on: [one]\n";
+        let loaded = load_str(src, Path::new("p.yaml")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(loaded.plan.steps[1].command.as_deref(), Some("c"));
+        assert_eq!(loaded.plan.steps[1].name, "two");
+    }
+
+    #[test]
     fn yaml_booleans_are_not_text() {
         for word in ["true", "yes", "off"] {
             let src = format!(

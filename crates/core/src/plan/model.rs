@@ -1,9 +1,10 @@
 //! The typed plan: what a plan file says once it has been parsed and validated.
 //!
 //! Every struct here is `deny_unknown_fields` and kebab-case, so a typo in a plan is an error with a
-//! location rather than a silently ignored key. The loader in [`super::load`] turns YAML into these
-//! types and reports every problem at once; [`super::Plan::validate`] checks what serde cannot
-//! (names, references, cycles).
+//! location rather than a silently ignored key. The loader ([`super::load_file`]) first walks the
+//! YAML against the schema in `schema.rs`, which mirrors these types key by key (a key added here
+//! must be added there, and to `docs/plan.md`; tests fail otherwise), then deserializes these
+//! types and checks what serde cannot (names, references, cycles, files).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
