@@ -135,8 +135,14 @@ impl<'de> Visitor<'de> for ValueVisitor {
 }
 
 /// Parses YAML text into a tree.
+///
+/// Repeated keys are kept (not an error here) so that the schema walk can report them along with
+/// every other problem, instead of the parser stopping at the first one.
 pub(crate) fn parse(src: &str) -> Result<Node, serde_saphyr::Error> {
-    serde_saphyr::from_str::<Node>(src)
+    let options = serde_saphyr::options! {
+        duplicate_keys: serde_saphyr::options::DuplicateKeyPolicy::PassThrough,
+    };
+    serde_saphyr::from_str_with_options::<Node>(src, options)
 }
 
 #[cfg(test)]
