@@ -1,0 +1,566 @@
+//! The static results site: plain HTML files, written by Rust, that work from `file://`, from any
+//! static web server and from GitHub Pages (`.nojekyll`).
+//!
+//! Layout of a site directory:
+//!
+//! ```text
+//! index.html                    every run present, newest first
+//! history/<plan>.html           step × last runs grid per plan
+//! assets/style.css, player.js   shipped inside this crate
+//! runs/<run>/index.html         one run: steps, logs, recordings, artifacts
+//! runs/<run>/report.json        the run's report (redacted): the index is rebuilt from these
+//! runs/<run>/steps/…            log copies (`.log.txt`) and recordings (`.cast.js`)
+//! runs/<run>/files/…            artifacts
+//! ```
+//!
+//! Each run writes only its own directory; the index and histories are regenerated from every
+//! `runs/*/report.json` present, so runs published by different processes (or pushed by
+//! different machines to one git branch) never overwrite each other.
+//!
+//! Recordings are written as scripts that register the asciicast in `window.QA_CASTS`, because a
+//! page opened from `file://` may load scripts but may not `fetch()` files.
+
+mod history;
+mod index_page;
+mod page;
+mod run_page;
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use qa_core::redact::Redactor;
+use qa_core::report::Report;
+use qa_core::{PublishError, PublishReceipt, ResultPublisher, Verdict};
+
+pub use history::{HISTORY_RUNS, StepHistory};
+pub use run_page::StepFiles;
+
+use crate::paths;
+use crate::text::slug;
+
+/// The stylesheet shipped with every site.
+pub const STYLE_CSS: &str = include_str!("assets/style.css");
+/// The recording player shipped with every site.
+pub const PLAYER_JS: &str = include_str!("assets/player.js");
+
+/// Lines of a failing step's log shown inline when the report carries no tail.
+const TAIL_LINES: usize = 40;
+/// Artifacts larger than this are copied as they are rather than read for redaction.
+const REDACT_LIMIT: u64 = 16 << 20;
+
+/// What a site (re)generation produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SiteSummary {
+    /// Runs on the index.
+    pub runs: usize,
+    /// Plans with a history page.
+    pub plans: usize,
+    /// The index page.
+    pub index: PathBuf,
+    /// Run directories skipped because their report could not be read, with the reason.
+    pub unreadable: Vec<(PathBuf, String)>,
+}
+
+/// A run as the index and histories see it.
+#[derive(Debug, Clone)]
+pub struct RunEntry {
+    /// Directory name under `runs/`.
+    pub dir: String,
+    /// The (redacted) report.
+    pub report: Report,
+}
+
+/// The directory name a run gets under `runs/`.
+pub fn run_dir_name(run_id: &str) -> String {
+    slug(run_id)
+}
+
+/// The history page of a plan, relative to the site root.
+pub fn history_file(plan: &str) -> String {
+    format!("history/{}.html", slug(plan))
+}
+
+fn err(message: impl Into<String>) -> PublishError {
+    PublishError::new("site", message)
+}
+
+fn io(path: &Path, e: std::io::Error) -> PublishError {
+    crate::fsutil::io_error("site", path, e)
+}
+
+/// Writes one run into `site_dir/runs/<run>/`, replacing an earlier copy of the same run.
+/// Reads logs, recordings and artifacts from `run_dir`; only files really inside it are used.
+/// Does not touch the index (see [`regenerate`]).
+pub fn write_run(
+    site_dir: &Path,
+    report: &Report,
+    run_dir: &Path,
+    redactor: &Redactor,
+) -> Result<PathBuf, PublishError> {
+    write_run_stamped(site_dir, report, run_dir, redactor, None)
+}
+
+fn write_run_stamped(
+    site_dir: &Path,
+    report: &Report,
+    run_dir: &Path,
+    redactor: &Redactor,
+    stamp: Option<&str>,
+) -> Result<PathBuf, PublishError> {
+    let report = crate::redaction::report(report, redactor);
+    let runs = site_dir.join("runs");
+    std::fs::create_dir_all(&runs).map_err(|e| io(&runs, e))?;
+    let name = run_dir_name(&report.run_id);
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".tmp-{name}-"))
+        .tempdir_in(&runs)
+        .map_err(|e| io(&runs, e))?;
+    let t = tmp.path();
+
+    let mut files = Vec::with_capacity(report.steps.len());
+    let steps_dir = t.join("steps");
+    std::fs::create_dir_all(&steps_dir).map_err(|e| io(&steps_dir, e))?;
+    for (i, s) in report.steps.iter().enumerate() {
+        let base = format!("{i}-{}-{}", slug(&s.machine), slug(&s.step));
+        let mut f = StepFiles::default();
+        let mut log_text = None;
+        if let Some((_, real)) = s.log.as_deref().and_then(|l| paths::inside(run_dir, l)) {
+            if real.is_file() {
+                let bytes = std::fs::read(&real).map_err(|e| io(&real, e))?;
+                let text = redactor.redact(&String::from_utf8_lossy(&bytes));
+                let rel = format!("steps/{base}.log.txt");
+                std::fs::write(t.join(&rel), text.as_bytes()).map_err(|e| io(&t.join(&rel), e))?;
+                f.log = Some(rel);
+                log_text = Some(text);
+            }
+        }
+        if s.verdict != Verdict::Pass {
+            f.tail = s
+                .log_tail
+                .clone()
+                .filter(|t| !t.trim().is_empty())
+                .or_else(|| {
+                    log_text.as_deref().map(|text| {
+                        let lines: Vec<&str> = text.lines().collect();
+                        lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
+                    })
+                });
+        }
+        if let Some((_, real)) = s.cast.as_deref().and_then(|c| paths::inside(run_dir, c)) {
+            if real.is_file() {
+                let bytes = std::fs::read(&real).map_err(|e| io(&real, e))?;
+                let cast = crate::redaction::cast(&String::from_utf8_lossy(&bytes), redactor);
+                if !cast.is_empty() {
+                    let rel = format!("steps/{base}.cast.js");
+                    std::fs::write(t.join(&rel), cast_script(i, &cast))
+                        .map_err(|e| io(&t.join(&rel), e))?;
+                    f.cast = Some(rel);
+                }
+            }
+        }
+        files.push(f);
+    }
+
+    let mut artifacts = Vec::new();
+    for m in &report.machines {
+        let mut links = Vec::new();
+        for a in &m.artifacts {
+            let Some((_, real)) = paths::inside(run_dir, a) else {
+                tracing::warn!(artifact = %a, run = %report.run_id, "artifact skipped: missing, a symlink, or outside the run directory");
+                continue;
+            };
+            let Ok(root) = run_dir.canonicalize() else {
+                continue;
+            };
+            let mut found = Vec::new();
+            if real.is_dir() {
+                paths::files_under(&root, &real, &mut found);
+            } else if let Ok(rel) = real.strip_prefix(&root) {
+                found.push(rel.to_path_buf());
+            }
+            for rel in found {
+                let dest_rel = PathBuf::from("files").join(inert_name(&rel));
+                copy_artifact(&root.join(&rel), &t.join(&dest_rel), redactor)?;
+                let href = dest_rel
+                    .components()
+                    .map(|c| percent(&c.as_os_str().to_string_lossy()))
+                    .collect::<Vec<_>>()
+                    .join("/");
+                links.push((href, rel.display().to_string()));
+            }
+        }
+        artifacts.push((m.name.clone(), links));
+    }
+
+    let page = run_page::render(
+        &report,
+        &files,
+        &artifacts,
+        &history_file(&report.plan_name),
+    );
+    std::fs::write(t.join("index.html"), page).map_err(|e| io(&t.join("index.html"), e))?;
+    let json = serde_json::to_vec_pretty(&report)
+        .map_err(|e| err(format!("cannot serialise the report: {e}")))?;
+    std::fs::write(t.join("report.json"), json).map_err(|e| io(&t.join("report.json"), e))?;
+    if let Some(stamp) = stamp {
+        std::fs::write(t.join(".source"), stamp).map_err(|e| io(&t.join(".source"), e))?;
+    }
+
+    // Swap the finished directory in: readers see the old copy or the new one.
+    let dest = runs.join(&name);
+    let old = runs.join(format!(".old-{name}-{}", std::process::id()));
+    let had_old = dest.exists();
+    if had_old {
+        let _ = std::fs::remove_dir_all(&old);
+        std::fs::rename(&dest, &old).map_err(|e| io(&dest, e))?;
+    }
+    let t = tmp.keep();
+    if let Err(e) = std::fs::rename(&t, &dest) {
+        if had_old {
+            let _ = std::fs::rename(&old, &dest);
+        }
+        let _ = std::fs::remove_dir_all(&t);
+        return Err(io(&dest, e));
+    }
+    if had_old {
+        let _ = std::fs::remove_dir_all(&old);
+    }
+    Ok(dest)
+}
+
+/// The recording as a script that registers it under the step's index.
+fn cast_script(index: usize, cast: &str) -> String {
+    let mut lines = cast.lines();
+    let header: serde_json::Value = lines
+        .next()
+        .and_then(|h| serde_json::from_str(h).ok())
+        .unwrap_or_default();
+    let events: Vec<serde_json::Value> =
+        lines.filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let json = serde_json::json!({ "header": header, "events": events }).to_string();
+    // `<` never appears outside strings in JSON, so this keeps `</script>` and `<!--` inert
+    // wherever the text ends up; U+2028/2029 are line ends to older JavaScript engines.
+    let json = json
+        .replace('<', "\\u003c")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029");
+    format!("(window.QA_CASTS = window.QA_CASTS || {{}})[\"{index}\"] = {json};\n")
+}
+
+/// An artifact's path with extensions a browser would run (HTML, SVG, scripts) made inert by
+/// appending `.txt`: an artifact is a test's output, and must not script the results site.
+fn inert_name(rel: &Path) -> PathBuf {
+    let name = rel
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let lower = name.to_ascii_lowercase();
+    let active = [
+        ".html", ".htm", ".xhtml", ".svg", ".svgz", ".js", ".mjs", ".xml", ".xsl", ".shtml",
+        ".php", ".swf", ".pdf",
+    ];
+    let mut out = rel.to_path_buf();
+    if active.iter().any(|e| lower.ends_with(e)) {
+        out.set_file_name(format!("{name}.txt"));
+    }
+    out
+}
+
+fn copy_artifact(src: &Path, dest: &Path, redactor: &Redactor) -> Result<(), PublishError> {
+    if let Some(d) = dest.parent() {
+        std::fs::create_dir_all(d).map_err(|e| io(d, e))?;
+    }
+    let len = std::fs::metadata(src).map(|m| m.len()).unwrap_or(0);
+    if len <= REDACT_LIMIT {
+        let bytes = std::fs::read(src).map_err(|e| io(src, e))?;
+        if let Ok(text) = std::str::from_utf8(&bytes) {
+            return std::fs::write(dest, redactor.redact(text)).map_err(|e| io(dest, e));
+        }
+        return std::fs::write(dest, bytes).map_err(|e| io(dest, e));
+    }
+    std::fs::copy(src, dest).map(|_| ()).map_err(|e| io(src, e))
+}
+
+fn percent(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Reads every `runs/*/report.json` of a site, newest first.
+pub fn runs_in(site_dir: &Path) -> (Vec<RunEntry>, Vec<(PathBuf, String)>) {
+    let mut runs = Vec::new();
+    let mut bad = Vec::new();
+    let Ok(entries) = std::fs::read_dir(site_dir.join("runs")) else {
+        return (runs, bad);
+    };
+    for e in entries.flatten() {
+        let dir = e.file_name().to_string_lossy().to_string();
+        if dir.starts_with('.') || !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            continue;
+        }
+        let path = e.path().join("report.json");
+        match std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<Report>(&b).map_err(|e| e.to_string()))
+        {
+            Ok(report) => runs.push(RunEntry { dir, report }),
+            Err(why) => bad.push((path, why)),
+        }
+    }
+    sort_newest_first(&mut runs);
+    (runs, bad)
+}
+
+fn sort_newest_first(runs: &mut [RunEntry]) {
+    runs.sort_by_cached_key(|r| {
+        (
+            std::cmp::Reverse(page::epoch(&r.report.started)),
+            std::cmp::Reverse(r.report.run_id.clone()),
+        )
+    });
+}
+
+/// Regenerates the index, every plan's history, the assets and `.nojekyll` from the runs present
+/// in `site_dir/runs/`.
+pub fn regenerate(site_dir: &Path) -> Result<SiteSummary, PublishError> {
+    let (runs, unreadable) = runs_in(site_dir);
+    write_shared(site_dir, &runs)?;
+    let mut plans: Vec<&str> = runs.iter().map(|r| r.report.plan_name.as_str()).collect();
+    plans.sort_unstable();
+    plans.dedup();
+    Ok(SiteSummary {
+        runs: runs.len(),
+        plans: plans.len(),
+        index: site_dir.join("index.html"),
+        unreadable,
+    })
+}
+
+fn write_shared(site_dir: &Path, runs: &[RunEntry]) -> Result<(), PublishError> {
+    let w = |rel: &str, bytes: &[u8]| {
+        let p = site_dir.join(rel);
+        crate::fsutil::write_atomic(&p, bytes).map_err(|e| io(&p, e))
+    };
+    w(".nojekyll", b"")?;
+    w("assets/style.css", STYLE_CSS.as_bytes())?;
+    w("assets/player.js", PLAYER_JS.as_bytes())?;
+    let mut by_plan: std::collections::BTreeMap<&str, Vec<&RunEntry>> = Default::default();
+    for r in runs {
+        by_plan
+            .entry(r.report.plan_name.as_str())
+            .or_default()
+            .push(r);
+    }
+    for (plan, plan_runs) in &by_plan {
+        w(
+            &history_file(plan),
+            history::render(plan, plan_runs).as_bytes(),
+        )?;
+    }
+    w("index.html", index_page::render(runs).as_bytes())
+}
+
+/// Rebuilds the whole site from every `results_dir/*/report.json` (with its logs, recordings and
+/// artifacts), then regenerates the index and histories. Runs whose site copy is up to date with
+/// their `report.json` are not rewritten, so rebuilding after each run is cheap.
+pub fn rebuild(results_dir: &Path, site_dir: &Path) -> Result<SiteSummary, PublishError> {
+    rebuild_with(results_dir, site_dir, &Redactor::default())
+}
+
+/// [`rebuild`] with a redactor that knows secrets to mask.
+pub fn rebuild_with(
+    results_dir: &Path,
+    site_dir: &Path,
+    redactor: &Redactor,
+) -> Result<SiteSummary, PublishError> {
+    let entries = std::fs::read_dir(results_dir).map_err(|e| {
+        err(format!(
+            "cannot read the results directory {}: {e}",
+            results_dir.display()
+        ))
+    })?;
+    let mut run_dirs: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("report.json").is_file())
+        .collect();
+    run_dirs.sort();
+    let site_real = site_dir.canonicalize().ok();
+    run_dirs.retain(|d| d.canonicalize().ok() != site_real);
+
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let problems = std::sync::Mutex::new(Vec::new());
+    let failure = std::sync::Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(dir) = run_dirs.get(i) else { break };
+                    match publish_from_results(dir, site_dir, redactor) {
+                        Ok(()) => {}
+                        Err(Problem::Unreadable(p, why)) => problems
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push((p, why)),
+                        Err(Problem::Failed(e)) => {
+                            failure
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get_or_insert(e);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    let mut summary = regenerate(site_dir)?;
+    summary
+        .unreadable
+        .extend(problems.into_inner().unwrap_or_else(|p| p.into_inner()));
+    Ok(summary)
+}
+
+enum Problem {
+    Unreadable(PathBuf, String),
+    Failed(PublishError),
+}
+
+fn publish_from_results(dir: &Path, site_dir: &Path, redactor: &Redactor) -> Result<(), Problem> {
+    let path = dir.join("report.json");
+    let meta =
+        std::fs::metadata(&path).map_err(|e| Problem::Unreadable(path.clone(), e.to_string()))?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let stamp = format!(
+        "{}:{}:{}:{}",
+        env!("CARGO_PKG_VERSION"),
+        meta.len(),
+        mtime,
+        dir.display()
+    );
+    let bytes =
+        std::fs::read(&path).map_err(|e| Problem::Unreadable(path.clone(), e.to_string()))?;
+    let report: Report = serde_json::from_slice(&bytes)
+        .map_err(|e| Problem::Unreadable(path.clone(), e.to_string()))?;
+    let existing = site_dir
+        .join("runs")
+        .join(run_dir_name(&report.run_id))
+        .join(".source");
+    if std::fs::read_to_string(&existing).is_ok_and(|s| s == stamp) {
+        return Ok(());
+    }
+    write_run_stamped(site_dir, &report, dir, redactor, Some(&stamp))
+        .map(|_| ())
+        .map_err(Problem::Failed)
+}
+
+/// Publishes runs into a static site directory.
+#[derive(Debug, Clone)]
+pub struct SitePublisher {
+    dir: PathBuf,
+    redactor: Redactor,
+}
+
+impl SitePublisher {
+    /// A publisher writing the site in `dir` (created when missing).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        SitePublisher {
+            dir: dir.into(),
+            redactor: Redactor::default(),
+        }
+    }
+
+    /// Masks these secrets too.
+    pub fn with_redactor(mut self, redactor: Redactor) -> Self {
+        self.redactor = redactor;
+        self
+    }
+}
+
+#[async_trait]
+impl ResultPublisher for SitePublisher {
+    fn name(&self) -> &str {
+        "site"
+    }
+
+    async fn publish(
+        &self,
+        report: &Report,
+        run_dir: &Path,
+    ) -> Result<PublishReceipt, PublishError> {
+        let (dir, report, run_dir, redactor) = (
+            self.dir.clone(),
+            report.clone(),
+            run_dir.to_path_buf(),
+            self.redactor.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let page = write_run(&dir, &report, &run_dir, &redactor)?;
+            regenerate(&dir)?;
+            Ok(PublishReceipt {
+                publisher: "site".into(),
+                location: page.join("index.html").display().to_string(),
+            })
+        })
+        .await
+        .map_err(|e| err(format!("the site writer stopped: {e}")))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cast_script_cannot_close_a_script_element() {
+        let cast = "{\"version\":2,\"width\":80,\"height\":24}\n[0.5,\"o\",\"</script><script>alert(1)</script>\\u2028\"]\n";
+        let js = cast_script(3, cast);
+        assert!(!js.contains('<'), "{js}");
+        assert!(js.starts_with("(window.QA_CASTS = window.QA_CASTS || {})[\"3\"] = {"));
+        let json = js
+            .trim_start_matches("(window.QA_CASTS = window.QA_CASTS || {})[\"3\"] = ")
+            .trim_end()
+            .trim_end_matches(';');
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            v["events"][0][2].as_str().unwrap(),
+            "</script><script>alert(1)</script>\u{2028}"
+        );
+    }
+
+    #[test]
+    fn active_artifact_types_become_text() {
+        assert_eq!(
+            inert_name(Path::new("a/report.HTML")),
+            PathBuf::from("a/report.HTML.txt")
+        );
+        assert_eq!(
+            inert_name(Path::new("a/pic.svg")),
+            PathBuf::from("a/pic.svg.txt")
+        );
+        assert_eq!(
+            inert_name(Path::new("a/out.log")),
+            PathBuf::from("a/out.log")
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! The generated site in headless Chromium.
