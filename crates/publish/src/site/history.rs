@@ -115,17 +115,17 @@ pub fn render(plan: &str, runs: &[&RunEntry]) -> String {
     );
     out.push_str("<section aria-labelledby=\"grid-h\">\n<h2 id=\"grid-h\">Steps by run</h2>\n<div class=\"scroll\">\n<table class=\"grid\">\n<caption>Verdict of each step in each run</caption>\n<thead><tr><th scope=\"col\">Step</th><th scope=\"col\">Machine</th><th scope=\"col\">Flaky</th><th scope=\"col\">Failing since</th>");
     for (i, run) in shown.iter().enumerate() {
+        let when = page::when(&run.report.started);
         let _ = write!(
             out,
-            "<th scope=\"col\"><a href=\"../runs/{}/index.html\" title=\"{}\">#{}</a></th>",
+            "<th scope=\"col\" class=\"run\"><a href=\"../runs/{}/index.html\" title=\"{}\">#{}</a><small>{}</small></th>",
             html(&run.dir),
             html(&format!(
-                "{} ({}, {})",
-                run.report.run_id,
-                page::when(&run.report.started),
-                run.report.outcome
+                "{} ({when}, {})",
+                run.report.run_id, run.report.outcome
             )),
-            i + 1
+            i + 1,
+            html(when.get(5..10).unwrap_or(""))
         );
     }
     out.push_str("</tr></thead>\n<tbody>\n");
@@ -156,12 +156,12 @@ pub fn render(plan: &str, runs: &[&RunEntry]) -> String {
                 Some(v) => {
                     let _ = write!(
                         out,
-                        "<td class=\"c-{v}\"><a href=\"../runs/{}/index.html\"><abbr title=\"{v}\">{}</abbr></a></td>",
+                        "<td class=\"cell c-{v}\"><a href=\"../runs/{}/index.html\"><abbr title=\"{v}\">{}</abbr></a></td>",
                         html(&shown[i].dir),
                         letter(*v)
                     );
                 }
-                None => out.push_str("<td>–</td>"),
+                None => out.push_str("<td class=\"cell\">–</td>"),
             }
         }
         out.push_str("</tr>\n");
