@@ -19,6 +19,11 @@ use qa_core::redact::Redactor;
 use qa_core::report::Report;
 use qa_core::{PublishError, PublishReceipt, ResultPublisher};
 
+/// What a publish checks out of the branch: everything but the runs' contents, and of each run
+/// its `report.json`. (Later lines win; a directory excluded whole could not have a file brought
+/// back, so the runs' entries are excluded one level down.)
+const SPARSE_PATTERNS: &str = "/*\n!/runs/*/*\n/runs/*/report.json\n";
+
 /// Pushes attempted before giving up on a busy branch.
 pub const DEFAULT_ATTEMPTS: u32 = 12;
 
@@ -85,9 +90,26 @@ impl GitPublisher {
             .map_err(|e| self.fail(format!("cannot make a work directory: {e}")))?;
         self.git(&dir, &["init", "-q"])?;
         self.git(&dir, &["remote", "add", "origin", &self.remote])?;
+        // A partial, shallow, sparse checkout: only the tip, only the blobs that are checked out,
+        // and of the runs only their report.json (what the index is made from). A branch holding
+        // a thousand runs' logs costs a thousand small files, not hundreds of thousands.
+        for (key, value) in [
+            ("core.repositoryformatversion", "1"),
+            ("extensions.partialClone", "origin"),
+            ("remote.origin.promisor", "true"),
+            ("remote.origin.partialclonefilter", "blob:none"),
+            ("core.sparseCheckout", "true"),
+        ] {
+            self.git(&dir, &["config", key, value])?;
+        }
+        let sparse = dir.join(".git/info/sparse-checkout");
+        std::fs::create_dir_all(dir.join(".git/info"))
+            .and_then(|_| std::fs::write(&sparse, SPARSE_PATTERNS))
+            .map_err(|e| self.fail(format!("cannot write {}: {e}", sparse.display())))?;
         let branch_ref = format!("refs/heads/{}", self.branch);
         let tracking = format!("refs/remotes/origin/{}", self.branch);
         let run_name = crate::site::run_dir_name(&report.run_id);
+        let run_path = format!("runs/{run_name}");
         let mut last = String::new();
         for attempt in 1..=self.attempts {
             let heads = self.git(&dir, &["ls-remote", "--heads", "origin", &branch_ref])?;
@@ -100,6 +122,7 @@ impl GitPublisher {
                         "-q",
                         "--depth",
                         "1",
+                        "--filter=blob:none",
                         "origin",
                         &format!("+{branch_ref}:{tracking}"),
                     ],
@@ -109,19 +132,42 @@ impl GitPublisher {
                     &["checkout", "-q", "-f", "-B", &self.branch, &tracking],
                 )?;
                 self.git(&dir, &["clean", "-q", "-f", "-d", "-x"])?;
+                // Drop this run's earlier copy from the index, so files it no longer has go.
+                self.git(
+                    &dir,
+                    &[
+                        "rm",
+                        "-r",
+                        "-q",
+                        "--cached",
+                        "--sparse",
+                        "--ignore-unmatch",
+                        "--",
+                        &run_path,
+                    ],
+                )?;
             } else {
                 // A new branch: start from nothing, whatever an earlier attempt left.
                 self.git(&dir, &["symbolic-ref", "HEAD", &branch_ref])?;
                 let _ = self.run(
                     &dir,
-                    &["rm", "-r", "-q", "-f", "--cached", "--ignore-unmatch", "."],
+                    &[
+                        "rm",
+                        "-r",
+                        "-q",
+                        "-f",
+                        "--cached",
+                        "--sparse",
+                        "--ignore-unmatch",
+                        ".",
+                    ],
                 );
                 clear_dir(&dir)
                     .map_err(|e| self.fail(format!("cannot clear the work directory: {e}")))?;
             }
             crate::site::write_run(&dir, report, run_dir, &self.redactor)?;
             crate::site::regenerate(&dir)?;
-            self.git(&dir, &["add", "-A", "."])?;
+            self.git(&dir, &["add", "--sparse", "-A", "."])?;
             let staged = self.run(&dir, &["diff", "--cached", "--quiet"])?;
             if exists && staged.status.success() {
                 // Already there, byte for byte: publishing is idempotent.

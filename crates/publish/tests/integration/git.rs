@@ -68,6 +68,19 @@ async fn two_racing_publishers_both_land() {
             "run-{i} lost:\n{files}"
         );
     }
+    for i in 0..4 {
+        // Later publishes check out only reports; earlier runs' logs and recordings must survive.
+        for f in [
+            "steps/0-box-s.log.txt",
+            "steps/0-box-s.cast.js",
+            "files/artifacts/box/result.txt",
+        ] {
+            assert!(
+                files.contains(&format!("runs/run-{i}/{f}")),
+                "run-{i} lost {f}:\n{files}"
+            );
+        }
+    }
     let index = git(&remote, &["show", "gh-pages:index.html"]);
     for i in 0..4 {
         assert!(
