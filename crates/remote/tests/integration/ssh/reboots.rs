@@ -1,0 +1,81 @@
+//! Reboots: a new boot id after sshd comes back, a host that never returns, a step that reboots.
+
+use std::time::Duration;
+
+use qa_core::conformance::executor::RecordedOutput;
+use qa_core::remote::{CommandSpec, RemoteError, RemoteExecutor};
+use qa_testkit::{RebootBehaviour, TestSshd};
+use tokio_util::sync::CancellationToken;
+
+use super::executor;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reboot_waits_for_a_new_boot_id() {
+    let Some(host) = TestSshd::start_or_skip() else {
+        return;
+    };
+    let (_wd, exec) = executor(&host);
+    let before = exec.boot_id().await.unwrap();
+    assert_eq!(before.0, host.boot_id());
+    let after = exec.reboot(Duration::from_secs(30)).await.unwrap();
+    assert_ne!(after, before);
+    assert_eq!(after.0, host.boot_id());
+    assert_eq!(host.reboots(), 1);
+    // The executor is usable afterwards.
+    assert_eq!(exec.boot_id().await.unwrap(), after);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_that_never_returns_is_a_reboot_timeout_saying_what_was_tried() {
+    let Some(host) = TestSshd::start_or_skip() else {
+        return;
+    };
+    host.set_reboot_behaviour(RebootBehaviour::NeverReturn);
+    let (_wd, exec) = executor(&host);
+    let old = exec.boot_id().await.unwrap();
+    let err = exec.reboot(Duration::from_secs(3)).await.unwrap_err();
+    match err {
+        RemoteError::RebootTimeout {
+            old_boot_id,
+            tried,
+            deadline,
+            ..
+        } => {
+            assert_eq!(old_boot_id, old.0);
+            assert_eq!(deadline, Duration::from_secs(3));
+            assert!(tried.contains("attempts"), "{tried}");
+            assert!(tried.contains("connection dropped: yes"), "{tried}");
+            assert!(tried.contains("last error"), "{tried}");
+        }
+        other => panic!("expected RebootTimeout, got {other}"),
+    }
+    assert!(!host.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn step_that_reboots_the_machine_is_followed_to_the_new_boot() {
+    let Some(host) = TestSshd::start_or_skip() else {
+        return;
+    };
+    let (_wd, exec) = executor(&host);
+    let old = host.boot_id();
+    let spec = CommandSpec {
+        command: format!("echo going down; {}; sleep 30", host.reboot_command()),
+        expect_reboot: true,
+        timeout: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    let out = RecordedOutput::new();
+    let info = exec
+        .run(&spec, out.clone(), CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(info.rebooted, "{info:?}");
+    assert!(info.success(), "{info:?}");
+    assert_ne!(host.boot_id(), old);
+    assert!(
+        out.notes().iter().any(|n| n.contains("back with boot id")),
+        "{:?}",
+        out.notes()
+    );
+}

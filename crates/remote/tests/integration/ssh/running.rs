@@ -1,0 +1,237 @@
+//! Running commands: the conformance suite, keys, session reuse, timeouts, reconnects and
+//! detached runs that survive sshd being killed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use qa_core::conformance::executor::{self, RecordedOutput};
+use qa_core::remote::{CommandSpec, OutputStream, RemoteExecutor};
+use qa_testkit::{ClientKeys, KeyKind, TestSshd};
+use tokio_util::sync::CancellationToken;
+
+use super::{executor, executor_for, logins, scratch};
+
+fn spec(cmd: &str) -> CommandSpec {
+    CommandSpec {
+        command: cmd.into(),
+        timeout: Some(Duration::from_secs(60)),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ssh_executor_passes_the_conformance_suite() {
+    let Some(host) = TestSshd::start_or_skip() else {
+        return;
+    };
+    let (_wd, exec) = executor(&host);
+    let (_s, scratch) = scratch();
+    executor::run_all(&exec, &scratch).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exit_codes_and_stderr_with_every_key_type() {
+    let Some(host) = TestSshd::start_or_skip() else {
+        return;
+    };
+    for kind in KeyKind::ALL {
+        let (_wd, exec) = executor_for(&host, host.target_with_key(kind), &host.known_hosts());
+        let (info, out) =
+            executor::run_recorded(&exec, &spec("echo out; echo err >&2; exit 42")).await;
+        assert_eq!(info.code, Some(42), "{kind:?}: {info:?}");
+        assert!(!info.success());
+        assert_eq!(out.text(OutputStream::Stdout), "out\n", "{kind:?}");
+        assert_eq!(out.text(OutputStream::Stderr), "err\n", "{kind:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn encrypted_key_uses_the_passphrase_from_the_environment() {
+    let Some(host) = TestSshd::start_or_skip() else {
+        return;
+    };
+    let keys = ClientKeys::shared();
+    let var = "QA_TEST_SSH_KEY_PASSPHRASE_OK";
+    // SAFETY: the variable name is unique to this test; nothing else reads or writes it.
+    unsafe { std::env::set_var(var, &keys.passphrase) };
+    let mut target = host.target();
+    target.identity_file = Some(keys.encrypted_ed25519());
+    target.passphrase_env = Some(var.into());
+    let (_wd, exec) = executor_for(&host, target.clone(), &host.known_hosts());
+    let (info, _) = executor::run_recorded(&exec, &spec("true")).await;
+    assert!(info.success());
+
+    // Without the variable the login fails, and the error says why.
+    target.passphrase_env = Some("QA_TEST_SSH_KEY_PASSPHRASE_UNSET".into());
+    let (_wd, exec) = executor_for(&host, target, &host.known_hosts());
+    let err = exec
+        .run(
+            &spec("true"),
+            RecordedOutput::new(),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("QA_TEST_SSH_KEY_PASSPHRASE_UNSET is not set"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_session_carries_many_concurrent_commands() {
+    let Some(host) = TestSshd::start_or_skip() else {
+        return;
+    };
+    let (_wd, exec) = executor(&host);
+    let exec = Arc::new(exec);
+    let before = logins(&host);
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let exec = exec.clone();
+        tasks.push(tokio::spawn(async move {
+            let (info, out) =
+                executor::run_recorded(exec.as_ref(), &spec(&format!("sleep 0.2; echo {i}"))).await;
+            assert!(info.success(), "{info:?}");
+            assert_eq!(out.text(OutputStream::Stdout), format!("{i}\n"));
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        logins(&host) - before,
+        1,
+        "every command must share one authenticated session"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn timeout_leaves_no_remote_process() {
+    let Some(host) = TestSshd::start_or_skip() else {
+        return;
+    };
+    let (_wd, exec) = executor(&host);
+    let marker = format!("qa-ssh-timeout-{}", std::process::id());
+    let mut s = spec(&format!(
+        "sh -c 'sleep 300; : {marker}' & sh -c 'sleep 300; : {marker}'; wait"
+    ));
+    s.timeout = Some(Duration::from_secs(1));
+    let out = RecordedOutput::new();
+    let info = exec
+        .run(&s, out.clone(), CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(info.timed_out, "{info:?}");
+    // Checked from outside the executor, on this machine's /proc.
+    assert_eq!(TestSshd::processes_matching(&marker), Vec::<i32>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pty_sudo_env_and_workdir() {
+    let Some(host) = TestSshd::start_or_skip() else {
+        return;
+    };
+    let (wd, exec) = executor(&host);
+    let mut s = spec("test -t 1 && echo tty; echo \"$A|$B\"; pwd");
+    s.pty = true;
+    s.env.insert("A".into(), "it's".into());
+    s.env.insert("B".into(), "$x y".into());
+    s.workdir = Some("sub/dir".into());
+    let (info, out) = executor::run_recorded(&exec, &s).await;
+    assert!(info.success(), "{info:?}");
+    let text = out.text(OutputStream::Stdout).replace('\r', "");
+    assert_eq!(
+        text,
+        format!("tty\nit's|$x y\n{}/sub/dir\n", wd.path().display())
+    );
+
+    // `sudo -n` as root needs no password where sudo is installed; where it is not, the command
+    // fails with the shell's "not found" status, which still proves sudo was asked for.
+    let mut s = spec("id -u");
+    s.sudo = true;
+    let (info, out) = executor::run_recorded(&exec, &s).await;
+    if info.success() {
+        assert_eq!(out.text(OutputStream::Stdout), "0\n");
+    } else {
+        assert_eq!(
+            info.code,
+            Some(127),
+            "{info:?} {}",
+            out.text(OutputStream::Stderr)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconnects_after_sshd_restart() {
+    let Some(host) = TestSshd::start_or_skip() else {
+        return;
+    };
+    let (_wd, exec) = executor(&host);
+    let (info, _) = executor::run_recorded(&exec, &spec("true")).await;
+    assert!(info.success());
+    host.restart().unwrap();
+    let (info, out) = executor::run_recorded(&exec, &spec("echo again")).await;
+    assert!(info.success(), "{info:?}");
+    assert_eq!(out.text(OutputStream::Stdout), "again\n");
+    assert_eq!(logins(&host), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn detached_run_survives_sshd_killed_mid_step() {
+    let Some(host) = TestSshd::start_or_skip() else {
+        return;
+    };
+    let (_wd, exec) = executor(&host);
+    let mut s = spec("echo before; echo e1 >&2; sleep 3; echo after; echo e2 >&2; exit 7");
+    s.detached = true;
+    let out = RecordedOutput::new();
+    let run = exec.run(&s, out.clone(), CancellationToken::new());
+    let chaos = async {
+        assert!(
+            out.wait_for(OutputStream::Stdout, "before", Duration::from_secs(20))
+                .await
+        );
+        host.kill();
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(!host.is_running());
+        host.restart().unwrap();
+    };
+    let (info, ()) = tokio::join!(run, chaos);
+    let info = info.unwrap();
+    assert_eq!(info.code, Some(7), "{info:?}");
+    assert!(!info.rebooted);
+    assert_eq!(
+        out.text(OutputStream::Stdout),
+        "before\nafter\n",
+        "output resumes where it stopped, once"
+    );
+    assert_eq!(out.text(OutputStream::Stderr), "e1\ne2\n");
+    assert!(
+        out.notes().iter().any(|n| n.contains("reattach")),
+        "{:?}",
+        out.notes()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn detached_run_timeout_kills_its_process_group() {
+    let Some(host) = TestSshd::start_or_skip() else {
+        return;
+    };
+    let (_wd, exec) = executor(&host);
+    let marker = format!("qa-ssh-detached-timeout-{}", std::process::id());
+    let mut s = spec(&format!(
+        "sh -c 'sleep 300; : {marker}' & sh -c 'sleep 300; : {marker}'; wait"
+    ));
+    s.detached = true;
+    s.timeout = Some(Duration::from_secs(1));
+    let info = exec
+        .run(&s, RecordedOutput::new(), CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(info.timed_out, "{info:?}");
+    assert_eq!(TestSshd::processes_matching(&marker), Vec::<i32>::new());
+}
