@@ -32,6 +32,7 @@ mod transfer;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -133,6 +134,7 @@ pub(crate) fn exec_capture(
     conn: &Conn,
     cmd: &str,
     limit: Duration,
+    started: &AtomicBool,
 ) -> Result<Captured, ssh2::Error> {
     let mut out = Captured {
         status: -1,
@@ -140,7 +142,15 @@ pub(crate) fn exec_capture(
         stderr: Vec::new(),
     };
     let sink = CaptureSink(std::sync::Mutex::new((Vec::new(), Vec::new())));
-    let end = run_channel(conn, cmd, false, &sink, None, Some(Instant::now() + limit))?;
+    let end = run_channel(
+        conn,
+        cmd,
+        false,
+        &sink,
+        None,
+        Some(Instant::now() + limit),
+        started,
+    )?;
     let (o, e) = sink.0.into_inner().unwrap_or_else(|e| e.into_inner());
     out.stdout = o;
     out.stderr = e;
@@ -187,6 +197,7 @@ fn run_channel(
     sink: &dyn OutputSink,
     cancel: Option<&CancellationToken>,
     deadline: Option<Instant>,
+    started: &AtomicBool,
 ) -> Result<ChannelEnd, ssh2::Error> {
     use std::io::Read;
     let limit = Some(Duration::from_secs(60));
@@ -197,6 +208,8 @@ fn run_channel(
                 ch.request_pty("xterm", None, Some((160, 48, 0, 0)))
             })?;
         }
+        // Once the request is on its way the command may run, whatever happens next.
+        started.store(true, Ordering::SeqCst);
         conn.call(Wait::Session, limit, || ch.exec(script))?;
         let mut buf = vec![0u8; 64 * 1024];
         let mut idle_rounds = 0u32;
@@ -349,23 +362,26 @@ impl SshExecutor {
     }
 
     /// Runs `f` with the connection on a blocking thread. A call that fails because the
-    /// connection was already dead is retried once on a fresh connection.
+    /// connection was already dead is retried once on a fresh connection — unless `f` set the
+    /// flag it is given, saying it started something on the machine that must not run twice.
     async fn with_conn<T: Send + 'static>(
         &self,
-        f: impl Fn(&Conn) -> Result<T, RemoteError> + Send + Sync + Clone + 'static,
+        f: impl Fn(&Conn, &AtomicBool) -> Result<T, RemoteError> + Send + Sync + Clone + 'static,
     ) -> Result<T, RemoteError> {
         for attempt in 0..2 {
             let c = self.conn().await?;
             let f2 = f.clone();
             let c2 = c.clone();
-            let r = tokio::task::spawn_blocking(move || f2(&c2))
+            let started = Arc::new(AtomicBool::new(false));
+            let started2 = started.clone();
+            let r = tokio::task::spawn_blocking(move || f2(&c2, &started2))
                 .await
                 .map_err(|e| RemoteError::Io {
                     context: format!("{}: blocking task", self.name()),
                     source: std::io::Error::other(e.to_string()),
                 })?;
             match r {
-                Err(e) if c.is_dead() && attempt == 0 => {
+                Err(e) if c.is_dead() && attempt == 0 && !started.load(Ordering::SeqCst) => {
                     tracing::debug!(target = %self.name(), "connection was lost ({e}); reconnecting");
                     self.forget_conn(&c).await;
                 }
@@ -385,8 +401,8 @@ impl SshExecutor {
     async fn capture(&self, cmd: String) -> Result<Captured, RemoteError> {
         let name = self.name();
         let limit = self.opts.io_timeout;
-        self.with_conn(move |c| {
-            exec_capture(c, &cmd, limit).map_err(|e| RemoteError::Disconnected {
+        self.with_conn(move |c, started| {
+            exec_capture(c, &cmd, limit, started).map_err(|e| RemoteError::Disconnected {
                 target: name.clone(),
                 message: format!("`{cmd}`: {e}"),
             })
@@ -525,12 +541,19 @@ impl SshExecutor {
             let sink = sink.clone();
             let cancel = cancel.clone();
             let name = self.name();
-            self.with_conn(move |c| {
-                run_channel(c, &script, pty, sink.as_ref(), Some(&cancel), deadline).map_err(|e| {
-                    RemoteError::Disconnected {
-                        target: name.clone(),
-                        message: e.to_string(),
-                    }
+            self.with_conn(move |c, started| {
+                run_channel(
+                    c,
+                    &script,
+                    pty,
+                    sink.as_ref(),
+                    Some(&cancel),
+                    deadline,
+                    started,
+                )
+                .map_err(|e| RemoteError::Disconnected {
+                    target: name.clone(),
+                    message: e.to_string(),
                 })
             })
             .await
@@ -845,7 +868,7 @@ impl RemoteExecutor for SshExecutor {
         let local = local.to_path_buf();
         let limit = self.opts.io_timeout;
         let name = self.name();
-        self.with_conn(move |c| {
+        self.with_conn(move |c, _started| {
             let sftp = SftpChannel::open(c, limit).map_err(|e| RemoteError::Disconnected {
                 target: name.clone(),
                 message: e.to_string(),
@@ -860,7 +883,7 @@ impl RemoteExecutor for SshExecutor {
         let local = local.to_path_buf();
         let limit = self.opts.io_timeout;
         let name = self.name();
-        self.with_conn(move |c| {
+        self.with_conn(move |c, _started| {
             let sftp = SftpChannel::open(c, limit).map_err(|e| RemoteError::Disconnected {
                 target: name.clone(),
                 message: e.to_string(),
@@ -875,7 +898,7 @@ impl RemoteExecutor for SshExecutor {
         let local = local.to_path_buf();
         let limit = self.opts.io_timeout;
         let name = self.name();
-        self.with_conn(move |c| {
+        self.with_conn(move |c, _started| {
             let sftp = SftpChannel::open(c, limit).map_err(|e| RemoteError::Disconnected {
                 target: name.clone(),
                 message: e.to_string(),
@@ -894,7 +917,7 @@ impl RemoteExecutor for SshExecutor {
         let dest = dest.to_path_buf();
         let limit = self.opts.io_timeout;
         let name = self.name();
-        self.with_conn(move |c| {
+        self.with_conn(move |c, _started| {
             let sftp = SftpChannel::open(c, limit).map_err(|e| RemoteError::Disconnected {
                 target: name.clone(),
                 message: e.to_string(),

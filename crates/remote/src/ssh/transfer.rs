@@ -189,7 +189,12 @@ impl<'a> SftpChannel<'a> {
             .is_err()
         {
             let cmd = format!("mv -f -- {} {}", quote(&tmp), quote(remote));
-            match super::exec_capture(self.conn, &cmd, self.limit) {
+            match super::exec_capture(
+                self.conn,
+                &cmd,
+                self.limit,
+                &std::sync::atomic::AtomicBool::new(false),
+            ) {
                 Ok(out) if out.status == 0 => {}
                 Ok(out) => {
                     let _ = self.call(|| self.sftp().unlink(Path::new(&tmp)));

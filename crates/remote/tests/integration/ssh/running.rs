@@ -235,3 +235,40 @@ async fn detached_run_timeout_kills_its_process_group() {
     assert!(info.timed_out, "{info:?}");
     assert_eq!(TestSshd::processes_matching(&marker), Vec::<i32>::new());
 }
+
+/// A foreground step whose connection drops is an infrastructure error, and is not started a
+/// second time behind the caller's back (the executor only retries what had not started).
+#[tokio::test(flavor = "multi_thread")]
+async fn dropped_foreground_step_is_an_error_and_runs_once() {
+    let Some(host) = TestSshd::start_or_skip() else {
+        return;
+    };
+    let (wd, exec) = executor(&host);
+    let out = RecordedOutput::new();
+    let step = spec("echo x >> runs; echo started; sleep 30");
+    let run = exec.run(
+        &step,
+        out.clone(),
+        CancellationToken::new(),
+    );
+    let chaos = async {
+        assert!(
+            out.wait_for(OutputStream::Stdout, "started", Duration::from_secs(20))
+                .await
+        );
+        host.restart().unwrap();
+    };
+    let (result, ()) = tokio::join!(run, chaos);
+    let err = result.unwrap_err();
+    assert!(
+        matches!(err, qa_core::RemoteError::Disconnected { .. }),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(wd.path().join("runs")).unwrap(),
+        "x\n"
+    );
+    // And the executor works again afterwards.
+    let (info, _) = executor::run_recorded(&exec, &spec("true")).await;
+    assert!(info.success());
+}
