@@ -108,11 +108,25 @@ fn mask_url_passwords(text: &str) -> String {
                 rest = &tail[end..];
                 continue;
             }
+            // A token used as the user name (`https://ghp_…@github.com/…`): user names are short
+            // words, tokens are long or carry a known prefix.
+            if looks_like_token(userinfo) {
+                out.push_str(MASK);
+                out.push_str(&authority[at..]);
+                rest = &tail[end..];
+                continue;
+            }
         }
         rest = tail;
     }
     out.push_str(rest);
     out
+}
+
+fn looks_like_token(user: &str) -> bool {
+    const PREFIXES: [&str; 7] = ["ghp_", "gho_", "ghs_", "ghu_", "github_pat_", "glpat-", "x-access-token"];
+    PREFIXES.iter().any(|p| user.starts_with(p))
+        || (user.len() >= 20 && user.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '%')))
 }
 
 #[cfg(test)]
@@ -132,6 +146,12 @@ mod tests {
         assert_eq!(r.redact("XAKIAIOSFODNN7EXAMPLE"), "XAKIAIOSFODNN7EXAMPLE");
         assert_eq!(r.redact("git push https://bob:s3cr3t@example.com/x.git"), "git push https://bob:[REDACTED]@example.com/x.git");
         assert_eq!(r.redact("https://example.com/a@b"), "https://example.com/a@b");
+        assert_eq!(r.redact("clone https://ghp_abc@github.com/o/r"), "clone https://[REDACTED]@github.com/o/r");
+        assert_eq!(
+            r.redact("https://0123456789abcdef0123456789@h/x"),
+            "https://[REDACTED]@h/x"
+        );
+        assert_eq!(r.redact("ssh://git@github.com/o/r"), "ssh://git@github.com/o/r");
         let pem = "before\n-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaA==\n-----END OPENSSH PRIVATE KEY-----\nafter";
         assert_eq!(r.redact(pem), "before\n[REDACTED]\nafter");
         let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----";
