@@ -458,15 +458,22 @@ fn publish_from_results(dir: &Path, site_dir: &Path, redactor: &Redactor) -> Res
         mtime,
         dir.display()
     );
+    let current = |run_name: &str| {
+        std::fs::read_to_string(site_dir.join("runs").join(run_name).join(".source"))
+            .is_ok_and(|s| s == stamp)
+    };
+    // Runs usually live in a directory named after their id: then an unchanged run is known
+    // without reading its report.
+    if let Some(name) = dir.file_name() {
+        if current(&run_dir_name(&name.to_string_lossy())) {
+            return Ok(());
+        }
+    }
     let bytes =
         std::fs::read(&path).map_err(|e| Problem::Unreadable(path.clone(), e.to_string()))?;
     let report: Report = serde_json::from_slice(&bytes)
         .map_err(|e| Problem::Unreadable(path.clone(), e.to_string()))?;
-    let existing = site_dir
-        .join("runs")
-        .join(run_dir_name(&report.run_id))
-        .join(".source");
-    if std::fs::read_to_string(&existing).is_ok_and(|s| s == stamp) {
+    if current(&run_dir_name(&report.run_id)) {
         return Ok(());
     }
     write_run_stamped(site_dir, &report, dir, redactor, Some(&stamp))

@@ -111,7 +111,7 @@ async fn publishing_two_runs_lists_both_newest_first_with_pages_logs_and_artifac
 #[tokio::test]
 async fn nothing_a_test_printed_becomes_markup_and_secrets_are_masked() {
     let d = tempfile::tempdir().unwrap();
-    let hostile = "<script>document.title='pwned'</script>\n\"><img src=x onerror=alert(1)>\n\u{1b}[31mred\u{1b}[0m \u{1b}]0;<b>t</b>\u{7}\npassword=hunter22-secret key AKIAIOSFODNN7EXAMPLE\nhttps://bob:tok3n@example.com/repo.git\n";
+    let hostile = "<script>document.title='pwned'</script>\n\"><img src=x onerror=alert(1)>\n\u{1b}[31mred\u{1b}[0m \u{1b}]0;<b>t</b>\u{7}\npassword=hunter22-secret key AKIAIOSFODNN7EXAMPLE\nhttps://bob:tok3n@example.com/repo.git\ngit clone https://ghp_Pers0nalT0ken@github.com/o/r\n";
     let (mut report, dir) = make_run(
         d.path(),
         "run-<x>",
@@ -128,7 +128,7 @@ async fn nothing_a_test_printed_becomes_markup_and_secrets_are_masked() {
         .unwrap();
     for f in all_files(&site) {
         let text = std::fs::read_to_string(&f).unwrap_or_default();
-        for secret in ["hunter22-secret", "AKIAIOSFODNN7EXAMPLE", "tok3n"] {
+        for secret in ["hunter22-secret", "AKIAIOSFODNN7EXAMPLE", "tok3n", "Pers0nalT0ken"] {
             assert!(!text.contains(secret), "{} leaks {secret}", f.display());
         }
         if f.extension().is_some_and(|e| e == "html") {

@@ -1,0 +1,269 @@
+//! Publishing at scale: rebuilding the site for 1,000 runs × 200 steps, and publishing one run
+//! to a git remote that already holds 1,000 runs. Prints figures for docs/benchmarks-publish.md.
+//!
+//! `cargo bench -p qa-publish --bench publish`; `QA_BENCH_RUNS` and `QA_BENCH_STEPS` scale it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use qa_core::report::{CostEstimate, MachineReport, Report, StepReport};
+use qa_core::{ResultPublisher, Verdict};
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// One run directory as the engine leaves it: a log and a recording per step.
+fn make_run(results: &Path, i: usize, steps: usize) {
+    let run_id = format!("2026{:04}-{:06}", i / 100, i);
+    let dir = results.join(&run_id);
+    let plan = format!("plan-{}", i % 5);
+    let mut out = Vec::with_capacity(steps);
+    let mut counts = BTreeMap::new();
+    for s in 0..steps {
+        let machine = if s % 2 == 0 { "box-a" } else { "box-b" };
+        let name = format!("step-{s:03}");
+        // A step in twenty-five fails now and then; most pass.
+        let verdict = if s % 25 == 7 && (i + s) % 3 == 0 {
+            Verdict::Fail
+        } else {
+            Verdict::Pass
+        };
+        let output =
+            format!("running {name} on {machine}\nchecking things\n\u{1b}[32mok\u{1b}[0m {name}\n");
+        let log = format!("logs/{machine}/{name}.log");
+        let cast = format!("casts/{machine}/{name}.cast");
+        std::fs::create_dir_all(dir.join(format!("logs/{machine}"))).unwrap();
+        std::fs::create_dir_all(dir.join(format!("casts/{machine}"))).unwrap();
+        std::fs::write(dir.join(&log), &output).unwrap();
+        let mut c = String::from("{\"version\":2,\"width\":120,\"height\":40}\n");
+        for (k, line) in output.split_inclusive('\n').enumerate() {
+            c.push_str(
+                &serde_json::to_string(&serde_json::json!([0.1 * k as f64, "o", line])).unwrap(),
+            );
+            c.push('\n');
+        }
+        std::fs::write(dir.join(&cast), c).unwrap();
+        *counts.entry(verdict).or_insert(0) += 1;
+        out.push(StepReport {
+            step: name,
+            machine: machine.into(),
+            verdict,
+            attempts: 1,
+            started: Some("2026-11-20T10:00:00Z".into()),
+            duration_ms: 1234 + s as u64,
+            exit_code: Some(i32::from(verdict != Verdict::Pass)),
+            message: (verdict != Verdict::Pass).then(|| "exit status 1".into()),
+            log: Some(log),
+            cast: Some(cast),
+            log_tail: (verdict != Verdict::Pass).then(|| output.clone()),
+        });
+    }
+    let machine = |name: &str| MachineReport {
+        name: name.into(),
+        role: "sut".into(),
+        backend: "aws".into(),
+        facts: BTreeMap::from([("zone".to_string(), "eu-west-1a".to_string())]),
+        artifacts: vec![],
+        kept: false,
+    };
+    let report = Report {
+        schema_version: qa_core::report::REPORT_SCHEMA_VERSION,
+        run_id: run_id.clone(),
+        test_id: format!("qa-{i}"),
+        plan_name: plan.clone(),
+        plan_path: format!("plans/{plan}.yaml"),
+        description: None,
+        started: format!(
+            "2026-{:02}-{:02}T{:02}:{:02}:00Z",
+            1 + (i / 600) % 12,
+            1 + (i / 24) % 25,
+            i % 24,
+            i % 60
+        ),
+        finished: "2026-11-20T11:00:00Z".into(),
+        duration_ms: 3_600_000,
+        outcome: if counts.contains_key(&Verdict::Fail) {
+            Verdict::Fail
+        } else {
+            Verdict::Pass
+        },
+        counts,
+        machines: vec![machine("box-a"), machine("box-b")],
+        steps: out,
+        infrastructure: vec![],
+        cost: Some(CostEstimate {
+            currency: "USD".into(),
+            total: 1.23,
+            items: vec![],
+        }),
+    };
+    std::fs::write(
+        dir.join("report.json"),
+        serde_json::to_vec(&report).unwrap(),
+    )
+    .unwrap();
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let s = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .unwrap();
+    assert!(
+        s.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&s.stderr)
+    );
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` must not run this for minutes.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let runs = env("QA_BENCH_RUNS", 1000);
+    let steps = env("QA_BENCH_STEPS", 200);
+    let base = tempfile::tempdir().unwrap();
+    let results = base.path().join("results");
+    let site = base.path().join("site");
+
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        for w in 0..workers {
+            let results = &results;
+            s.spawn(move || {
+                (w..runs)
+                    .step_by(workers)
+                    .for_each(|i| make_run(results, i, steps))
+            });
+        }
+    });
+    println!(
+        "setup: {runs} runs x {steps} steps written in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let t = Instant::now();
+    let summary = qa_publish::site::rebuild(&results, &site).unwrap();
+    println!(
+        "rebuild, cold (every run page, log and recording written): {:.2} s for {} runs",
+        t.elapsed().as_secs_f64(),
+        summary.runs
+    );
+
+    let t = Instant::now();
+    qa_publish::site::rebuild(&results, &site).unwrap();
+    println!(
+        "rebuild, warm (nothing changed; index and histories regenerated): {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    make_run(&results, runs, steps);
+    let t = Instant::now();
+    qa_publish::site::rebuild(&results, &site).unwrap();
+    println!(
+        "rebuild after one new run: {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let t = Instant::now();
+    let summary = qa_publish::site::regenerate(&site).unwrap();
+    println!(
+        "regenerate index and histories only: {:.2} s ({} runs)",
+        t.elapsed().as_secs_f64(),
+        summary.runs
+    );
+
+    let index = std::fs::metadata(site.join("index.html")).unwrap().len();
+    let history = std::fs::metadata(site.join("history/plan-0.html"))
+        .unwrap()
+        .len();
+    let run_page = std::fs::metadata(site.join("runs/20260000-000000/index.html"))
+        .unwrap()
+        .len();
+    println!(
+        "index.html: {} KB; a history page: {} KB; a run page: {} KB",
+        index / 1024,
+        history / 1024,
+        run_page / 1024
+    );
+
+    // A remote that already holds the site (as GitHub would: filters allowed).
+    let remote = base.path().join("pages.git");
+    std::fs::create_dir_all(&remote).unwrap();
+    git(&remote, &["init", "-q", "--bare"]);
+    git(&remote, &["config", "uploadpack.allowFilter", "true"]);
+    let t = Instant::now();
+    git(&site, &["init", "-q"]);
+    git(&site, &["add", "-A", "."]);
+    git(
+        &site,
+        &[
+            "-c",
+            "user.name=bench",
+            "-c",
+            "user.email=bench@localhost",
+            "commit",
+            "-q",
+            "-m",
+            "seed",
+        ],
+    );
+    git(
+        &site,
+        &[
+            "push",
+            "-q",
+            remote.to_str().unwrap(),
+            "HEAD:refs/heads/gh-pages",
+        ],
+    );
+    println!(
+        "setup: seeding the remote with {} runs took {:.1} s",
+        summary.runs,
+        t.elapsed().as_secs_f64()
+    );
+
+    make_run(&results, runs + 1, steps);
+    let run_dir = std::fs::read_dir(&results)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .max()
+        .unwrap();
+    let report: Report =
+        serde_json::from_slice(&std::fs::read(run_dir.join("report.json")).unwrap()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for url in [
+        remote.display().to_string(),
+        format!("file://{}", remote.display()),
+    ] {
+        let publisher = qa_publish::GitPublisher::new(url.clone(), "gh-pages");
+        let t = Instant::now();
+        rt.block_on(publisher.publish(&report, &run_dir)).unwrap();
+        println!(
+            "git publish of one run to a remote holding {}+ runs ({}): {:.2} s",
+            summary.runs,
+            if url.starts_with("file://") {
+                "file:// URL, partial fetch"
+            } else {
+                "local path"
+            },
+            t.elapsed().as_secs_f64()
+        );
+    }
+}
