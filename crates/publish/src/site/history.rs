@@ -155,7 +155,9 @@ pub fn render(plan: &str, runs: &[&RunEntry]) -> String {
             match v {
                 // Passing cells stay small (200 steps × 30 runs add up); the others link to
                 // their run, which is where a reader goes next.
-                Some(Verdict::Pass) => out.push_str("<td class=\"cell c-PASS\" title=\"PASS\">P</td>"),
+                Some(Verdict::Pass) => {
+                    out.push_str("<td class=\"cell c-PASS\" title=\"PASS\">P</td>")
+                }
                 Some(v) => {
                     let _ = write!(
                         out,

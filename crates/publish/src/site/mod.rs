@@ -73,7 +73,15 @@ pub struct RunEntry {
 
 /// The directory name a run gets under `runs/`.
 pub fn run_dir_name(run_id: &str) -> String {
-    slug(run_id)
+    let name = slug(run_id);
+    if name == run_id {
+        return name;
+    }
+    // The id had characters a path cannot carry; a hash of the id keeps `a/b` and `a_b` apart.
+    let hash = run_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{name}-{:08x}", hash as u32)
 }
 
 /// The history page of a plan, relative to the site root.
@@ -553,6 +561,15 @@ mod tests {
             v["events"][0][2].as_str().unwrap(),
             "</script><script>alert(1)</script>\u{2028}"
         );
+    }
+
+    #[test]
+    fn run_directory_names_are_safe_and_distinct() {
+        assert_eq!(run_dir_name("20261120-100000-abcd"), "20261120-100000-abcd");
+        let (a, b) = (run_dir_name("a/b"), run_dir_name("a_b"));
+        assert_ne!(a, b);
+        assert!(a.starts_with("a_b-"));
+        assert!(!run_dir_name("../..").contains('/'));
     }
 
     #[test]

@@ -381,3 +381,94 @@ fn the_script_watch_sees_a_script_that_runs() {
         "the planted handler did not run unescaped: {dom}"
     );
 }
+
+/// The terminal emulator and the player's seeking, exercised directly in the browser through a
+/// test page that loads the shipped player.js and reports results into the DOM.
+#[test]
+fn player_terminal_semantics_and_seeking() {
+    let Some(browser) = chromium() else { return };
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("player.js"), qa_publish::site::PLAYER_JS).unwrap();
+    let harness = r#"<!DOCTYPE html><html><head><title>harness</title></head><body>
+<div id="player" hidden><p class="player-title"></p><button class="pp"></button><input class="seek" type="range"><span class="clock"></span><select class="speed"><option value="1" selected>1</option></select><pre class="term"></pre><pre class="term-text"></pre></div>
+<pre id="results"></pre>
+<script src="player.js"></script>
+<script>
+function text(cols, rows, data) { var t = new QaTerm(cols, rows); t.write(data); return t.text(); }
+var r = {};
+r.wrap = text(10, 5, "abcdefghijklmnopqrstuvwxy\nz");
+r.back = text(80, 5, "abc\u001b[2Dx");
+r.eraseToEnd = text(80, 5, "hello world\u001b[6D\u001b[K!");
+r.eraseAll = text(80, 5, "a\nb\u001b[2J\u001b[Hc");
+r.scrollback = text(80, 3, "1\n2\n3\n4\n5\n");
+r.moveUp = text(80, 5, "line1\nline2\n\u001b[1A\u001b[2Kreplaced\n");
+r.position = text(20, 5, "\u001b[3;5Hx\u001b[1;1Hy");
+r.split = (function () { var t = new QaTerm(80, 5); t.write("a\u001b["); t.write("31mred\u001b[0"); t.write("m b"); return t.text(); })();
+r.osc = text(80, 5, "\u001b]0;window title\u0007after\u001b]8;;http://x\u001b\\link\u001b]8;;\u001b\\");
+r.tabs = text(80, 5, "a\tb");
+var p = new QaPlayer(document.getElementById('player'));
+p.load("k", { header: { width: 40, height: 10 }, events: [[0, "o", "one\n"], [1, "o", "two\n"], [2, "o", "three\n"], [2.5, "i", "typed"]] }, "label");
+p.seekTo(1.5); r.seekMiddle = p.term.text();
+p.seekTo(0.5); r.seekBack = p.term.text();
+p.seekTo(99); r.seekEnd = p.term.text(); r.stateEnd = document.getElementById('player').getAttribute('data-state');
+var t = new QaTerm(80, 5); t.write("\u001b[38;5;196mX\u001b[48;2;1;2;3mY\u001b[0m"); var pre = document.createElement('pre'); t.render(pre);
+r.colors = pre.innerHTML;
+document.getElementById('results').textContent = JSON.stringify(r);
+</script></body></html>"#;
+    std::fs::write(d.path().join("harness.html"), harness).unwrap();
+    let dom = browse(
+        &browser,
+        &file_url(&d.path().join("harness.html")),
+        "--dump-dom",
+        "800,600",
+    );
+    let s = dom.find("<pre id=\"results\">").expect("results") + "<pre id=\"results\">".len();
+    let raw = &dom[s..s + dom[s..].find("</pre>").unwrap()];
+    let raw = raw
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&");
+    let r: serde_json::Value = serde_json::from_str(&raw).unwrap_or_else(|e| panic!("{e}: {raw}"));
+    let get = |k: &str| {
+        r[k].as_str()
+            .unwrap_or_else(|| panic!("no {k} in {r}"))
+            .to_string()
+    };
+    assert_eq!(
+        get("wrap"),
+        "abcdefghijklmnopqrstuvwxy\nz",
+        "wrapped lines are one line of text"
+    );
+    assert_eq!(get("back"), "axc");
+    assert_eq!(get("eraseToEnd"), "hello!");
+    assert_eq!(get("eraseAll"), "c");
+    assert_eq!(
+        get("scrollback"),
+        "1\n2\n3\n4\n5",
+        "lines scrolled off the screen are kept"
+    );
+    assert_eq!(get("moveUp"), "line1\nreplaced");
+    assert_eq!(get("position"), "y\n\n    x");
+    assert_eq!(
+        get("split"),
+        "ared b",
+        "escape sequences split across events"
+    );
+    assert_eq!(get("osc"), "afterlink");
+    assert_eq!(get("tabs"), "a       b");
+    assert_eq!(get("seekMiddle"), "one\ntwo");
+    assert_eq!(get("seekBack"), "one");
+    assert_eq!(
+        get("seekEnd"),
+        "one\ntwo\nthree",
+        "input events are not drawn"
+    );
+    assert_eq!(get("stateEnd"), "ended");
+    let colors = get("colors");
+    assert!(
+        colors.contains("color: rgb(255, 0, 0)")
+            && colors.contains("background-color: rgb(1, 2, 3)"),
+        "{colors}"
+    );
+}

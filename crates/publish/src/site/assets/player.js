@@ -357,6 +357,7 @@
   }
 
   window.QaTerm = Term;
+  window.QaPlayer = Player;
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start);
   else start();
 })();
