@@ -11,7 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod capacity;
-// pub mod conformance;
+pub mod conformance;
 pub mod dag;
 pub mod engine;
 pub mod events;

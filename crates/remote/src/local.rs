@@ -1,1 +1,700 @@
-//! Local process executor.
+//! Local processes in a sandbox directory: the executor of the `local` backend.
+//!
+//! A [`LocalExecutor`] is bound to one sandbox directory (the machine's work directory). Each
+//! command runs as `/bin/sh -c` in a process group of its own, so that a timeout or a
+//! cancellation can kill everything it started (SIGTERM to the group, a short grace, then
+//! SIGKILL), background children included. Output is handed to the sink chunk by chunk as the
+//! pipes deliver it.
+//!
+//! File transfers are copies on the same host: a temporary file next to the target, then a
+//! rename, so a reader sees the old file or the new one and never half of one. Relative paths
+//! resolve inside the sandbox and may not climb out of it with `..`; [`collect`] additionally never
+//! follows a symlink out of the sandbox.
+//!
+//! [`collect`]: RemoteExecutor::collect
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Component, Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use qa_core::remote::{
+    CommandSpec, Connector, ExitInfo, OutputSink, OutputStream, RemoteError, RemoteExecutor,
+};
+use qa_core::types::{Access, BootId, Machine};
+use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
+
+/// Where Linux publishes the id of the current boot.
+pub const DEFAULT_BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
+
+/// How long a killed process group gets between SIGTERM and SIGKILL by default.
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// After the group was killed, how long to wait for its output pipes to close. A process that
+/// left the group (`setsid`) may hold them open forever; its output is then cut off.
+const DRAIN_AFTER_KILL: Duration = Duration::from_secs(2);
+
+/// How long to wait for every member of a killed group to be gone.
+const GROUP_GONE_LIMIT: Duration = Duration::from_secs(5);
+
+/// Makes temporary names unique among concurrent transfers of this process.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Runs commands as local processes inside a sandbox directory.
+#[derive(Debug, Clone)]
+pub struct LocalExecutor {
+    root: PathBuf,
+    boot_id_path: PathBuf,
+    kill_grace: Duration,
+}
+
+impl LocalExecutor {
+    /// An executor for the sandbox at `root` (made absolute against the current directory).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        let root = std::path::absolute(&root).unwrap_or(root);
+        LocalExecutor {
+            root,
+            boot_id_path: PathBuf::from(DEFAULT_BOOT_ID_PATH),
+            kill_grace: DEFAULT_KILL_GRACE,
+        }
+    }
+
+    /// An executor for a machine of the local backend: its work directory is the sandbox.
+    pub fn for_machine(machine: &Machine) -> Result<Self, RemoteError> {
+        match &machine.access {
+            Access::Local { root } => {
+                let workdir = Path::new(&machine.workdir);
+                Ok(Self::new(if workdir.is_absolute() {
+                    workdir.to_path_buf()
+                } else {
+                    root.join(workdir)
+                }))
+            }
+            Access::Ssh(t) => Err(RemoteError::Connect {
+                target: format!("{}@{}:{}", t.user, t.host, t.port),
+                message: format!(
+                    "machine {} is reached over SSH; the local executor only runs commands in local sandboxes",
+                    machine.name
+                ),
+                source: None,
+            }),
+        }
+    }
+
+    /// Reads the boot id from `path` instead of [`DEFAULT_BOOT_ID_PATH`] (for tests).
+    pub fn with_boot_id_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.boot_id_path = path.into();
+        self
+    }
+
+    /// Changes the time between SIGTERM and SIGKILL when a command is killed.
+    pub fn with_kill_grace(mut self, grace: Duration) -> Self {
+        self.kill_grace = grace;
+        self
+    }
+
+    /// The sandbox directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Resolves a path on the "machine": absolute paths as they are, relative ones inside the
+    /// sandbox, refusing any that climb out of it.
+    fn resolve(&self, path: &str) -> Result<PathBuf, RemoteError> {
+        let p = Path::new(path);
+        if p.is_absolute() {
+            return Ok(p.to_path_buf());
+        }
+        let rel = normalize_relative(p).ok_or_else(|| self.escape(path))?;
+        Ok(self.root.join(rel))
+    }
+
+    fn escape(&self, path: &str) -> RemoteError {
+        RemoteError::PathEscape {
+            path: path.to_string(),
+            root: self.root.display().to_string(),
+        }
+    }
+
+    fn build_command(&self, cmd: &CommandSpec, workdir: &Path) -> tokio::process::Command {
+        let mut c = if cmd.sudo {
+            // sudo scrubs the environment, so the extra variables go through env(1) after it.
+            let mut c = tokio::process::Command::new("sudo");
+            c.arg("-n").arg("--").arg("env");
+            for (k, v) in &cmd.env {
+                c.arg(format!("{k}={v}"));
+            }
+            c.arg("/bin/sh").arg("-c").arg(&cmd.command);
+            c
+        } else {
+            let mut c = tokio::process::Command::new("/bin/sh");
+            c.arg("-c").arg(&cmd.command).envs(&cmd.env);
+            c
+        };
+        c.current_dir(workdir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        c
+    }
+}
+
+/// `p` without `.` and with `..` applied, if it stays inside (never above) its start and holds
+/// only ordinary components.
+fn normalize_relative(p: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    return None;
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(out)
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> RemoteError {
+    let context = context.into();
+    move |source| RemoteError::Io { context, source }
+}
+
+fn transfer_err(from: &Path, to: &Path) -> impl Fn(std::io::Error) -> RemoteError {
+    let (from, to) = (from.display().to_string(), to.display().to_string());
+    move |source| RemoteError::Transfer {
+        from: from.clone(),
+        to: to.clone(),
+        source,
+    }
+}
+
+/// Copies `from` to `to` through a temporary file in `to`'s directory, renamed into place, with
+/// `mode` (or `from`'s mode). Makes missing parent directories.
+fn copy_atomically(from: &Path, to: &Path, mode: Option<u32>) -> Result<(), RemoteError> {
+    let err = transfer_err(from, to);
+    let parent = to
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(&err)?;
+    let name = to.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = parent.join(format!(
+        ".{name}.qa-tmp.{}.{}",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mode = match mode {
+            Some(m) => m,
+            None => std::fs::metadata(from)?.permissions().mode() & 0o7777,
+        };
+        std::fs::copy(from, &tmp)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, to)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(err)
+}
+
+/// Copies a tree file by file (each atomically), keeping modes; symlinks are recreated as
+/// symlinks. Returns the number of files.
+fn copy_tree(from: &Path, to: &Path) -> Result<u64, RemoteError> {
+    let err = transfer_err(from, to);
+    let meta = std::fs::metadata(from).map_err(&err)?;
+    if !meta.is_dir() {
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            "put_tree needs a directory",
+        )));
+    }
+    std::fs::create_dir_all(to).map_err(&err)?;
+    let mut count = 0;
+    for entry in std::fs::read_dir(from).map_err(&err)? {
+        let entry = entry.map_err(&err)?;
+        let src = entry.path();
+        let dst = to.join(entry.file_name());
+        let kind = entry.file_type().map_err(&err)?;
+        if kind.is_dir() {
+            count += copy_tree(&src, &dst)?;
+        } else if kind.is_symlink() {
+            let target = std::fs::read_link(&src).map_err(&err)?;
+            let _ = std::fs::remove_file(&dst);
+            std::os::unix::fs::symlink(target, &dst).map_err(&err)?;
+            count += 1;
+        } else {
+            copy_atomically(&src, &dst, None)?;
+            count += 1;
+        }
+    }
+    std::fs::set_permissions(to, meta.permissions()).map_err(&err)?;
+    Ok(count)
+}
+
+/// Sends `signal` to process group `pgid`; `false` once the group is empty.
+fn signal_group(pgid: i32, signal: i32) -> bool {
+    // SAFETY: kill(2) with a negative pid only sends a signal; it touches no memory of ours.
+    unsafe { libc::kill(-pgid, signal) == 0 }
+}
+
+async fn pump(
+    mut reader: impl tokio::io::AsyncRead + Unpin,
+    stream: OutputStream,
+    sink: Arc<dyn OutputSink>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => sink.output(stream, &buf[..n]),
+        }
+    }
+}
+
+enum Ending {
+    Exited(std::io::Result<std::process::ExitStatus>),
+    TimedOut,
+    Cancelled,
+}
+
+impl LocalExecutor {
+    /// Kills the whole group: SIGTERM, up to the grace period for the shell to exit, then SIGKILL
+    /// for anything left, then waits until no member of the group remains.
+    async fn kill_group(
+        &self,
+        pgid: i32,
+        child: &mut tokio::process::Child,
+    ) -> Option<std::process::ExitStatus> {
+        signal_group(pgid, libc::SIGTERM);
+        let status = match tokio::time::timeout(self.kill_grace, child.wait()).await {
+            Ok(s) => s.ok(),
+            Err(_) => None,
+        };
+        signal_group(pgid, libc::SIGKILL);
+        // Should the shell have left the group, the group signal missed it; kill it by pid.
+        let _ = child.start_kill();
+        let status = match status {
+            Some(s) => Some(s),
+            None => child.wait().await.ok(),
+        };
+        // Orphaned members are reaped by init (or a subreaper), not by us; wait until they are.
+        let gone_by = Instant::now() + GROUP_GONE_LIMIT;
+        while signal_group(pgid, 0) && Instant::now() < gone_by {
+            signal_group(pgid, libc::SIGKILL);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        status
+    }
+}
+
+#[async_trait]
+impl RemoteExecutor for LocalExecutor {
+    fn describe(&self) -> String {
+        format!("local:{}", self.root.display())
+    }
+
+    async fn run(
+        &self,
+        cmd: &CommandSpec,
+        sink: Arc<dyn OutputSink>,
+        cancel: CancellationToken,
+    ) -> Result<ExitInfo, RemoteError> {
+        if cmd.expect_reboot {
+            return Err(RemoteError::Unsupported {
+                executor: self.describe(),
+                operation: "expect-reboot".into(),
+            });
+        }
+        if cmd.pty {
+            sink.note("the local executor has no pseudo-terminal; running with pipes");
+        }
+        let workdir = match &cmd.workdir {
+            Some(w) => self.resolve(w)?,
+            None => self.root.clone(),
+        };
+        let started = Instant::now();
+        let mut child = self
+            .build_command(cmd, &workdir)
+            .spawn()
+            .map_err(io_err(format!(
+                "start `/bin/sh -c` in {}",
+                workdir.display()
+            )))?;
+        let pgid = child
+            .id()
+            .map(|p| p as i32)
+            .ok_or_else(|| RemoteError::Io {
+                context: "process exited before its id was read".into(),
+                source: std::io::Error::other("no pid"),
+            })?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let mut out_task = tokio::spawn(pump(stdout, OutputStream::Stdout, sink.clone()));
+        let mut err_task = tokio::spawn(pump(stderr, OutputStream::Stderr, sink.clone()));
+
+        let ending = {
+            // The command ends when the shell has exited and every holder of its output (a
+            // background child, say) has closed it, as over SSH.
+            let finished = async {
+                let status = child.wait().await;
+                let _ = (&mut out_task).await;
+                let _ = (&mut err_task).await;
+                status
+            };
+            let limit = async {
+                match cmd.timeout {
+                    Some(t) => tokio::time::sleep(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                status = finished => Ending::Exited(status),
+                _ = limit => Ending::TimedOut,
+                _ = cancel.cancelled() => Ending::Cancelled,
+            }
+        };
+
+        let (status, timed_out, cancelled) = match ending {
+            Ending::Exited(status) => (
+                Some(status.map_err(io_err(format!("wait for `{}`", cmd.command)))?),
+                false,
+                false,
+            ),
+            Ending::TimedOut | Ending::Cancelled => {
+                let why = if matches!(ending, Ending::TimedOut) {
+                    "timed out"
+                } else {
+                    "cancelled"
+                };
+                sink.note(&format!("{why}: killing process group {pgid}"));
+                let status = self.kill_group(pgid, &mut child).await;
+                for task in [&mut out_task, &mut err_task] {
+                    if tokio::time::timeout(DRAIN_AFTER_KILL, &mut *task)
+                        .await
+                        .is_err()
+                    {
+                        task.abort();
+                    }
+                }
+                (
+                    status,
+                    matches!(ending, Ending::TimedOut),
+                    matches!(ending, Ending::Cancelled),
+                )
+            }
+        };
+        Ok(ExitInfo {
+            code: status.and_then(|s| s.code()),
+            signal: status.and_then(|s| s.signal()),
+            timed_out,
+            cancelled,
+            duration: started.elapsed(),
+            rebooted: false,
+        })
+    }
+
+    async fn put_file(
+        &self,
+        local: &Path,
+        remote: &str,
+        mode: Option<u32>,
+    ) -> Result<(), RemoteError> {
+        let (from, to) = (local.to_path_buf(), self.resolve(remote)?);
+        blocking(move || copy_atomically(&from, &to, mode)).await
+    }
+
+    async fn put_tree(&self, local: &Path, remote: &str) -> Result<u64, RemoteError> {
+        let (from, to) = (local.to_path_buf(), self.resolve(remote)?);
+        blocking(move || copy_tree(&from, &to)).await
+    }
+
+    async fn get_file(&self, remote: &str, local: &Path) -> Result<(), RemoteError> {
+        let (from, to) = (self.resolve(remote)?, local.to_path_buf());
+        blocking(move || copy_atomically(&from, &to, None)).await
+    }
+
+    async fn collect(&self, patterns: &[String], dest: &Path) -> Result<Vec<PathBuf>, RemoteError> {
+        let mut compiled = Vec::new();
+        for p in patterns {
+            let rel = Path::new(p);
+            if rel.is_absolute() || rel.components().any(|c| matches!(c, Component::ParentDir)) {
+                return Err(self.escape(p));
+            }
+            let pattern = glob::Pattern::new(p).map_err(|e| RemoteError::Io {
+                context: format!("artifact pattern `{p}`"),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
+            })?;
+            compiled.push((p.clone(), pattern));
+        }
+        let (root, dest) = (self.root.clone(), dest.to_path_buf());
+        blocking(move || collect_matches(&root, &compiled, &dest)).await
+    }
+
+    async fn boot_id(&self) -> Result<BootId, RemoteError> {
+        let text = tokio::fs::read_to_string(&self.boot_id_path)
+            .await
+            .map_err(io_err(format!(
+                "read boot id from {}",
+                self.boot_id_path.display()
+            )))?;
+        Ok(BootId(text.trim().to_string()))
+    }
+
+    async fn reboot(&self, _deadline: Duration) -> Result<BootId, RemoteError> {
+        Err(RemoteError::Unsupported {
+            executor: self.describe(),
+            operation: "reboot".into(),
+        })
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, RemoteError> + Send + 'static,
+) -> Result<T, RemoteError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| RemoteError::Io {
+            context: "file transfer task".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?
+}
+
+const MATCH: glob::MatchOptions = glob::MatchOptions {
+    case_sensitive: true,
+    require_literal_separator: true,
+    require_literal_leading_dot: false,
+};
+
+/// The directory to start walking from: the pattern's leading components without wildcards.
+fn literal_prefix(pattern: &str) -> PathBuf {
+    let mut prefix = PathBuf::new();
+    let parts: Vec<&str> = pattern.split('/').collect();
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        if part.contains(['*', '?', '[']) {
+            break;
+        }
+        prefix.push(part);
+    }
+    prefix
+}
+
+/// Walks the sandbox without following symlinked directories, copying every file (or every file
+/// under a directory) whose path relative to `root` matches a pattern. A symlink is copied as the
+/// file it points at only when that file is inside the sandbox; links leading out are left out.
+fn collect_matches(
+    root: &Path,
+    patterns: &[(String, glob::Pattern)],
+    dest: &Path,
+) -> Result<Vec<PathBuf>, RemoteError> {
+    let canonical_root =
+        std::fs::canonicalize(root).map_err(io_err(format!("sandbox {}", root.display())))?;
+    let mut written = Vec::new();
+    for (text, pattern) in patterns {
+        let start = literal_prefix(text);
+        let mut todo = vec![start];
+        while let Some(rel) = todo.pop() {
+            let abs = root.join(&rel);
+            let Ok(meta) = std::fs::symlink_metadata(&abs) else {
+                continue;
+            };
+            let matches = !rel.as_os_str().is_empty() && pattern.matches_path_with(&rel, MATCH);
+            if meta.is_dir() {
+                if matches {
+                    collect_dir(root, &canonical_root, &rel, dest, &mut written)?;
+                } else if let Ok(entries) = std::fs::read_dir(&abs) {
+                    for e in entries.flatten() {
+                        todo.push(rel.join(e.file_name()));
+                    }
+                }
+            } else if matches {
+                copy_collected(root, &canonical_root, &rel, dest, &mut written)?;
+            }
+        }
+    }
+    written.sort();
+    written.dedup();
+    Ok(written)
+}
+
+fn collect_dir(
+    root: &Path,
+    canonical_root: &Path,
+    rel: &Path,
+    dest: &Path,
+    written: &mut Vec<PathBuf>,
+) -> Result<(), RemoteError> {
+    let Ok(entries) = std::fs::read_dir(root.join(rel)) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let child = rel.join(e.file_name());
+        match e.file_type() {
+            Ok(t) if t.is_dir() => collect_dir(root, canonical_root, &child, dest, written)?,
+            _ => copy_collected(root, canonical_root, &child, dest, written)?,
+        }
+    }
+    Ok(())
+}
+
+fn copy_collected(
+    root: &Path,
+    canonical_root: &Path,
+    rel: &Path,
+    dest: &Path,
+    written: &mut Vec<PathBuf>,
+) -> Result<(), RemoteError> {
+    let abs = root.join(rel);
+    // The real file behind any symlinks must be a regular file inside the sandbox.
+    let Ok(real) = std::fs::canonicalize(&abs) else {
+        return Ok(());
+    };
+    if !real.starts_with(canonical_root)
+        || !std::fs::metadata(&real)
+            .map(|m| m.is_file())
+            .unwrap_or(false)
+    {
+        return Ok(());
+    }
+    let target = dest.join(rel);
+    copy_atomically(&real, &target, None)?;
+    written.push(target);
+    Ok(())
+}
+
+/// Makes [`LocalExecutor`]s for machines of the local backend.
+#[derive(Debug, Clone, Default)]
+pub struct LocalConnector {
+    boot_id_path: Option<PathBuf>,
+}
+
+impl LocalConnector {
+    /// A connector reading the real boot id.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Executors made by this connector read the boot id from `path` (for tests).
+    pub fn with_boot_id_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.boot_id_path = Some(path.into());
+        self
+    }
+}
+
+#[async_trait]
+impl Connector for LocalConnector {
+    async fn connect(&self, machine: &Machine) -> Result<Arc<dyn RemoteExecutor>, RemoteError> {
+        let mut exec = LocalExecutor::for_machine(machine)?;
+        if let Some(p) = &self.boot_id_path {
+            exec = exec.with_boot_id_path(p);
+        }
+        if !exec.root.is_dir() {
+            return Err(RemoteError::Connect {
+                target: exec.describe(),
+                message: format!(
+                    "the sandbox of machine {} does not exist (destroyed?)",
+                    machine.name
+                ),
+                source: None,
+            });
+        }
+        Ok(Arc::new(exec))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_may_not_climb_out() {
+        assert_eq!(
+            normalize_relative(Path::new("a/./b/../c")),
+            Some(PathBuf::from("a/c"))
+        );
+        assert_eq!(normalize_relative(Path::new("a/../..")), None);
+        assert_eq!(normalize_relative(Path::new("../x")), None);
+        let exec = LocalExecutor::new("/sandbox");
+        assert!(matches!(
+            exec.resolve("x/../../etc"),
+            Err(RemoteError::PathEscape { .. })
+        ));
+        assert_eq!(exec.resolve("x/y").unwrap(), PathBuf::from("/sandbox/x/y"));
+    }
+
+    #[test]
+    fn walking_starts_at_the_literal_prefix() {
+        assert_eq!(literal_prefix("logs/sub/*.log"), PathBuf::from("logs/sub"));
+        assert_eq!(literal_prefix("logs/**/x"), PathBuf::from("logs"));
+        assert_eq!(literal_prefix("*.log"), PathBuf::new());
+        assert_eq!(literal_prefix("file.txt"), PathBuf::new());
+    }
+
+    #[tokio::test]
+    async fn boot_id_comes_from_the_configured_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("id"), "abc-123\n").unwrap();
+        let exec = LocalExecutor::new(dir.path()).with_boot_id_path(dir.path().join("id"));
+        assert_eq!(exec.boot_id().await.unwrap(), BootId("abc-123".into()));
+        assert!(matches!(
+            exec.reboot(Duration::from_secs(1)).await,
+            Err(RemoteError::Unsupported { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn ssh_machines_are_refused_by_the_local_connector() {
+        let machine = Machine {
+            name: "box".into(),
+            role: "box".into(),
+            backend: qa_core::plan::BackendKind::Static,
+            access: Access::Ssh(qa_core::types::SshTarget {
+                host: "10.0.0.5".into(),
+                port: 22,
+                user: "root".into(),
+                identity_file: None,
+                passphrase_env: None,
+                jumps: vec![],
+                host_keys: Default::default(),
+            }),
+            workdir: "/root".into(),
+            resources: vec![],
+            facts: Default::default(),
+        };
+        let err = LocalConnector::new().connect(&machine).await.unwrap_err();
+        assert!(matches!(err, RemoteError::Connect { .. }), "{err:?}");
+        assert!(err.to_string().contains("root@10.0.0.5:22"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn workdir_escaping_the_sandbox_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let exec = LocalExecutor::new(dir.path());
+        let spec = CommandSpec {
+            command: "true".into(),
+            workdir: Some("../".into()),
+            ..Default::default()
+        };
+        let r = exec
+            .run(
+                &spec,
+                Arc::new(qa_core::remote::DiscardOutput),
+                CancellationToken::new(),
+            )
+            .await;
+        assert!(matches!(r, Err(RemoteError::PathEscape { .. })), "{r:?}");
+    }
+}

@@ -246,11 +246,7 @@ async fn dropped_foreground_step_is_an_error_and_runs_once() {
     let (wd, exec) = executor(&host);
     let out = RecordedOutput::new();
     let step = spec("echo x >> runs; echo started; sleep 30");
-    let run = exec.run(
-        &step,
-        out.clone(),
-        CancellationToken::new(),
-    );
+    let run = exec.run(&step, out.clone(), CancellationToken::new());
     let chaos = async {
         assert!(
             out.wait_for(OutputStream::Stdout, "started", Duration::from_secs(20))
