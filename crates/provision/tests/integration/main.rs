@@ -1,0 +1,3 @@
+//! Integration tests of qa-provision: one binary, one module per provisioner.
+
+mod local;
