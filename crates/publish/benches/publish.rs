@@ -1,7 +1,8 @@
 //! Publishing at scale: rebuilding the site for 1,000 runs × 200 steps, and publishing one run
 //! to a git remote that already holds 1,000 runs. Prints figures for docs/benchmarks-publish.md.
 //!
-//! `cargo bench -p qa-publish --bench publish`; `QA_BENCH_RUNS` and `QA_BENCH_STEPS` scale it.
+//! `cargo bench -p qa-publish --bench publish`; `QA_BENCH_RUNS` and `QA_BENCH_STEPS` scale it,
+//! `QA_BENCH_DIR` chooses where the files go.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -131,7 +132,11 @@ fn main() {
     }
     let runs = env("QA_BENCH_RUNS", 1000);
     let steps = env("QA_BENCH_STEPS", 200);
-    let base = tempfile::tempdir().unwrap();
+    // QA_BENCH_DIR puts the files elsewhere (a tmpfs, to take the disk out of the figures).
+    let base = match std::env::var_os("QA_BENCH_DIR") {
+        Some(d) => tempfile::tempdir_in(d).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
     let results = base.path().join("results");
     let site = base.path().join("site");
 

@@ -102,6 +102,10 @@ impl GitPublisher {
         ] {
             self.git(&dir, &["config", key, value])?;
         }
+        let exclude = dir.join(".git/info/exclude");
+        std::fs::create_dir_all(dir.join(".git/info"))
+            .and_then(|_| std::fs::write(&exclude, format!("/{}\n", crate::site::LOCK_FILE)))
+            .map_err(|e| self.fail(format!("cannot write {}: {e}", exclude.display())))?;
         let sparse = dir.join(".git/info/sparse-checkout");
         std::fs::create_dir_all(dir.join(".git/info"))
             .and_then(|_| std::fs::write(&sparse, SPARSE_PATTERNS))

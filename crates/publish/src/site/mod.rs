@@ -339,6 +339,10 @@ fn sort_newest_first(runs: &mut [RunEntry]) {
 /// Regenerates the index, every plan's history, the assets and `.nojekyll` from the runs present
 /// in `site_dir/runs/`.
 pub fn regenerate(site_dir: &Path) -> Result<SiteSummary, PublishError> {
+    // Two publishers finishing at once: without the lock, the one that read the runs first could
+    // write its index last and leave the other's run off it.
+    std::fs::create_dir_all(site_dir).map_err(|e| io(site_dir, e))?;
+    let _lock = SiteLock::take(site_dir).map_err(|e| io(&site_dir.join(LOCK_FILE), e))?;
     let (runs, unreadable) = runs_in(site_dir);
     write_shared(site_dir, &runs)?;
     let mut plans: Vec<&str> = runs.iter().map(|r| r.report.plan_name.as_str()).collect();
@@ -374,6 +378,38 @@ fn write_shared(site_dir: &Path, runs: &[RunEntry]) -> Result<(), PublishError> 
         )?;
     }
     w("index.html", index_page::render(runs).as_bytes())
+}
+
+/// The file [`regenerate`] locks while it reads the runs and writes the shared pages.
+pub const LOCK_FILE: &str = ".qa-publish.lock";
+
+/// An exclusive advisory lock on a site directory, released on drop.
+struct SiteLock(#[allow(dead_code)] std::fs::File);
+
+impl SiteLock {
+    fn take(site_dir: &Path) -> std::io::Result<SiteLock> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(site_dir.join(LOCK_FILE))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::io::AsRawFd;
+            loop {
+                // SAFETY: flock on a file descriptor this function owns for the call's duration.
+                let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+                if rc == 0 {
+                    break;
+                }
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+        Ok(SiteLock(file))
+    }
 }
 
 /// Rebuilds the whole site from every `results_dir/*/report.json` (with its logs, recordings and

@@ -128,7 +128,12 @@ async fn nothing_a_test_printed_becomes_markup_and_secrets_are_masked() {
         .unwrap();
     for f in all_files(&site) {
         let text = std::fs::read_to_string(&f).unwrap_or_default();
-        for secret in ["hunter22-secret", "AKIAIOSFODNN7EXAMPLE", "tok3n", "Pers0nalT0ken"] {
+        for secret in [
+            "hunter22-secret",
+            "AKIAIOSFODNN7EXAMPLE",
+            "tok3n",
+            "Pers0nalT0ken",
+        ] {
             assert!(!text.contains(secret), "{} leaks {secret}", f.display());
         }
         if f.extension().is_some_and(|e| e == "html") {
@@ -334,4 +339,39 @@ fn run_page_snapshot() {
     insta::assert_snapshot!("run_page", read(&site.join("runs/run-snap/index.html")));
     insta::assert_snapshot!("index_page", read(&site.join("index.html")));
     insta::assert_snapshot!("history_page", read(&site.join("history/snap.html")));
+}
+
+#[tokio::test]
+async fn concurrent_publishers_to_one_directory_all_reach_the_index() {
+    let d = tempfile::tempdir().unwrap();
+    let results = d.path().join("results");
+    let site = d.path().join("site");
+    let mut runs = Vec::new();
+    for i in 0..8 {
+        runs.push(make_run(
+            &results,
+            &format!("run-{i}"),
+            "p",
+            &format!("2026-11-2{i}T10:00:00Z"),
+            &[step("s", Verdict::Pass, "ok\n")],
+        ));
+    }
+    let publisher = SitePublisher::new(&site);
+    let tasks: Vec<_> = runs
+        .into_iter()
+        .map(|(report, dir)| {
+            let p = publisher.clone();
+            tokio::spawn(async move { p.publish(&report, &dir).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let index = read(&site.join("index.html"));
+    for i in 0..8 {
+        assert!(
+            index.contains(&format!("runs/run-{i}/index.html")),
+            "run-{i} missing from the index"
+        );
+    }
 }
