@@ -407,7 +407,8 @@ impl Engine {
         let snap = journal.snapshot();
         let mut report = CleanupReport::default();
         let mut by_backend: BTreeMap<BackendKind, Vec<crate::types::Resource>> = BTreeMap::new();
-        for r in snap.live_resources() {
+        // Kept machines too: asking for a cleanup is asking for them to go.
+        for r in snap.resources.iter().filter(|r| r.state != ResourceState::Destroyed) {
             by_backend.entry(r.backend).or_default().push(r.clone());
         }
         for (backend, resources) in by_backend {

@@ -1,0 +1,353 @@
+//! End-to-end tests: they drive the real `qa-run` binary on the local backend and check what a
+//! user would look at — exit codes, report.json, junit.xml, logs, recordings, the journal — and
+//! that nothing is left running or on disk afterwards.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_qa-run"));
+    c.env_remove("QA_RUN_LOG");
+    c
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("qa-run runs")
+}
+
+fn only_run_dir(results: &Path) -> PathBuf {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(results).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    assert_eq!(dirs.len(), 1, "expected one run directory in {}: {dirs:?}", results.display());
+    dirs.into_iter().next().unwrap()
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+/// Processes whose command line or working directory mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().filter(|s| s.chars().all(|c| c.is_ascii_digit())) else { continue };
+        if pid == std::process::id().to_string() {
+            continue;
+        }
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let cwd = std::fs::read_link(e.path().join("cwd")).map(|p| p.display().to_string()).unwrap_or_default();
+        if cmd.contains(needle) || cwd.contains(needle) {
+            found.push(format!("{pid}: {cmd} (cwd {cwd})"));
+        }
+    }
+    found
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("qa-run did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn step_verdicts(report: &Value) -> Vec<(String, String)> {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["step"].as_str().unwrap().to_string(), s["verdict"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+}
+
+/// A plan in `dir` with one machine and the given steps (YAML list items).
+fn write_plan(dir: &Path, name: &str, steps: &str, extra: &str) -> PathBuf {
+    let p = dir.join(format!("{name}.yaml"));
+    std::fs::write(&p, format!("name: {name}\nmachines:\n  - name: box\n{extra}steps:\n{steps}")).unwrap();
+    p
+}
+
+fn task_state(run_dir: &Path, task: &str) -> Option<String> {
+    let s: Value = serde_json::from_slice(&std::fs::read(run_dir.join("state.json")).ok()?).ok()?;
+    s["tasks"][task]["state"].as_str().map(str::to_string)
+}
+
+#[test]
+fn local_smoke_shows_every_verdict_and_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let plan = workspace().join("examples/plans/local-smoke.yaml");
+    let out = bin().args(["--results", results.to_str().unwrap(), "--json", "run", plan.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a failed step exits 1; stderr: {stderr}");
+
+    // --json: every stdout line is an event with a schema version.
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect(l)).collect();
+    assert!(events.iter().all(|e| e["v"] == 1 && e["event"].is_string()));
+    assert_eq!(events.first().unwrap()["event"], "run-started");
+    assert_eq!(events.last().unwrap()["event"], "run-finished");
+    assert_eq!(events.last().unwrap()["exit_code"], 1);
+
+    let run_dir = only_run_dir(&results);
+    let report = json(&run_dir.join("report.json"));
+    assert_eq!(report["schema-version"], 1);
+    assert_eq!(
+        step_verdicts(&report),
+        [("01-build", "PASS"), ("02-check", "FAIL"), ("03-stress", "TIMEOUT"), ("04-report", "SKIPPED")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    let check = &report["steps"][1];
+    assert_eq!(check["exit-code"], 1);
+    assert!(check["log-tail"].as_str().unwrap().contains("checksum mismatch"));
+
+    // Logs and recordings of the steps that ran; none for the skipped one.
+    let log = std::fs::read_to_string(run_dir.join("logs/box/01-build.log")).unwrap();
+    assert!(log.contains("building 64 blocks on box"), "{log}");
+    let cast = std::fs::read_to_string(run_dir.join("casts/box/01-build.cast")).unwrap();
+    let header: Value = serde_json::from_str(cast.lines().next().unwrap()).unwrap();
+    assert_eq!(header["version"], 2);
+    assert!(cast.contains("build ok"));
+    assert!(!run_dir.join("logs/box/04-report.log").exists());
+
+    // Artifacts came back; the uploaded config too.
+    let built = std::fs::read_to_string(run_dir.join("artifacts/box/out/build-report.txt")).unwrap();
+    assert!(built.starts_with("blocks=64 checksum="), "{built}");
+    assert!(run_dir.join("artifacts/box/config/fstests.config").is_file());
+
+    // JUnit: one testcase per step, with a failure, an error (timeout) and a skip.
+    let junit = std::fs::read_to_string(run_dir.join("junit.xml")).unwrap();
+    assert_eq!(junit.matches("<testcase ").count(), 4, "{junit}");
+    assert!(junit.contains("<failure") && junit.contains("<skipped"), "{junit}");
+
+    // The journal: finished, every task done, the sandbox destroyed.
+    let state = json(&run_dir.join("state.json"));
+    assert_eq!(state["status"], "finished");
+    assert!(state["tasks"].as_object().unwrap().values().all(|t| t["state"] == "done"));
+    let resources = state["resources"].as_array().unwrap();
+    assert!(!resources.is_empty());
+    assert!(resources.iter().all(|r| r["state"] == "destroyed"), "{resources:?}");
+    assert!(!run_dir.join("machines/box").exists(), "the sandbox is removed by teardown");
+
+    // The timed-out step forked workers; none survives.
+    let left = processes_mentioning(run_dir.to_str().unwrap());
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
+#[test]
+fn plan_prints_the_graph_and_touches_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let plan = workspace().join("examples/plans/local-smoke.yaml");
+    let out = run(&["--results", results.to_str().unwrap(), "plan", "--format", "json", plan.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let graph: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = graph["tasks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
+    let pos = |id: &str| ids.iter().position(|x| *x == id).unwrap_or_else(|| panic!("{id} missing from {ids:?}"));
+    assert!(pos("provision:box") < pos("upload:box"));
+    assert!(pos("step:01-build@box") < pos("step:02-check@box"));
+    assert!(pos("step:04-report@box") < pos("collect:box"));
+    assert!(pos("collect:box") < pos("teardown:box"));
+
+    let run_dir = only_run_dir(&results);
+    let state = json(&run_dir.join("state.json"));
+    assert_eq!(state["status"], "planned");
+    assert!(state["resources"].as_array().unwrap().is_empty(), "planning creates nothing");
+    assert!(!run_dir.join("machines").exists());
+    let script = std::fs::read_to_string(run_dir.join("plan/steps/box/01-build.sh")).unwrap();
+    assert!(script.contains("export QA_SMOKE_SIZE='64'") && script.contains("building"), "{script}");
+    assert!(run_dir.join("plan/graph.dot").is_file());
+
+    let dot = run(&["--results", results.to_str().unwrap(), "plan", "--format", "dot", plan.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&dot.stdout).starts_with("digraph"));
+}
+
+#[test]
+fn validate_reports_every_problem_and_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = write_plan(tmp.path(), "bad", "  - name: a\n    command: true\n    depends_on: [b]\n  - name: a\n    comand: x\n", "");
+    let out = run(&["validate", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("depends-on"), "typo hint expected: {err}");
+    assert!(err.contains("command"), "second typo expected: {err}");
+    assert!(err.contains("bad.yaml:"), "{err}");
+    let good = workspace().join("examples/plans/local-smoke.yaml");
+    let out = run(&["validate", good.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: "));
+}
+
+#[test]
+fn ctrl_c_interrupts_steps_runs_teardown_and_completes_the_journal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let plan = write_plan(
+        tmp.path(),
+        "sigint",
+        "  - name: long\n    command: \"sleep 300 & sleep 300; wait\"\n    timeout: 10m\n  - name: later\n    command: \"true\"\n    depends-on: [long]\n",
+        "",
+    );
+    let mut child = bin()
+        .args(["--results", results.to_str().unwrap(), "run", plan.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the step to start", Duration::from_secs(30), || {
+        std::fs::read_dir(&results).ok().and_then(|mut d| d.next()).and_then(|e| task_state(&e.ok()?.path(), "step:long@box"))
+            == Some("running".into())
+    });
+    let run_dir = only_run_dir(&results);
+    wait_until("the step's processes", Duration::from_secs(10), || processes_mentioning("sleep 300").len() >= 2);
+    signal(&child, libc::SIGINT);
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(130));
+
+    let state = json(&run_dir.join("state.json"));
+    assert_eq!(state["status"], "interrupted");
+    let tasks = state["tasks"].as_object().unwrap();
+    assert!(tasks.values().all(|t| t["state"] == "done"), "{tasks:?}");
+    assert_eq!(tasks["step:long@box"]["verdict"], "INTERRUPTED");
+    assert_eq!(tasks["step:later@box"]["verdict"], "INTERRUPTED");
+    assert_eq!(tasks["teardown:box"]["verdict"], "PASS");
+    assert!(state["resources"].as_array().unwrap().iter().all(|r| r["state"] == "destroyed"));
+    assert_eq!(json(&run_dir.join("report.json"))["outcome"], "INTERRUPTED");
+    let left = processes_mentioning(run_dir.to_str().unwrap());
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
+#[test]
+fn a_killed_run_is_cleaned_up_from_its_journal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let plan = write_plan(tmp.path(), "killed", "  - name: long\n    command: \"sleep 300\"\n", "");
+    let mut child = bin()
+        .args(["--results", results.to_str().unwrap(), "run", plan.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the step to start", Duration::from_secs(30), || {
+        std::fs::read_dir(&results).ok().and_then(|mut d| d.next()).and_then(|e| task_state(&e.ok()?.path(), "step:long@box"))
+            == Some("running".into())
+    });
+    signal(&child, libc::SIGKILL);
+    wait_exit(&mut child, Duration::from_secs(10));
+    let run_dir = only_run_dir(&results);
+    let state = json(&run_dir.join("state.json"));
+    assert_eq!(state["status"], "running", "a killed run's journal says it was running");
+    let live: Vec<&Value> = state["resources"].as_array().unwrap().iter().filter(|r| r["state"] == "created").collect();
+    assert_eq!(live.len(), 1, "{state}");
+    let sandbox = PathBuf::from(live[0]["details"]["path"].as_str().expect("sandbox path in the journal"));
+    assert!(sandbox.is_dir());
+
+    let out = run(&["cleanup", run_dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("destroyed"));
+    assert!(!sandbox.exists(), "cleanup removes the sandbox");
+    let state = json(&run_dir.join("state.json"));
+    assert_eq!(state["status"], "cleaned-up");
+    assert!(state["resources"].as_array().unwrap().iter().all(|r| r["state"] == "destroyed"));
+    let left = processes_mentioning(sandbox.to_str().unwrap());
+    assert!(left.is_empty(), "cleanup also ends the orphaned step: {left:?}");
+    // Idempotent.
+    let again = run(&["cleanup", run_dir.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(0));
+}
+
+#[test]
+fn resume_continues_without_rerunning_passed_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let counter = tmp.path().join("counter");
+    let flag = tmp.path().join("flag");
+    let steps = format!(
+        "  - name: first\n    command: \"echo run >> {c}\"\n  - name: second\n    command: \"test -f {f}\"\n    depends-on: [first]\n  - name: third\n    command: \"echo run >> {c}.third\"\n    depends-on: [second]\n",
+        c = counter.display(),
+        f = flag.display()
+    );
+    let plan = write_plan(tmp.path(), "resume", &steps, "");
+    let out = run(&["--results", results.to_str().unwrap(), "run", plan.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let run_dir = only_run_dir(&results);
+    assert_eq!(std::fs::read_to_string(&counter).unwrap().lines().count(), 1);
+
+    std::fs::write(&flag, "").unwrap();
+    let out = run(&["resume", run_dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&counter).unwrap().lines().count(), 1, "a passed step is not run again");
+    assert_eq!(std::fs::read_to_string(format!("{}.third", counter.display())).unwrap().lines().count(), 1);
+    let report = json(&run_dir.join("report.json"));
+    assert_eq!(report["outcome"], "PASS");
+    assert!(step_verdicts(&report).iter().all(|(_, v)| v == "PASS"));
+}
+
+#[test]
+fn secrets_are_passed_to_steps_and_masked_in_every_result_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let plan = write_plan(
+        tmp.path(),
+        "secret",
+        "  - name: leak\n    command: \"echo token=$QA_E2E_TOKEN; exit 3\"\n",
+        "secrets: [QA_E2E_TOKEN]\n",
+    );
+    let out = bin()
+        .env("QA_E2E_TOKEN", "s3cr3t-value-123")
+        .args(["--results", results.to_str().unwrap(), "run", plan.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let run_dir = only_run_dir(&results);
+    let log = std::fs::read_to_string(run_dir.join("logs/box/leak.log")).unwrap();
+    assert!(log.contains("token=[REDACTED]"), "the step saw the secret, the log does not: {log}");
+    for f in ["logs/box/leak.log", "casts/box/leak.cast", "report.json", "junit.xml", "state.json"] {
+        let text = std::fs::read_to_string(run_dir.join(f)).unwrap();
+        assert!(!text.contains("s3cr3t-value-123"), "{f} holds the secret");
+    }
+    // Without the secret in the environment the run refuses to start, creating nothing.
+    let out = run(&["--results", tmp.path().join("r2").to_str().unwrap(), "run", plan.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("QA_E2E_TOKEN"));
+}
+
+#[test]
+fn cleanup_policy_on_success_keeps_a_failed_machine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let plan = write_plan(tmp.path(), "keep", "  - name: broken\n    command: \"exit 1\"\n", "cleanup:\n  default: on-success\n");
+    let out = run(&["--results", results.to_str().unwrap(), "run", plan.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let run_dir = only_run_dir(&results);
+    assert!(run_dir.join("machines/box").is_dir(), "the failed machine is kept for debugging");
+    let state = json(&run_dir.join("state.json"));
+    assert!(state["resources"].as_array().unwrap().iter().all(|r| r["state"] == "kept"));
+    assert_eq!(json(&run_dir.join("report.json"))["machines"][0]["kept"], true);
+}
