@@ -21,18 +21,80 @@ pub fn relative(path: &str) -> Option<PathBuf> {
     (!out.as_os_str().is_empty()).then_some(out)
 }
 
-/// The file or directory a report path names inside `run_dir`, if it exists, is not a symlink,
-/// and (after resolving every symlinked parent) still lies inside `run_dir`.
-pub fn inside(run_dir: &Path, path: &str) -> Option<(PathBuf, PathBuf)> {
-    let rel = relative(path)?;
-    let full = run_dir.join(&rel);
-    let meta = std::fs::symlink_metadata(&full).ok()?;
-    if meta.file_type().is_symlink() {
-        return None;
+/// Resolves report paths inside one run directory. Every component below the (canonical) run
+/// directory is checked with `lstat`: a symlink anywhere on the way is refused, so nothing a test
+/// planted can point the publisher outside the run. Directories already checked are remembered,
+/// which keeps a run with hundreds of steps at about one `lstat` per file.
+#[derive(Debug)]
+pub struct RunFiles {
+    root: PathBuf,
+    checked_dirs: std::cell::RefCell<std::collections::HashSet<PathBuf>>,
+}
+
+/// A path that [`RunFiles::resolve`] accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// Relative to the run directory, plain components only.
+    pub relative: PathBuf,
+    /// Absolute, under the canonical run directory.
+    pub full: PathBuf,
+    /// A directory (otherwise a regular file).
+    pub is_dir: bool,
+}
+
+impl RunFiles {
+    /// For `run_dir`; `None` when it does not exist.
+    pub fn new(run_dir: &Path) -> Option<RunFiles> {
+        Some(RunFiles {
+            root: run_dir.canonicalize().ok()?,
+            checked_dirs: Default::default(),
+        })
     }
-    let root = run_dir.canonicalize().ok()?;
-    let real = full.canonicalize().ok()?;
-    real.starts_with(&root).then_some((rel, real))
+
+    /// The canonical run directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The regular file or directory `path` names, if it exists inside the run with no symlink
+    /// on the way.
+    pub fn resolve(&self, path: &str) -> Option<Resolved> {
+        let relative = relative(path)?;
+        let count = relative.components().count();
+        let mut full = self.root.clone();
+        for (k, c) in relative.components().enumerate() {
+            full.push(c);
+            let last = k + 1 == count;
+            if !last && self.checked_dirs.borrow().contains(&full) {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&full).ok()?;
+            let ft = meta.file_type();
+            if ft.is_symlink() {
+                return None;
+            }
+            if last {
+                return (ft.is_file() || ft.is_dir()).then_some(Resolved {
+                    relative,
+                    full,
+                    is_dir: ft.is_dir(),
+                });
+            }
+            if !ft.is_dir() {
+                return None;
+            }
+            self.checked_dirs.borrow_mut().insert(full.clone());
+        }
+        None
+    }
+}
+
+/// The file or directory a report path names inside `run_dir`, if it exists and no symlink lies
+/// on the way: `(relative, absolute)`.
+pub fn inside(run_dir: &Path, path: &str) -> Option<(PathBuf, PathBuf)> {
+    RunFiles::new(run_dir)?
+        .resolve(path)
+        .map(|r| (r.relative, r.full))
 }
 
 /// Every regular file under `dir` (which must itself be inside `root`), relative to `root`,

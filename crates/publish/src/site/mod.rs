@@ -126,6 +126,8 @@ fn write_run_stamped(
         .map_err(|e| io(&runs, e))?;
     let t = tmp.path();
 
+    let run_files = paths::RunFiles::new(run_dir);
+    let resolve = |p: Option<&str>| p.and_then(|p| run_files.as_ref()?.resolve(p));
     let mut files = Vec::with_capacity(report.steps.len());
     let steps_dir = t.join("steps");
     std::fs::create_dir_all(&steps_dir).map_err(|e| io(&steps_dir, e))?;
@@ -133,8 +135,9 @@ fn write_run_stamped(
         let base = format!("{i}-{}-{}", slug(&s.machine), slug(&s.step));
         let mut f = StepFiles::default();
         let mut log_text = None;
-        if let Some((_, real)) = s.log.as_deref().and_then(|l| paths::inside(run_dir, l)) {
-            if real.is_file() {
+        if let Some(found) = resolve(s.log.as_deref()) {
+            let real = found.full;
+            if !found.is_dir {
                 let bytes = std::fs::read(&real).map_err(|e| io(&real, e))?;
                 let text = redactor.redact(&String::from_utf8_lossy(&bytes));
                 let rel = format!("steps/{base}.log.txt");
@@ -155,8 +158,9 @@ fn write_run_stamped(
                     })
                 });
         }
-        if let Some((_, real)) = s.cast.as_deref().and_then(|c| paths::inside(run_dir, c)) {
-            if real.is_file() {
+        if let Some(found) = resolve(s.cast.as_deref()) {
+            let real = found.full;
+            if !found.is_dir {
                 let bytes = std::fs::read(&real).map_err(|e| io(&real, e))?;
                 let cast = crate::redaction::cast(&String::from_utf8_lossy(&bytes), redactor);
                 if !cast.is_empty() {
@@ -174,18 +178,16 @@ fn write_run_stamped(
     for m in &report.machines {
         let mut links = Vec::new();
         for a in &m.artifacts {
-            let Some((_, real)) = paths::inside(run_dir, a) else {
+            let (Some(hit), Some(rf)) = (resolve(Some(a.as_str())), run_files.as_ref()) else {
                 tracing::warn!(artifact = %a, run = %report.run_id, "artifact skipped: missing, a symlink, or outside the run directory");
                 continue;
             };
-            let Ok(root) = run_dir.canonicalize() else {
-                continue;
-            };
+            let root = rf.root().to_path_buf();
             let mut found = Vec::new();
-            if real.is_dir() {
-                paths::files_under(&root, &real, &mut found);
-            } else if let Ok(rel) = real.strip_prefix(&root) {
-                found.push(rel.to_path_buf());
+            if hit.is_dir {
+                paths::files_under(&root, &hit.full, &mut found);
+            } else {
+                found.push(hit.relative);
             }
             for rel in found {
                 let dest_rel = PathBuf::from("files").join(inert_name(&rel));
