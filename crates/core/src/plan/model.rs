@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::duration::PlanDuration;
 
 /// A whole plan file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Plan {
     /// Short name of the plan, used in result pages and resource tags.
@@ -152,6 +152,24 @@ pub struct MachineSpec {
 
 fn one() -> u32 {
     1
+}
+
+impl Default for MachineSpec {
+    /// One machine on the plan's default backend; set at least `name`.
+    fn default() -> Self {
+        MachineSpec {
+            name: String::new(),
+            role: None,
+            count: 1,
+            backend: None,
+            local: None,
+            static_hosts: None,
+            aws: None,
+            gce: None,
+            azure: None,
+            oci: None,
+        }
+    }
 }
 
 impl MachineSpec {
@@ -296,7 +314,7 @@ pub struct FileUpload {
 }
 
 /// One step of the plan.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct StepSpec {
     /// Unique name; used in logs, results and `depends-on`.
