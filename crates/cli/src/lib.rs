@@ -163,7 +163,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
                 Err(e) => return fail(&e.to_string(), exit::BAD_PLAN_OR_USAGE),
             };
             let sink = progress::sink(cli.json);
-            let engine = default_engine(sink.clone());
+            let engine = default_engine(&cli.results, sink.clone());
             let cancel = RunCancel::new();
             let mut opts = RunOptions::new(&cli.results);
             opts.run_id = run_id.clone().map(RunId);
@@ -177,9 +177,10 @@ pub async fn dispatch(cli: Cli) -> i32 {
         }
         Command::Resume { ref run_dir } => {
             let sink = progress::sink(cli.json);
-            let engine = default_engine(sink.clone());
+            let results = run_dir.parent().unwrap_or(Path::new("."));
+            let engine = default_engine(results, sink.clone());
             let cancel = RunCancel::new();
-            let mut opts = RunOptions::new(run_dir.parent().unwrap_or(Path::new(".")));
+            let mut opts = RunOptions::new(results);
             opts.cancel = cancel.clone();
             match engine.prepare_resume(run_dir, opts).await {
                 Ok(run) => execute(run, cancel, sink, cli.json).await,
@@ -191,7 +192,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
                 Ok(l) => l,
                 Err(e) => return fail(&e.to_string(), exit::BAD_PLAN_OR_USAGE),
             };
-            let engine = default_engine(Arc::new(qa_core::events::NoEvents));
+            let engine = default_engine(&cli.results, Arc::new(qa_core::events::NoEvents));
             match engine.plan_only(&loaded, RunOptions::new(&cli.results)).await {
                 Ok((run_dir, graph)) => {
                     let out = match format {
@@ -231,7 +232,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
             }
             code
         }
-        Command::Cleanup { ref run_dir, ref test_id, all_regions } => cleanup(run_dir.as_deref(), test_id.as_deref(), all_regions).await,
+        Command::Cleanup { ref run_dir, ref test_id, all_regions } => cleanup(&cli.results, run_dir.as_deref(), test_id.as_deref(), all_regions).await,
         Command::Report { ref results_dir, ref site } => {
             let results = results_dir.clone().unwrap_or(cli.results.clone());
             let site = site.clone().unwrap_or_else(|| results.join("site"));
@@ -263,10 +264,10 @@ fn fail(message: &str, code: i32) -> i32 {
 
 /// The engine with every backend this build links: the local backend always, SSH for machines
 /// reached over SSH, and the publishers.
-pub fn default_engine(events: Arc<dyn EventSink>) -> Engine {
+pub fn default_engine(results: &Path, events: Arc<dyn EventSink>) -> Engine {
     let factory: qa_core::engine::PublisherFactory = Arc::new(|t, base| Ok(qa_publish::from_target(t, base)));
     Engine::new()
-        .provisioner(Arc::new(qa_provision::local::LocalProvisioner::new()))
+        .provisioner(Arc::new(qa_provision::local::LocalProvisioner::new().with_sweep_root(results)))
         .connector(Arc::new(AccessConnector::default()))
         .publisher_factory(factory)
         .report_hook(Arc::new(|report, run_dir| std::fs::write(run_dir.join("junit.xml"), qa_publish::junit::render(report))))
@@ -352,8 +353,8 @@ async fn watch_signals(cancel: RunCancel, journal: Arc<qa_core::journal::RunJour
     std::process::exit(exit::INTERRUPTED);
 }
 
-async fn cleanup(run_dir: Option<&Path>, test_id: Option<&str>, all_regions: bool) -> i32 {
-    let engine = default_engine(Arc::new(qa_core::events::NoEvents));
+async fn cleanup(results: &Path, run_dir: Option<&Path>, test_id: Option<&str>, all_regions: bool) -> i32 {
+    let engine = default_engine(results, Arc::new(qa_core::events::NoEvents));
     let mut remaining = 0;
     if run_dir.is_none() && test_id.is_none() {
         return fail("give a run directory, --test-id ID, or both", exit::BAD_PLAN_OR_USAGE);
