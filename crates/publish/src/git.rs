@@ -1,7 +1,8 @@
 //! Publishing the site to a branch of a git remote (a GitHub Pages branch, a bare repository on
 //! disk, any URL git can push to) without losing anyone's results.
 //!
-//! Each publish clones the branch's tip (shallow) into a fresh work directory, writes this run's
+//! Each publish fetches the branch's tip (shallow, without the blobs it does not check out) into
+//! a fresh work directory with a sparse checkout of the shared pages, writes this run's
 //! directory, regenerates the index and histories from every run present, commits and pushes.
 //! When the push is rejected because someone else pushed first, it fetches the new tip, writes
 //! its run again on top of it, regenerates the index there and pushes again: the index is
@@ -19,10 +20,16 @@ use qa_core::redact::Redactor;
 use qa_core::report::Report;
 use qa_core::{PublishError, PublishReceipt, ResultPublisher};
 
-/// What a publish checks out of the branch: everything but the runs' contents, and of each run
-/// its `report.json`. (Later lines win; a directory excluded whole could not have a file brought
-/// back, so the runs' entries are excluded one level down.)
-const SPARSE_PATTERNS: &str = "/*\n!/runs/*/*\n/runs/*/report.json\n";
+/// What a publish checks out of the branch, as a cone-mode sparse checkout: the files at the top,
+/// `assets/`, `history/`, `reports/` (what the index is made from) and this run's directory.
+/// Every other run stays a single collapsed entry in a sparse index, so a branch holding a
+/// thousand runs' logs costs about a thousand index entries, not hundreds of thousands.
+fn sparse_patterns(run_name: &str) -> String {
+    format!(
+        "/*\n!/*/\n/assets/\n/history/\n/{reports}/\n/runs/\n!/runs/*/\n/runs/{run_name}/\n",
+        reports = crate::site::REPORTS_DIR
+    )
+}
 
 /// Pushes attempted before giving up on a busy branch.
 pub const DEFAULT_ATTEMPTS: u32 = 12;
@@ -90,15 +97,16 @@ impl GitPublisher {
             .map_err(|e| self.fail(format!("cannot make a work directory: {e}")))?;
         self.git(&dir, &["init", "-q"])?;
         self.git(&dir, &["remote", "add", "origin", &self.remote])?;
-        // A partial, shallow, sparse checkout: only the tip, only the blobs that are checked out,
-        // and of the runs only their report.json (what the index is made from). A branch holding
-        // a thousand runs' logs costs a thousand small files, not hundreds of thousands.
+        // A partial, shallow, sparse checkout: only the tip, only the blobs that are checked out
+        // (see `sparse_patterns`), and a sparse index.
         for (key, value) in [
             ("core.repositoryformatversion", "1"),
             ("extensions.partialClone", "origin"),
             ("remote.origin.promisor", "true"),
             ("remote.origin.partialclonefilter", "blob:none"),
             ("core.sparseCheckout", "true"),
+            ("core.sparseCheckoutCone", "true"),
+            ("index.sparse", "true"),
         ] {
             self.git(&dir, &["config", key, value])?;
         }
@@ -106,13 +114,12 @@ impl GitPublisher {
         std::fs::create_dir_all(dir.join(".git/info"))
             .and_then(|_| std::fs::write(&exclude, format!("/{}\n", crate::site::LOCK_FILE)))
             .map_err(|e| self.fail(format!("cannot write {}: {e}", exclude.display())))?;
-        let sparse = dir.join(".git/info/sparse-checkout");
-        std::fs::create_dir_all(dir.join(".git/info"))
-            .and_then(|_| std::fs::write(&sparse, SPARSE_PATTERNS))
-            .map_err(|e| self.fail(format!("cannot write {}: {e}", sparse.display())))?;
         let branch_ref = format!("refs/heads/{}", self.branch);
         let tracking = format!("refs/remotes/origin/{}", self.branch);
         let run_name = crate::site::run_dir_name(&report.run_id);
+        let sparse = dir.join(".git/info/sparse-checkout");
+        std::fs::write(&sparse, sparse_patterns(&run_name))
+            .map_err(|e| self.fail(format!("cannot write {}: {e}", sparse.display())))?;
         let run_path = format!("runs/{run_name}");
         let mut last = String::new();
         for attempt in 1..=self.attempts {
@@ -144,7 +151,6 @@ impl GitPublisher {
                         "-r",
                         "-q",
                         "--cached",
-                        "--sparse",
                         "--ignore-unmatch",
                         "--",
                         &run_path,
@@ -169,9 +175,20 @@ impl GitPublisher {
                 clear_dir(&dir)
                     .map_err(|e| self.fail(format!("cannot clear the work directory: {e}")))?;
             }
+            // Which runs the branch holds: their directories are not on disk in this checkout.
+            let mut present = std::collections::BTreeSet::new();
+            if exists {
+                let listed = self.git(&dir, &["ls-tree", "-d", "--name-only", "HEAD", "runs/"])?;
+                for line in String::from_utf8_lossy(&listed.stdout).lines() {
+                    if let Some(name) = line.strip_prefix("runs/") {
+                        present.insert(name.to_string());
+                    }
+                }
+            }
+            present.insert(run_name.clone());
             crate::site::write_run(&dir, report, run_dir, &self.redactor)?;
-            crate::site::regenerate(&dir)?;
-            self.git(&dir, &["add", "--sparse", "-A", "."])?;
+            crate::site::regenerate_present(&dir, &present)?;
+            self.git(&dir, &["add", "-A", "."])?;
             let staged = self.run(&dir, &["diff", "--cached", "--quiet"])?;
             if exists && staged.status.success() {
                 // Already there, byte for byte: publishing is idempotent.

@@ -8,13 +8,14 @@
 //! history/<plan>.html           step × last runs grid per plan
 //! assets/style.css, player.js   shipped inside this crate
 //! runs/<run>/index.html         one run: steps, logs, recordings, artifacts
-//! runs/<run>/report.json        the run's report (redacted): the index is rebuilt from these
+//! runs/<run>/report.json        the run's report (redacted)
+//! reports/<run>.json            the same, compact: the index and histories are made from these
 //! runs/<run>/steps/…            log copies (`.log.txt`) and recordings (`.cast.js`)
 //! runs/<run>/files/…            artifacts
 //! ```
 //!
-//! Each run writes only its own directory; the index and histories are regenerated from every
-//! `runs/*/report.json` present, so runs published by different processes (or pushed by
+//! Each run writes only its own directory (and its `reports/` entry); the index and histories are
+//! regenerated from the reports of every run directory present, so runs published by different processes (or pushed by
 //! different machines to one git branch) never overwrite each other.
 //!
 //! Recordings are written as scripts that register the asciicast in `window.QA_CASTS`, because a
@@ -236,6 +237,10 @@ fn write_run_stamped(
     if had_old {
         let _ = std::fs::remove_dir_all(&old);
     }
+    let summary = site_dir.join(REPORTS_DIR).join(format!("{name}.json"));
+    let compact = serde_json::to_vec(&report)
+        .map_err(|e| err(format!("cannot serialise the report: {e}")))?;
+    crate::fsutil::write_atomic(&summary, &compact).map_err(|e| io(&summary, e))?;
     Ok(dest)
 }
 
@@ -304,24 +309,50 @@ fn percent(s: &str) -> String {
     out
 }
 
-/// Reads every `runs/*/report.json` of a site, newest first.
+/// Where each run's report is kept beside its directory: `reports/<run>.json`. The index and
+/// histories are made from these, so a git publish can check out this one directory instead of
+/// every run's files.
+pub const REPORTS_DIR: &str = "reports";
+
+/// Reads the report of every run present (`runs/<run>/` exists), newest first, from
+/// `reports/<run>.json` or, for sites written before that existed, `runs/<run>/report.json`.
 pub fn runs_in(site_dir: &Path) -> (Vec<RunEntry>, Vec<(PathBuf, String)>) {
+    let mut present = std::collections::BTreeSet::new();
+    if let Ok(entries) = std::fs::read_dir(site_dir.join("runs")) {
+        for e in entries.flatten() {
+            let dir = e.file_name().to_string_lossy().to_string();
+            if !dir.starts_with('.') && e.file_type().is_ok_and(|t| t.is_dir()) {
+                present.insert(dir);
+            }
+        }
+    }
+    runs_present(site_dir, &present)
+}
+
+/// Reads the reports of the runs named in `present` (directory names under `runs/`), newest
+/// first. For a checkout where run directories are not on disk (a sparse git checkout), the
+/// caller says which runs exist.
+pub fn runs_present(
+    site_dir: &Path,
+    present: &std::collections::BTreeSet<String>,
+) -> (Vec<RunEntry>, Vec<(PathBuf, String)>) {
     let mut runs = Vec::new();
     let mut bad = Vec::new();
-    let Ok(entries) = std::fs::read_dir(site_dir.join("runs")) else {
-        return (runs, bad);
-    };
-    for e in entries.flatten() {
-        let dir = e.file_name().to_string_lossy().to_string();
-        if dir.starts_with('.') || !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            continue;
-        }
-        let path = e.path().join("report.json");
+    for dir in present {
+        let summary = site_dir.join(REPORTS_DIR).join(format!("{dir}.json"));
+        let path = if summary.is_file() {
+            summary
+        } else {
+            site_dir.join("runs").join(dir).join("report.json")
+        };
         match std::fs::read(&path)
             .map_err(|e| e.to_string())
             .and_then(|b| serde_json::from_slice::<Report>(&b).map_err(|e| e.to_string()))
         {
-            Ok(report) => runs.push(RunEntry { dir, report }),
+            Ok(report) => runs.push(RunEntry {
+                dir: dir.clone(),
+                report,
+            }),
             Err(why) => bad.push((path, why)),
         }
     }
@@ -341,11 +372,30 @@ fn sort_newest_first(runs: &mut [RunEntry]) {
 /// Regenerates the index, every plan's history, the assets and `.nojekyll` from the runs present
 /// in `site_dir/runs/`.
 pub fn regenerate(site_dir: &Path) -> Result<SiteSummary, PublishError> {
+    regenerate_from(site_dir, None)
+}
+
+/// [`regenerate`] for the runs named in `present` (directory names under `runs/`), for a
+/// checkout that does not have every run's directory on disk.
+pub fn regenerate_present(
+    site_dir: &Path,
+    present: &std::collections::BTreeSet<String>,
+) -> Result<SiteSummary, PublishError> {
+    regenerate_from(site_dir, Some(present))
+}
+
+fn regenerate_from(
+    site_dir: &Path,
+    present: Option<&std::collections::BTreeSet<String>>,
+) -> Result<SiteSummary, PublishError> {
     // Two publishers finishing at once: without the lock, the one that read the runs first could
     // write its index last and leave the other's run off it.
     std::fs::create_dir_all(site_dir).map_err(|e| io(site_dir, e))?;
     let _lock = SiteLock::take(site_dir).map_err(|e| io(&site_dir.join(LOCK_FILE), e))?;
-    let (runs, unreadable) = runs_in(site_dir);
+    let (runs, unreadable) = match present {
+        Some(p) => runs_present(site_dir, p),
+        None => runs_in(site_dir),
+    };
     write_shared(site_dir, &runs)?;
     let mut plans: Vec<&str> = runs.iter().map(|r| r.report.plan_name.as_str()).collect();
     plans.sort_unstable();

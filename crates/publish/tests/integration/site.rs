@@ -98,6 +98,17 @@ async fn publishing_two_runs_lists_both_newest_first_with_pages_logs_and_artifac
         );
     }
 
+    assert!(site.join("reports/run-new.json").is_file());
+
+    // A run deleted by hand leaves the index at the next regeneration, even though its entry in
+    // reports/ is still there.
+    std::fs::rename(site.join("runs/run-old"), d.path().join("kept-aside")).unwrap();
+    qa_publish::site::regenerate(&site).unwrap();
+    assert!(!read(&site.join("index.html")).contains("run-old"));
+    std::fs::rename(d.path().join("kept-aside"), site.join("runs/run-old")).unwrap();
+    qa_publish::site::regenerate(&site).unwrap();
+    assert!(read(&site.join("index.html")).contains("run-old"));
+
     // Publishing again is idempotent: same runs, same page.
     publisher.publish(&new, &new_dir).await.unwrap();
     assert_eq!(read(&site.join("runs/run-new/index.html")), page);
