@@ -251,6 +251,17 @@ fn signal_group(pgid: i32, signal: i32) -> bool {
     unsafe { libc::kill(-pgid, signal) == 0 }
 }
 
+/// Sends SIGKILL to a process group when dropped, unless disarmed by taking the id out.
+struct KillGroupOnDrop(Option<i32>);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            signal_group(pgid, libc::SIGKILL);
+        }
+    }
+}
+
 async fn pump(
     mut reader: impl tokio::io::AsyncRead + Unpin,
     stream: OutputStream,
@@ -331,7 +342,12 @@ impl RemoteExecutor for LocalExecutor {
             .build_command(cmd, &workdir)
             .spawn()
             .map_err(io_err(format!(
-                "start `/bin/sh -c` in {}",
+                "start {} in {}",
+                if cmd.sudo {
+                    "`sudo -n /bin/sh -c`"
+                } else {
+                    "`/bin/sh -c`"
+                },
                 workdir.display()
             )))?;
         let pgid = child
@@ -341,6 +357,9 @@ impl RemoteExecutor for LocalExecutor {
                 context: "process exited before its id was read".into(),
                 source: std::io::Error::other("no pid"),
             })?;
+        // If this future is dropped instead of cancelled through the token (a caller's own
+        // timeout, say), the group still dies with it.
+        let mut group_guard = KillGroupOnDrop(Some(pgid));
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
         let mut out_task = tokio::spawn(pump(stdout, OutputStream::Stdout, sink.clone()));
@@ -397,6 +416,8 @@ impl RemoteExecutor for LocalExecutor {
                 )
             }
         };
+        // A command that ended by itself may leave daemons behind on purpose, as it could over SSH.
+        group_guard.0 = None;
         Ok(ExitInfo {
             code: status.and_then(|s| s.code()),
             signal: status.and_then(|s| s.signal()),
@@ -641,6 +662,25 @@ mod tests {
         assert_eq!(literal_prefix("logs/**/x"), PathBuf::from("logs"));
         assert_eq!(literal_prefix("*.log"), PathBuf::new());
         assert_eq!(literal_prefix("file.txt"), PathBuf::new());
+    }
+
+    #[test]
+    fn sudo_wraps_the_shell_and_carries_the_environment_past_it() {
+        let exec = LocalExecutor::new("/sandbox");
+        let mut spec = CommandSpec {
+            command: "id -u".into(),
+            ..Default::default()
+        };
+        spec.env.insert("A".into(), "1 2".into());
+        let plain = exec.build_command(&spec, Path::new("/sandbox"));
+        assert_eq!(plain.as_std().get_program(), "/bin/sh");
+        let args: Vec<_> = plain.as_std().get_args().collect();
+        assert_eq!(args, ["-c", "id -u"]);
+        spec.sudo = true;
+        let sudo = exec.build_command(&spec, Path::new("/sandbox"));
+        assert_eq!(sudo.as_std().get_program(), "sudo");
+        let args: Vec<_> = sudo.as_std().get_args().collect();
+        assert_eq!(args, ["-n", "--", "env", "A=1 2", "/bin/sh", "-c", "id -u"]);
     }
 
     #[tokio::test]

@@ -112,6 +112,45 @@ async fn cancelled_step_leaves_no_process_behind() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn dropping_a_running_command_kills_its_process_group() {
+    let (_dir, exec, _scratch) = sandbox();
+    let marker = format!("qa-remote-drop-{}-{}", std::process::id(), rand_suffix());
+    let command = format!("/bin/sh -c 'sleep 600; : {marker}' & echo started; wait");
+    let spec = CommandSpec {
+        command,
+        ..Default::default()
+    };
+    let out = RecordedOutput::new();
+    {
+        let run = exec.run(&spec, out.clone(), CancellationToken::new());
+        tokio::pin!(run);
+        tokio::select! {
+            r = &mut run => panic!("the command ended by itself: {r:?}"),
+            seen = out.wait_for(OutputStream::Stdout, "started", Duration::from_secs(60)) => assert!(seen),
+        }
+        assert!(
+            !live_pids_with_marker(&marker).is_empty(),
+            "the marked child was not found while it ran"
+        );
+    }
+    // SIGKILL is delivered asynchronously and nobody waits for the killed processes here, so
+    // poll until they are gone (bounded; the assertion below reports what survived).
+    let mut left = live_pids_with_marker(&marker);
+    for _ in 0..500 {
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        left = live_pids_with_marker(&marker);
+    }
+    assert_eq!(
+        left,
+        Vec::<u32>::new(),
+        "processes survived dropping the run"
+    );
+}
+
 fn rand_suffix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
