@@ -557,6 +557,12 @@ impl TestSshd {
         kill_tree(&mut self.shared.lock().unwrap().child);
     }
 
+    /// Pid of the listening sshd, if it runs (its reaped connection processes' CPU time is
+    /// in its `cutime`/`cstime`).
+    pub fn pid(&self) -> Option<u32> {
+        self.shared.lock().unwrap().child.as_ref().map(|c| c.id())
+    }
+
     /// Is sshd running?
     pub fn is_running(&self) -> bool {
         let mut s = self.shared.lock().unwrap();
