@@ -268,3 +268,63 @@ async fn dropped_foreground_step_is_an_error_and_runs_once() {
     let (info, _) = executor::run_recorded(&exec, &spec("true")).await;
     assert!(info.success());
 }
+
+/// With no usable key file, the login goes through ssh-agent.
+#[tokio::test(flavor = "multi_thread")]
+async fn ssh_agent_is_the_fallback() {
+    let Some(host) = TestSshd::start_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    let mut agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let key = ClientKeys::shared().private(KeyKind::Ecdsa);
+    let st = std::process::Command::new("ssh-add")
+        .arg("-q")
+        .arg(&key)
+        .env("SSH_AUTH_SOCK", &sock)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // SAFETY: only this test's executor reads SSH_AUTH_SOCK; the other tests turn the agent off.
+    unsafe { std::env::set_var("SSH_AUTH_SOCK", &sock) };
+    let mut target = host.target();
+    target.identity_file = Some(dir.path().join("no-such-key"));
+    let (_wd, wd) = super::remote_workdir();
+    let mut opts = super::options_for(&host, &host.known_hosts());
+    opts.use_agent = true;
+    let exec = qa_remote::ssh::SshExecutor::new(target, wd, opts);
+    let (info, _) = executor::run_recorded(&exec, &spec("true")).await;
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(info.success());
+    // The key sshd accepted is the agent's ECDSA key.
+    let fp = String::from_utf8(
+        std::process::Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(&key)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let fp = fp.split_whitespace().nth(1).unwrap().to_string();
+    let log = host.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("Accepted publickey") && l.contains(&fp)),
+        "{log}"
+    );
+}
