@@ -188,7 +188,23 @@ impl GitPublisher {
             present.insert(run_name.clone());
             crate::site::write_run(&dir, report, run_dir, &self.redactor)?;
             crate::site::regenerate_present(&dir, &present)?;
-            self.git(&dir, &["add", "-A", "."])?;
+            // Only paths inside the sparse cone: a pathspec reaching outside it would make git
+            // expand the sparse index to every file of every run.
+            let reports = format!("{}/", crate::site::REPORTS_DIR);
+            self.git(
+                &dir,
+                &[
+                    "add",
+                    "-A",
+                    "--",
+                    &run_path,
+                    &reports,
+                    "history/",
+                    "assets/",
+                    "index.html",
+                    ".nojekyll",
+                ],
+            )?;
             let staged = self.run(&dir, &["diff", "--cached", "--quiet"])?;
             if exists && staged.status.success() {
                 // Already there, byte for byte: publishing is idempotent.

@@ -348,7 +348,7 @@
       var i = kv.indexOf('=');
       if (i > 0) hash[decodeURIComponent(kv.slice(0, i))] = decodeURIComponent(kv.slice(i + 1));
     });
-    if (hash.speed) { player.speed = parseFloat(hash.speed) || 1; }
+    if (hash.speed) { player.speed = parseFloat(hash.speed) || 1; player.speedSel.value = hash.speed; }
     if (hash.play) {
       for (var j = 0; j < buttons.length; j++) {
         if (buttons[j].getAttribute('data-key') === hash.play) { open(buttons[j], true); break; }
