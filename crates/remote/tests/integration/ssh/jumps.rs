@@ -113,3 +113,78 @@ async fn openssh_config_alias_with_proxyjump() {
     assert_eq!(out.text(OutputStream::Stdout), "via-config\n");
     assert_eq!(b.forwarded_to_guest(), 1);
 }
+
+/// Two bastions in a row: outer -> inner -> guest, each hop forwarding only to the next.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_jump_hosts_deep() {
+    let Some(sshd) = qa_testkit::sshd_or_skip() else {
+        return;
+    };
+    use qa_testkit::{SshdConfig, TestSshd};
+    let guest = TestSshd::start_with(
+        &sshd,
+        SshdConfig {
+            listen: "127.0.0.2".parse().unwrap(),
+            ..SshdConfig::default()
+        },
+    )
+    .unwrap();
+    let inner = TestSshd::start_with(
+        &sshd,
+        SshdConfig {
+            listen: "127.0.0.3".parse().unwrap(),
+            allow_tcp_forwarding: true,
+            permit_open: vec![format!("{}:{}", guest.host(), guest.port())],
+            log_level: "DEBUG1".into(),
+            ..SshdConfig::default()
+        },
+    )
+    .unwrap();
+    let outer = TestSshd::start_with(
+        &sshd,
+        SshdConfig {
+            allow_tcp_forwarding: true,
+            permit_open: vec![format!("{}:{}", inner.host(), inner.port())],
+            log_level: "DEBUG1".into(),
+            ..SshdConfig::default()
+        },
+    )
+    .unwrap();
+    let (_s, dir) = scratch();
+    let kh = dir.join("known_hosts");
+    std::fs::write(
+        &kh,
+        format!(
+            "{}{}{}",
+            outer.known_hosts_line(),
+            inner.known_hosts_line(),
+            guest.known_hosts_line()
+        ),
+    )
+    .unwrap();
+    let mut target = guest.target();
+    target.jumps = vec![outer.target(), inner.target()];
+    let (_wd, wd) = remote_workdir();
+    let exec = SshExecutor::new(target, wd, options_for(&guest, &kh));
+    let (info, out) = executor::run_recorded(&exec, &spec("echo $SSH_CONNECTION")).await;
+    assert!(info.success(), "{info:?}");
+    assert!(
+        out.text(OutputStream::Stdout)
+            .trim_end()
+            .ends_with(&format!("127.0.0.2 {}", guest.port()))
+    );
+    assert_eq!(
+        outer
+            .log()
+            .matches(&format!("target {} port {}", inner.host(), inner.port()))
+            .count(),
+        1
+    );
+    assert_eq!(
+        inner
+            .log()
+            .matches(&format!("target {} port {}", guest.host(), guest.port()))
+            .count(),
+        1
+    );
+}
