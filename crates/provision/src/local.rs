@@ -267,7 +267,8 @@ impl Provisioner for LocalProvisioner {
             .iter()
             .filter(|r| r.backend == BackendKind::Local && r.kind == SANDBOX_KIND)
         {
-            if matches!(r.state, ResourceState::Destroyed | ResourceState::Kept) {
+            // A kept sandbox reaching destroy is one the user now wants gone (`qa-run cleanup`).
+            if r.state == ResourceState::Destroyed {
                 continue;
             }
             let Some(path) = r.details.get(PATH_DETAIL).cloned().or_else(|| r.id.clone()) else {
@@ -278,7 +279,14 @@ impl Provisioner for LocalProvisioner {
                 continue;
             };
             let p = PathBuf::from(&path);
-            match tokio::task::spawn_blocking(move || remove_sandbox(&p)).await {
+            match tokio::task::spawn_blocking(move || {
+                // Steps of a run that was killed keep running in their own process groups;
+                // they belong to the sandbox and go with it.
+                kill_processes_inside(&p);
+                remove_sandbox(&p)
+            })
+            .await
+            {
                 Ok(Ok(_)) => {
                     if let Err(e) = ledger.destroyed(&r.key).await {
                         failures.push((
@@ -351,4 +359,35 @@ impl Provisioner for LocalProvisioner {
             ))
         }
     }
+}
+
+/// Kills every process whose working directory is inside `dir`, and waits (briefly) until none
+/// is left. Returns how many were killed.
+pub fn kill_processes_inside(dir: &Path) -> usize {
+    let Ok(dir) = dir.canonicalize() else { return 0 };
+    let me = std::process::id();
+    let mut killed = 0;
+    for _ in 0..50 {
+        let pids: Vec<i32> = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|&pid| pid as u32 != me)
+            .filter(|pid| {
+                std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(&dir))
+            })
+            .collect();
+        if pids.is_empty() {
+            break;
+        }
+        for pid in pids {
+            // SAFETY: kill(2) with a pid read from /proc; at worst the process is already gone.
+            if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+                killed += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    killed
 }
