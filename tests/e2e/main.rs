@@ -351,3 +351,37 @@ fn cleanup_policy_on_success_keeps_a_failed_machine() {
     assert!(state["resources"].as_array().unwrap().iter().all(|r| r["state"] == "kept"));
     assert_eq!(json(&run_dir.join("report.json"))["machines"][0]["kept"], true);
 }
+
+#[test]
+fn a_run_whose_journal_is_lost_is_swept_by_test_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let plan = write_plan(tmp.path(), "lost", "  - name: long\n    command: \"sleep 300\"\n", "");
+    let mut child = bin()
+        .args(["--results", results.to_str().unwrap(), "run", "--test-id", "lost-journal-1", plan.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the step to start", Duration::from_secs(30), || {
+        std::fs::read_dir(&results).ok().and_then(|mut d| d.next()).and_then(|e| task_state(&e.ok()?.path(), "step:long@box"))
+            == Some("running".into())
+    });
+    signal(&child, libc::SIGKILL);
+    wait_exit(&mut child, Duration::from_secs(10));
+    let run_dir = only_run_dir(&results);
+    std::fs::remove_file(run_dir.join("state.json")).unwrap();
+    let sandbox = run_dir.join("machines/box");
+    assert!(sandbox.is_dir());
+
+    // Another test id sweeps nothing.
+    let out = run(&["--results", results.to_str().unwrap(), "cleanup", "--test-id", "someone-else"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(sandbox.is_dir());
+
+    let out = run(&["--results", results.to_str().unwrap(), "cleanup", "--test-id", "lost-journal-1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("swept"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(!sandbox.exists());
+    assert!(processes_mentioning(sandbox.to_str().unwrap()).is_empty());
+}

@@ -101,6 +101,9 @@ fn remove_sandbox(path: &Path) -> std::io::Result<bool> {
             path.display()
         )));
     }
+    // Steps of a run that was killed keep running in their own process groups; they belong to
+    // the sandbox and go with it.
+    kill_processes_inside(path);
     std::fs::remove_dir_all(path)?;
     Ok(true)
 }
@@ -279,14 +282,7 @@ impl Provisioner for LocalProvisioner {
                 continue;
             };
             let p = PathBuf::from(&path);
-            match tokio::task::spawn_blocking(move || {
-                // Steps of a run that was killed keep running in their own process groups;
-                // they belong to the sandbox and go with it.
-                kill_processes_inside(&p);
-                remove_sandbox(&p)
-            })
-            .await
-            {
+            match tokio::task::spawn_blocking(move || remove_sandbox(&p)).await {
                 Ok(Ok(_)) => {
                     if let Err(e) = ledger.destroyed(&r.key).await {
                         failures.push((
