@@ -6,6 +6,7 @@
 //! browser tests are kept in `target/test-artifacts/browser/`.
 
 mod browser;
+mod conformance;
 mod git;
 mod helpers;
 mod junit_schema;
