@@ -79,3 +79,51 @@ async fn step_that_reboots_the_machine_is_followed_to_the_new_boot() {
         out.notes()
     );
 }
+
+/// A detached step that lives through a reboot (the harness's reboot keeps processes that left
+/// sshd's tree, as a checkpointing test would resume) is reattached after it and reports the
+/// real status, marked as rebooted.
+#[tokio::test(flavor = "multi_thread")]
+async fn detached_step_is_reattached_after_a_reboot() {
+    let Some(host) = TestSshd::start_or_skip() else {
+        return;
+    };
+    let (_wd, exec) = executor(&host);
+    let spec = CommandSpec {
+        command: "echo a; sleep 2; echo b; exit 3".into(),
+        detached: true,
+        timeout: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    let out = RecordedOutput::new();
+    let old = host.boot_id();
+    let run = exec.run(&spec, out.clone(), CancellationToken::new());
+    let reboot = async {
+        assert!(
+            out.wait_for(
+                qa_core::remote::OutputStream::Stdout,
+                "a",
+                Duration::from_secs(20)
+            )
+            .await
+        );
+        tokio::task::spawn_blocking({
+            let request = host.reboot_command();
+            move || {
+                std::process::Command::new("/bin/sh")
+                    .arg("-c")
+                    .arg(request)
+                    .status()
+                    .unwrap()
+            }
+        })
+        .await
+        .unwrap();
+    };
+    let (info, _) = tokio::join!(run, reboot);
+    let info = info.unwrap();
+    assert_eq!(info.code, Some(3), "{info:?}");
+    assert!(info.rebooted, "{info:?}");
+    assert_ne!(host.boot_id(), old);
+    assert_eq!(out.text(qa_core::remote::OutputStream::Stdout), "a\nb\n");
+}
