@@ -106,11 +106,12 @@ pub fn render(
             Some(c) => {
                 let _ = write!(
                     out,
-                    "<button type=\"button\" class=\"play\" data-key=\"{i}\" data-cast=\"{}\" data-label=\"{}\">Play<span class=\"sr-only\"> recording of {} on {}</span></button>",
+                    "<button type=\"button\" class=\"play\" data-key=\"{i}\" data-verdict=\"{v}\" data-cast=\"{}\" data-label=\"{}\">Play<span class=\"sr-only\"> recording of {} on {}</span></button>",
                     html(c),
                     html(&format!("{} on {}", s.step, s.machine)),
                     html(&s.step),
-                    html(&s.machine)
+                    html(&s.machine),
+                    v = s.verdict,
                 );
             }
             None => out.push_str("<span class=\"muted\">none</span>"),

@@ -207,6 +207,21 @@ fn site_works_in_chromium_from_file_urls() {
     let base = file_url(&site);
     check_run_page(&browser, &base);
 
+    // Opened without a choice, the page loads the failing step's recording, paused at the start.
+    let dom = browse(
+        &browser,
+        &format!("{base}/runs/run-2/index.html"),
+        "--dump-dom",
+        "1280,1800",
+    );
+    let player_tag = &dom[dom.find("id=\"player\"").unwrap()..];
+    let player_tag = &player_tag[..player_tag.find('>').unwrap()];
+    assert!(
+        player_tag.contains("data-key=\"1\"") && player_tag.contains("data-state=\"paused\""),
+        "{player_tag}"
+    );
+    assert!(!player_tag.contains("hidden"), "{player_tag}");
+
     let index = browse(
         &browser,
         &format!("{base}/index.html"),

@@ -353,6 +353,14 @@
       for (var j = 0; j < buttons.length; j++) {
         if (buttons[j].getAttribute('data-key') === hash.play) { open(buttons[j], true); break; }
       }
+    } else if (buttons.length) {
+      /* Without a choice in the address, the first step that did not pass (or else the first
+       * step) is loaded, paused, so the page opens on the recording a reader most likely wants. */
+      var first = buttons[0];
+      for (var k = 0; k < buttons.length; k++) {
+        if (buttons[k].getAttribute('data-verdict') !== 'PASS') { first = buttons[k]; break; }
+      }
+      open(first, false);
     }
   }
 
