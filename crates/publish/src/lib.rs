@@ -49,6 +49,26 @@ pub use junit::JunitPublisher;
 pub use markdown::MarkdownPublisher;
 pub use site::{SitePublisher, SiteSummary};
 
+/// Reads `run_dir/report.json`, for publishing a finished run again without re-running it
+/// (`qa-run publish RUN_DIR`).
+pub fn load_report(run_dir: &Path) -> Result<qa_core::report::Report, qa_core::PublishError> {
+    let path = run_dir.join("report.json");
+    let bytes = std::fs::read(&path).map_err(|e| {
+        let mut err =
+            qa_core::PublishError::new("report", format!("cannot read {}: {e}", path.display()));
+        err.source = Some(Box::new(e));
+        err
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        let mut err = qa_core::PublishError::new(
+            "report",
+            format!("{} is not a qa-run report: {e}", path.display()),
+        );
+        err.source = Some(Box::new(e));
+        err
+    })
+}
+
 /// The branch a git target publishes to when the plan names none.
 pub const DEFAULT_BRANCH: &str = "gh-pages";
 

@@ -386,3 +386,23 @@ async fn concurrent_publishers_to_one_directory_all_reach_the_index() {
         );
     }
 }
+
+#[test]
+fn load_report_reads_a_run_directory_and_says_what_is_wrong() {
+    let d = tempfile::tempdir().unwrap();
+    let (report, dir) = make_run(
+        d.path(),
+        "r",
+        "p",
+        "2026-11-20T10:00:00Z",
+        &[step("a", Verdict::Pass, "ok\n")],
+    );
+    assert_eq!(qa_publish::load_report(&dir).unwrap(), report);
+    std::fs::write(dir.join("report.json"), "{}").unwrap();
+    let e = qa_publish::load_report(&dir).unwrap_err().to_string();
+    assert!(e.contains("is not a qa-run report"), "{e}");
+    let e = qa_publish::load_report(&d.path().join("missing"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cannot read"), "{e}");
+}
