@@ -658,10 +658,20 @@ impl SshExecutor {
                 let jobdir = jobdir.clone();
                 let limit = self.opts.io_timeout;
                 let off = offsets;
+                let boot_path = self.opts.boot_id_path.clone();
                 async {
                     let c = self.conn().await?;
                     tokio::task::spawn_blocking(move || {
-                        follow_job(&c, &jobdir, off, sink.as_ref(), &cancel, deadline, limit)
+                        follow_job(
+                            &c,
+                            &jobdir,
+                            off,
+                            sink.as_ref(),
+                            &cancel,
+                            deadline,
+                            limit,
+                            &boot_path,
+                        )
                     })
                     .await
                     .map_err(|e| self.lost(e))
@@ -672,6 +682,22 @@ impl SshExecutor {
                 Ok(Follow::Done { status }) => {
                     info.code = Some(status);
                     break;
+                }
+                Ok(Follow::Vanished { rebooted }) if rebooted && cmd.expect_reboot => {
+                    // The step rebooted the machine, as declared; the reboot is its result.
+                    sink.note("the machine rebooted during the step, as expected");
+                    info.code = Some(0);
+                    break;
+                }
+                Ok(Follow::Vanished { rebooted }) => {
+                    return Err(self.lost(format!(
+                        "detached run in {jobdir} ended without an exit status ({})",
+                        if rebooted {
+                            "the machine rebooted under it"
+                        } else {
+                            "its supervisor was killed"
+                        }
+                    )));
                 }
                 Ok(Follow::TimedOut) => {
                     sink.note("timed out; killing the detached run's process group");
@@ -734,10 +760,50 @@ impl SshExecutor {
 }
 
 enum Follow {
-    Done { status: i32 },
+    Done {
+        status: i32,
+    },
     TimedOut,
     Cancelled,
-    Lost { offsets: (u64, u64), error: String },
+    Lost {
+        offsets: (u64, u64),
+        error: String,
+    },
+    /// The supervisor is gone and left no status: killed, or the machine rebooted under it.
+    Vanished {
+        rebooted: bool,
+    },
+}
+
+/// Is the job's supervisor still there? Asked when following starts (after every reattach) and
+/// every few seconds, so that a job that died without writing its status (a real reboot, the
+/// OOM killer) does not keep us waiting until the timeout.
+fn job_liveness(
+    conn: &Conn,
+    jobdir: &str,
+    boot_id_path: &str,
+    limit: Duration,
+) -> Option<&'static str> {
+    let jd = shell::quote(jobdir);
+    // The supervisor is recognised by its command line (which names the job directory), so that
+    // a pid reused after a reboot is not mistaken for it; without /proc, `kill -0` within the
+    // same boot has to do.
+    let cmd = format!(
+        "b_now=$(cat {boot} 2>/dev/null); b_job=$(cat {jd}/boot 2>/dev/null); p=$(cat {jd}/pgid 2>/dev/null); \
+         if [ -e {jd}/status ]; then echo done; \
+         elif [ -n \"$p\" ] && [ -r /proc/$p/cmdline ] && tr '\\000' ' ' < /proc/$p/cmdline | grep -qF -- {jd}; then echo alive; \
+         elif [ ! -d /proc/self ] && [ \"$b_now\" = \"$b_job\" ] && kill -0 \"$p\" 2>/dev/null; then echo alive; \
+         elif [ \"$b_now\" != \"$b_job\" ]; then echo rebooted; else echo gone; fi",
+        boot = shell::quote(boot_id_path)
+    );
+    let out = exec_capture(conn, &cmd, limit, &AtomicBool::new(false)).ok()?;
+    match String::from_utf8_lossy(&out.stdout).trim() {
+        "done" => Some("done"),
+        "rebooted" => Some("rebooted"),
+        "alive" => Some("alive"),
+        "gone" => Some("gone"),
+        _ => None,
+    }
 }
 
 /// Follows a detached job's output files from `offsets` until its status file appears.
@@ -749,6 +815,7 @@ fn follow_job(
     cancel: &CancellationToken,
     deadline: Option<Instant>,
     limit: Duration,
+    boot_id_path: &str,
 ) -> Follow {
     let sftp = match SftpChannel::open(conn, limit) {
         Ok(s) => s,
@@ -763,7 +830,17 @@ fn follow_job(
     let err = format!("{jobdir}/err");
     let status = format!("{jobdir}/status");
     let mut idle = Duration::from_millis(20);
+    let mut last_check: Option<Instant> = None;
     loop {
+        let mut vanished = None;
+        if last_check.is_none_or(|t| t.elapsed() > Duration::from_secs(3)) {
+            last_check = Some(Instant::now());
+            match job_liveness(conn, jobdir, boot_id_path, limit) {
+                Some("rebooted") => vanished = Some(true),
+                Some("gone") => vanished = Some(false),
+                _ => {}
+            }
+        }
         // Read the status first: once it exists, the output files are complete.
         let finished = match sftp.read_from(&status, 0) {
             Ok(s) => Some(
@@ -813,6 +890,9 @@ fn follow_job(
         }
         if let Some(status) = finished {
             return Follow::Done { status };
+        }
+        if let Some(rebooted) = vanished {
+            return Follow::Vanished { rebooted };
         }
         if cancel.is_cancelled() {
             return Follow::Cancelled;

@@ -127,3 +127,59 @@ async fn detached_step_is_reattached_after_a_reboot() {
     assert_ne!(host.boot_id(), old);
     assert_eq!(out.text(qa_core::remote::OutputStream::Stdout), "a\nb\n");
 }
+
+/// A detached step declared `expect_reboot` whose machine really reboots (the job dies with it,
+/// leaving no status) succeeds once the machine is back; without the declaration the same
+/// thing is an error saying the machine rebooted under the step.
+#[tokio::test(flavor = "multi_thread")]
+async fn detached_step_lost_to_a_reboot() {
+    let Some(host) = TestSshd::start_or_skip() else {
+        return;
+    };
+    for expect_reboot in [true, false] {
+        let (wd, exec) = executor(&host);
+        let spec = CommandSpec {
+            command: "echo started; sleep 300".into(),
+            detached: true,
+            expect_reboot,
+            timeout: Some(Duration::from_secs(120)),
+            ..Default::default()
+        };
+        let out = RecordedOutput::new();
+        let run = exec.run(&spec, out.clone(), CancellationToken::new());
+        let reboot = async {
+            assert!(
+                out.wait_for(
+                    qa_core::remote::OutputStream::Stdout,
+                    "started",
+                    Duration::from_secs(20)
+                )
+                .await
+            );
+            let job = std::fs::read_dir(wd.path().join(".qa-run/jobs"))
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path();
+            let pgid: i32 = std::fs::read_to_string(job.join("pgid"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            let h = &host;
+            tokio::task::block_in_place(|| h.reboot());
+            // What a real reboot does to every process.
+            // SAFETY: kill(2) on the process group of this test's own job.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        };
+        let (result, ()) = tokio::join!(run, reboot);
+        if expect_reboot {
+            let info = result.unwrap();
+            assert!(info.success() && info.rebooted, "{info:?}");
+        } else {
+            let err = result.unwrap_err();
+            assert!(err.to_string().contains("rebooted under it"), "{err}");
+        }
+    }
+}

@@ -328,3 +328,46 @@ async fn ssh_agent_is_the_fallback() {
         "{log}"
     );
 }
+
+/// A detached run whose supervisor is killed (no exit status will ever come) is an error soon
+/// after, not a wait until the timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn detached_run_killed_without_status_is_an_error() {
+    let Some(host) = TestSshd::start_or_skip() else {
+        return;
+    };
+    let (wd, exec) = executor(&host);
+    let mut s = spec("echo started; sleep 300");
+    s.detached = true;
+    s.timeout = Some(Duration::from_secs(120));
+    let out = RecordedOutput::new();
+    let run = exec.run(&s, out.clone(), CancellationToken::new());
+    let killer = async {
+        assert!(
+            out.wait_for(OutputStream::Stdout, "started", Duration::from_secs(20))
+                .await
+        );
+        let jobs = wd.path().join(".qa-run/jobs");
+        let job = std::fs::read_dir(&jobs)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let pgid: i32 = std::fs::read_to_string(job.join("pgid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // SAFETY: kill(2) on the process group the test's own job created.
+        assert_eq!(unsafe { libc::kill(-pgid, libc::SIGKILL) }, 0);
+    };
+    let started = std::time::Instant::now();
+    let (result, ()) = tokio::join!(run, killer);
+    let err = result.unwrap_err();
+    assert!(err.to_string().contains("without an exit status"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(100),
+        "noticed before the step's timeout"
+    );
+}
