@@ -655,23 +655,17 @@ impl SshExecutor {
             let follow = {
                 let sink = sink.clone();
                 let cancel = cancel.clone();
-                let jobdir = jobdir.clone();
-                let limit = self.opts.io_timeout;
+                let job = Job {
+                    dir: jobdir.clone(),
+                    boot_id_path: self.opts.boot_id_path.clone(),
+                    deadline,
+                    limit: self.opts.io_timeout,
+                };
                 let off = offsets;
-                let boot_path = self.opts.boot_id_path.clone();
                 async {
                     let c = self.conn().await?;
                     tokio::task::spawn_blocking(move || {
-                        follow_job(
-                            &c,
-                            &jobdir,
-                            off,
-                            sink.as_ref(),
-                            &cancel,
-                            deadline,
-                            limit,
-                            &boot_path,
-                        )
+                        follow_job(&c, &job, off, sink.as_ref(), &cancel)
                     })
                     .await
                     .map_err(|e| self.lost(e))
@@ -806,17 +800,29 @@ fn job_liveness(
     }
 }
 
+/// A detached job being followed.
+struct Job {
+    dir: String,
+    boot_id_path: String,
+    deadline: Option<Instant>,
+    /// Longest wait for one request/response exchange.
+    limit: Duration,
+}
+
 /// Follows a detached job's output files from `offsets` until its status file appears.
 fn follow_job(
     conn: &Conn,
-    jobdir: &str,
+    job: &Job,
     mut offsets: (u64, u64),
     sink: &dyn OutputSink,
     cancel: &CancellationToken,
-    deadline: Option<Instant>,
-    limit: Duration,
-    boot_id_path: &str,
 ) -> Follow {
+    let (jobdir, deadline, limit, boot_id_path) = (
+        job.dir.as_str(),
+        job.deadline,
+        job.limit,
+        job.boot_id_path.as_str(),
+    );
     let sftp = match SftpChannel::open(conn, limit) {
         Ok(s) => s,
         Err(e) => {
