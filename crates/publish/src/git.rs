@@ -201,7 +201,7 @@ impl GitPublisher {
                     &reports,
                     "history/",
                     "assets/",
-                    "index.html",
+                    ":(glob)index*.html",
                     ".nojekyll",
                 ],
             )?;

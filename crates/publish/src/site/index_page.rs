@@ -7,10 +7,34 @@ use super::page::{self, badge};
 use super::{RunEntry, history_file};
 use crate::text::{duration, html};
 
-/// Renders the index. `runs` is newest first.
-pub fn render(runs: &[RunEntry]) -> String {
-    let mut out = String::with_capacity(2048 + runs.len() * 200);
-    page::open(&mut out, "Test runs", "");
+/// Runs per index page: 1,000 compact rows stay under 300 KB.
+pub const RUNS_PER_PAGE: usize = 1000;
+
+/// The file of index page `n` (0 is the newest): `index.html`, `index-2.html`, …
+pub fn page_file(n: usize) -> String {
+    if n == 0 {
+        "index.html".into()
+    } else {
+        format!("index-{}.html", n + 1)
+    }
+}
+
+/// How many index pages `runs` need (at least one).
+pub fn page_count(runs: usize) -> usize {
+    runs.div_ceil(RUNS_PER_PAGE).max(1)
+}
+
+/// Renders index page `n` of all `runs` (newest first).
+pub fn render(runs: &[RunEntry], n: usize) -> String {
+    let pages = page_count(runs.len());
+    let shown = runs.chunks(RUNS_PER_PAGE).nth(n).unwrap_or(&[]);
+    let mut out = String::with_capacity(2048 + shown.len() * 200);
+    let title = if n == 0 {
+        "Test runs".to_string()
+    } else {
+        format!("Test runs, page {} of {pages}", n + 1)
+    };
+    page::open(&mut out, &title, "");
     let mut plans: Vec<&str> = runs.iter().map(|r| r.report.plan_name.as_str()).collect();
     plans.sort_unstable();
     plans.dedup();
@@ -33,7 +57,7 @@ pub fn render(runs: &[RunEntry]) -> String {
         out.push_str("</ul>\n</section>\n");
     }
     out.push_str("<section aria-labelledby=\"runs-h\">\n<h2 id=\"runs-h\">Runs</h2>\n<div class=\"scroll\">\n<table class=\"runs\">\n<caption>Newest first</caption>\n<thead><tr><th scope=\"col\">Run</th><th scope=\"col\">Plan</th><th scope=\"col\">Started</th><th scope=\"col\">Outcome</th><th scope=\"col\">Steps</th><th scope=\"col\" class=\"num\">Duration</th><th scope=\"col\" class=\"wide\">Machines</th><th scope=\"col\" class=\"wide\">Backend</th><th scope=\"col\" class=\"num\">Cost</th></tr></thead>\n<tbody>\n");
-    for run in runs {
+    for run in shown {
         let r = &run.report;
         let mut backends: Vec<&str> = r.machines.iter().map(|m| m.backend.as_str()).collect();
         backends.sort_unstable();
@@ -77,7 +101,30 @@ pub fn render(runs: &[RunEntry]) -> String {
             cost = html(&cost),
         );
     }
-    out.push_str("</tbody>\n</table>\n</div>\n</section>\n</main>\n");
+    out.push_str("</tbody>\n</table>\n</div>\n");
+    if pages > 1 {
+        let _ = write!(
+            out,
+            "<nav aria-label=\"Pages of runs\"><p>Page {} of {pages}.",
+            n + 1
+        );
+        if n > 0 {
+            let _ = write!(
+                out,
+                " <a href=\"{}\" rel=\"prev\">Newer runs</a>",
+                page_file(n - 1)
+            );
+        }
+        if n + 1 < pages {
+            let _ = write!(
+                out,
+                " <a href=\"{}\" rel=\"next\">Older runs</a>",
+                page_file(n + 1)
+            );
+        }
+        out.push_str("</p></nav>\n");
+    }
+    out.push_str("</section>\n</main>\n");
     page::close(&mut out, "", false);
     out
 }

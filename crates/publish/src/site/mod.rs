@@ -4,7 +4,7 @@
 //! Layout of a site directory:
 //!
 //! ```text
-//! index.html                    every run present, newest first
+//! index.html, index-2.html, …   every run present, newest first, 1,000 to a page
 //! history/<plan>.html           step × last runs grid per plan
 //! assets/style.css, player.js   shipped inside this crate
 //! runs/<run>/index.html         one run: steps, logs, recordings, artifacts
@@ -34,6 +34,7 @@ use qa_core::report::Report;
 use qa_core::{PublishError, PublishReceipt, ResultPublisher, Verdict};
 
 pub use history::{HISTORY_RUNS, StepHistory};
+pub use index_page::{RUNS_PER_PAGE, page_file};
 pub use run_page::StepFiles;
 
 use crate::paths;
@@ -429,7 +430,27 @@ fn write_shared(site_dir: &Path, runs: &[RunEntry]) -> Result<(), PublishError> 
             history::render(plan, plan_runs).as_bytes(),
         )?;
     }
-    w("index.html", index_page::render(runs).as_bytes())
+    let pages = index_page::page_count(runs.len());
+    for n in 0..pages {
+        w(
+            &index_page::page_file(n),
+            index_page::render(runs, n).as_bytes(),
+        )?;
+    }
+    // Pages left from when there were more runs.
+    if let Ok(entries) = std::fs::read_dir(site_dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let number = name
+                .strip_prefix("index-")
+                .and_then(|r| r.strip_suffix(".html"))
+                .and_then(|n| n.parse::<usize>().ok());
+            if number.is_some_and(|k| k > pages) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The file [`regenerate`] locks while it reads the runs and writes the shared pages.

@@ -406,3 +406,52 @@ fn load_report_reads_a_run_directory_and_says_what_is_wrong() {
         .to_string();
     assert!(e.contains("cannot read"), "{e}");
 }
+
+#[test]
+fn the_index_is_paged_past_a_thousand_runs() {
+    use qa_core::report::Report;
+    let d = tempfile::tempdir().unwrap();
+    let site = d.path().join("site");
+    let (template, _) = make_run(
+        d.path(),
+        "t",
+        "p",
+        "2026-11-20T10:00:00Z",
+        &[step("a", Verdict::Pass, "ok\n")],
+    );
+    // Reports only, as a git checkout has them: the index is made from reports/.
+    let n = qa_publish::site::RUNS_PER_PAGE + 5;
+    for i in 0..n {
+        let mut r: Report = template.clone();
+        r.run_id = format!("run-{i:05}");
+        r.started = format!("2026-01-01T00:00:{:02}Z", i % 60)
+            .replace("T00:00", &format!("T{:02}:{:02}", i / 3600, (i / 60) % 60));
+        std::fs::create_dir_all(site.join("runs").join(&r.run_id)).unwrap();
+        crate::helpers::write(
+            &site.join("reports").join(format!("{}.json", r.run_id)),
+            &serde_json::to_string(&r).unwrap(),
+        );
+    }
+    let summary = qa_publish::site::regenerate(&site).unwrap();
+    assert_eq!(summary.runs, n);
+    let first = read(&site.join("index.html"));
+    let second = read(&site.join("index-2.html"));
+    assert_eq!(
+        first.matches("<tr><th scope=\"row\">").count(),
+        qa_publish::site::RUNS_PER_PAGE
+    );
+    assert_eq!(second.matches("<tr><th scope=\"row\">").count(), 5);
+    assert!(first.contains("href=\"index-2.html\" rel=\"next\""));
+    assert!(second.contains("href=\"index.html\" rel=\"prev\""));
+    assert!(
+        second.contains("runs/run-00000/index.html"),
+        "the oldest run is on the last page"
+    );
+
+    // Fewer runs again: the extra page goes.
+    for i in 0..10 {
+        std::fs::remove_dir_all(site.join("runs").join(format!("run-{i:05}"))).unwrap();
+    }
+    qa_publish::site::regenerate(&site).unwrap();
+    assert!(!site.join("index-2.html").exists());
+}
