@@ -348,7 +348,40 @@ fn connect_direct(hop: &SshTarget, settings: &ConnSettings) -> Result<Arc<Conn>,
     // Small request/response exchanges dominate; Nagle would add delayed-ACK stalls to each.
     let _ = tcp.set_nodelay(true);
     let fd = tcp.as_raw_fd();
+    set_tcp_keepalive(fd, settings.keepalive);
     establish(hop, settings, tcp, fd, None)
+}
+
+/// SSH keepalives only prove the path works while we write; a peer that vanished without a FIN
+/// (a machine powered off, a dropped route) would leave a waiting read hanging. TCP keepalive
+/// makes the kernel fail the socket after `idle` plus three unanswered probes 5 s apart, which
+/// turns into a dead connection and a reconnect.
+fn set_tcp_keepalive(fd: RawFd, idle: Duration) {
+    let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
+        // SAFETY: setsockopt on a socket we own, with a c_int option value.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                &value as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+    };
+    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+    #[cfg(target_os = "linux")]
+    {
+        set(
+            libc::IPPROTO_TCP,
+            libc::TCP_KEEPIDLE,
+            idle.as_secs().clamp(1, 3600) as libc::c_int,
+        );
+        set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 5);
+        set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = idle;
 }
 
 fn connect_through(

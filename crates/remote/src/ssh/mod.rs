@@ -22,6 +22,22 @@
 //! - **Reboots** read the boot id, issue the reboot command, and reconnect with backoff until the
 //!   boot id differs, within a deadline.
 //! - [`config`] reads HostName, User, Port, IdentityFile and ProxyJump from OpenSSH config files.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use qa_core::remote::{CommandSpec, DiscardOutput, RemoteExecutor};
+//! use qa_core::HostKeyPolicy;
+//! use qa_remote::ssh::{OpenSshConfig, SshExecutor, SshOptions};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! // `db-1` as ~/.ssh/config describes it (HostName, User, Port, IdentityFile, ProxyJump).
+//! let target = OpenSshConfig::load_user_default()?.target("db-1", "root", HostKeyPolicy::Strict)?;
+//! let exec = SshExecutor::new(target, "/var/tmp/qa", SshOptions::default());
+//! let spec = CommandSpec { command: "uname -r".into(), ..Default::default() };
+//! let info = exec.run(&spec, Arc::new(DiscardOutput), Default::default()).await?;
+//! assert!(info.success());
+//! # Ok(()) }
+//! ```
 
 pub mod config;
 mod conn;
