@@ -533,7 +533,7 @@ fn establish<S: AsRawFd + 'static>(
     sess.set_blocking(true);
     sess.set_timeout(settings.connect_timeout.as_millis().min(u32::MAX as u128) as u32);
     let plan = hostkeys::HostKeyCheck::new(hop, settings);
-    if let Some(prefs) = plan.preferred_algorithms() {
+    if let Some(prefs) = plan.preferred_algorithms(&sess) {
         let _ = sess.method_pref(ssh2::MethodType::HostKey, &prefs);
     }
     sess.handshake().map_err(|e| {

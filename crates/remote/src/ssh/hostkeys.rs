@@ -64,15 +64,23 @@ impl HostKeyCheck {
 
     /// Host-key algorithms to offer, those of keys already on record for this host first (as
     /// OpenSSH does), so that the server presents a key we can check.
-    pub fn preferred_algorithms(&self) -> Option<String> {
+    pub fn preferred_algorithms(&self, sess: &Session) -> Option<String> {
         let mut known_types: Vec<String> = Vec::new();
         for f in &self.files {
             for line in read_lines(f) {
-                if let Some(e) = parse_line(&line)
-                    && !e.hashed
-                    && host_matches(&e.hosts, &self.host, self.port)
-                    && !known_types.contains(&e.key_type)
-                {
+                let Some(e) = parse_line(&line) else { continue };
+                if known_types.contains(&e.key_type) {
+                    continue;
+                }
+                let names_host = if e.hashed {
+                    // A hashed line names the host if libssh2 matches it against its own key.
+                    base64_decode(&e.key_b64).is_some_and(|blob| {
+                        hashed_line_names(sess, &line, &self.host, self.port, &blob)
+                    })
+                } else {
+                    host_matches(&e.hosts, &self.host, self.port)
+                };
+                if names_host {
                     known_types.push(e.key_type);
                 }
             }
@@ -291,6 +299,20 @@ pub(crate) fn lookup(
         }
     }
     mismatch.unwrap_or(Lookup::NotFound)
+}
+
+/// Does the hashed known_hosts `line` name `host:port`? (Its key may differ from `blob`.)
+fn hashed_line_names(sess: &Session, line: &str, host: &str, port: u16, blob: &[u8]) -> bool {
+    let Ok(mut kh) = sess.known_hosts() else {
+        return false;
+    };
+    if kh.read_str(line, ssh2::KnownHostFileKind::OpenSSH).is_err() {
+        return false;
+    }
+    matches!(
+        kh.check_port(host, port, blob),
+        ssh2::CheckResult::Match | ssh2::CheckResult::Mismatch
+    )
 }
 
 fn append_known_host(file: &Path, label: &str, blob: &[u8]) -> std::io::Result<()> {

@@ -115,3 +115,83 @@ async fn insecure_connects_to_anything() {
         .unwrap();
     assert!(info.success());
 }
+
+/// Hashed known_hosts lines (`ssh-keygen -H`, or `HashKnownHosts yes`) are matched too, and a
+/// changed key is still reported with the recorded fingerprint.
+#[tokio::test(flavor = "multi_thread")]
+async fn hashed_known_hosts_entries_are_understood() {
+    let Some(host) = TestSshd::start_or_skip() else {
+        return;
+    };
+    let (_s, dir) = scratch();
+    let kh = dir.join("known_hosts");
+    std::fs::copy(host.known_hosts(), &kh).unwrap();
+    let st = std::process::Command::new("ssh-keygen")
+        .arg("-q")
+        .arg("-H")
+        .arg("-f")
+        .arg(&kh)
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    let text = std::fs::read_to_string(&kh).unwrap();
+    assert!(
+        text.starts_with("|1|") && !text.contains("127.0.0.1"),
+        "{text}"
+    );
+    let (_wd, wd) = remote_workdir();
+    let exec = SshExecutor::new(host.target(), wd.clone(), options_for(&host, &kh));
+    exec.connect().await.unwrap();
+    let old = host.host_key_fingerprint();
+    host.replace_host_key().unwrap();
+    let exec = SshExecutor::new(host.target(), wd, options_for(&host, &kh));
+    match exec.connect().await.unwrap_err() {
+        RemoteError::HostKeyChanged {
+            known_fingerprint, ..
+        } => assert_eq!(known_fingerprint, old),
+        other => panic!("expected HostKeyChanged, got {other}"),
+    }
+}
+
+/// A server with several host keys: whichever type is on record is the one asked for (as
+/// OpenSSH does), so a record of either key type verifies.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_recorded_key_type_is_negotiated() {
+    let Some(sshd) = qa_testkit::sshd_or_skip() else {
+        return;
+    };
+    let keys = tempfile::tempdir().unwrap();
+    let ecdsa = keys.path().join("host_ecdsa");
+    let st = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ecdsa", "-N", "", "-f"])
+        .arg(&ecdsa)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let host = TestSshd::start_with(
+        &sshd,
+        qa_testkit::SshdConfig {
+            extra: vec![format!("HostKey {}", ecdsa.display())],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (_s, dir) = scratch();
+    let pubkey = std::fs::read_to_string(ecdsa.with_extension("pub")).unwrap();
+    let mut parts = pubkey.split_whitespace();
+    let ecdsa_line = format!(
+        "[127.0.0.1]:{} {} {}\n",
+        host.port(),
+        parts.next().unwrap(),
+        parts.next().unwrap()
+    );
+    for (name, line) in [("ecdsa", ecdsa_line), ("ed25519", host.known_hosts_line())] {
+        let kh = dir.join(name);
+        std::fs::write(&kh, line).unwrap();
+        let (_wd, wd) = remote_workdir();
+        let exec = SshExecutor::new(host.target(), wd, options_for(&host, &kh));
+        exec.connect()
+            .await
+            .unwrap_or_else(|e| panic!("only the {name} key on record: {e}"));
+    }
+}
