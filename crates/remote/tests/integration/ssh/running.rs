@@ -371,3 +371,66 @@ async fn detached_run_killed_without_status_is_an_error() {
         "noticed before the step's timeout"
     );
 }
+
+/// The connector makes a connected executor for SSH machines and refuses others.
+#[tokio::test(flavor = "multi_thread")]
+async fn connector_connects_ssh_machines() {
+    use qa_core::remote::Connector;
+    let Some(host) = TestSshd::start_or_skip() else {
+        return;
+    };
+    let (wd, _) = executor(&host);
+    let opts = super::options_for(&host, &host.known_hosts());
+    let connector = qa_remote::ssh::SshConnector::new(opts);
+    let mut machine = qa_core::Machine {
+        name: "db-1".into(),
+        role: "db".into(),
+        backend: qa_core::plan::BackendKind::Static,
+        access: qa_core::Access::Ssh(host.target()),
+        workdir: wd.path().display().to_string(),
+        resources: Vec::new(),
+        facts: Default::default(),
+    };
+    let exec = connector.connect(&machine).await.unwrap();
+    assert_eq!(super::logins(&host), 1, "connect logs in at once");
+    let (info, out) = executor::run_recorded(exec.as_ref(), &spec("pwd")).await;
+    assert!(info.success());
+    assert_eq!(
+        out.text(OutputStream::Stdout).trim(),
+        wd.path().display().to_string()
+    );
+    machine.access = qa_core::Access::Local {
+        root: wd.path().to_path_buf(),
+    };
+    assert!(matches!(
+        connector.connect(&machine).await.unwrap_err(),
+        qa_core::RemoteError::Unsupported { .. }
+    ));
+}
+
+/// Cancelling a detached run kills its process group and returns promptly.
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelling_a_detached_run_kills_it() {
+    let Some(host) = TestSshd::start_or_skip() else {
+        return;
+    };
+    let (_wd, exec) = executor(&host);
+    let marker = format!("qa-ssh-detached-cancel-{}", std::process::id());
+    let mut s = spec(&format!("echo started; sh -c 'sleep 300; : {marker}'"));
+    s.detached = true;
+    let out = RecordedOutput::new();
+    let token = CancellationToken::new();
+    let run = exec.run(&s, out.clone(), token.clone());
+    let cancel = async {
+        assert!(
+            out.wait_for(OutputStream::Stdout, "started", Duration::from_secs(20))
+                .await
+        );
+        assert!(!TestSshd::processes_matching(&marker).is_empty());
+        token.cancel();
+    };
+    let (info, ()) = tokio::join!(run, cancel);
+    let info = info.unwrap();
+    assert!(info.cancelled, "{info:?}");
+    assert_eq!(TestSshd::processes_matching(&marker), Vec::<i32>::new());
+}
