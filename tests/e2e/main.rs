@@ -385,3 +385,65 @@ fn a_run_whose_journal_is_lost_is_swept_by_test_id() {
     assert!(!sandbox.exists());
     assert!(processes_mentioning(sandbox.to_str().unwrap()).is_empty());
 }
+
+#[test]
+fn results_are_published_to_the_plans_targets_and_the_site_rebuilds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let plan = write_plan(
+        tmp.path(),
+        "published",
+        "  - name: ok\n    command: \"echo fine\"\n  - name: broken\n    command: \"echo '<script>alert(1)</script>'; exit 2\"\n",
+        "publish:\n  - markdown:\n      path: out/summary.md\n  - site:\n      dir: out/site\n",
+    );
+    let out = run(&["--results", results.to_str().unwrap(), "run", plan.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let md = std::fs::read_to_string(tmp.path().join("out/summary.md")).unwrap();
+    assert!(md.contains("broken") && md.contains("FAIL"), "{md}");
+    let index = std::fs::read_to_string(tmp.path().join("out/site/index.html")).unwrap();
+    assert!(index.contains("published"), "the plan's run is on the site");
+
+    // Publishing again and rebuilding the site from stored reports need no re-run.
+    let run_dir = only_run_dir(&results);
+    std::fs::remove_file(tmp.path().join("out/summary.md")).unwrap();
+    let out = run(&["publish", run_dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(tmp.path().join("out/summary.md").is_file());
+    let site = tmp.path().join("site2");
+    let out = run(&["report", results.to_str().unwrap(), "--site", site.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let index = std::fs::read_to_string(site.join("index.html")).unwrap();
+    assert!(index.contains(run_dir.file_name().unwrap().to_str().unwrap()) || index.contains("published"));
+    // Logs and reports are kept as data files (.txt, .json); every page and script escapes them.
+    let pages: String = walk(&site)
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "html" || e == "js"))
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .collect();
+    assert!(pages.contains("alert(1)"), "the failing step's output is shown on the site");
+    assert!(!pages.contains("<script>alert(1)</script>"), "printed markup is escaped in every page and script");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+    }
+    out
+}
+
+#[test]
+fn published_site_files_are_readable_by_a_web_server() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let plan = write_plan(tmp.path(), "perm", "  - name: ok\n    command: \"true\"\n", "");
+    assert_eq!(run(&["--results", results.to_str().unwrap(), "run", plan.to_str().unwrap()]).status.code(), Some(0));
+    let site = tmp.path().join("site");
+    assert_eq!(run(&["report", results.to_str().unwrap(), "--site", site.to_str().unwrap()]).status.code(), Some(0));
+    for f in walk(&site) {
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode();
+        assert_eq!(mode & 0o044, 0o044, "{} is not world-readable ({mode:o})", f.display());
+    }
+}

@@ -265,12 +265,15 @@ fn fail(message: &str, code: i32) -> i32 {
 /// The engine with every backend this build links: the local backend always, SSH for machines
 /// reached over SSH, and the publishers.
 pub fn default_engine(results: &Path, events: Arc<dyn EventSink>) -> Engine {
-    let factory: qa_core::engine::PublisherFactory = Arc::new(|t, base| Ok(qa_publish::from_target(t, base)));
+    let factory: qa_core::engine::PublisherFactory =
+        Arc::new(|t, base, redactor| Ok(qa_publish::from_target_with_redactor(t, base, redactor.clone())));
     Engine::new()
         .provisioner(Arc::new(qa_provision::local::LocalProvisioner::new().with_sweep_root(results)))
         .connector(Arc::new(AccessConnector::default()))
         .publisher_factory(factory)
-        .report_hook(Arc::new(|report, run_dir| std::fs::write(run_dir.join("junit.xml"), qa_publish::junit::render(report))))
+        .report_hook(Arc::new(|report, run_dir, redactor| {
+            std::fs::write(run_dir.join("junit.xml"), qa_publish::junit::render_with(report, redactor))
+        }))
         .events(events)
 }
 
@@ -404,12 +407,9 @@ async fn cleanup(results: &Path, run_dir: Option<&Path>, test_id: Option<&str>, 
 }
 
 async fn publish_again(run_dir: &Path) -> i32 {
-    let report: qa_core::report::Report = match std::fs::read(run_dir.join("report.json"))
-        .map_err(|e| e.to_string())
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-    {
+    let report = match qa_publish::load_report(run_dir) {
         Ok(r) => r,
-        Err(e) => return fail(&format!("{}: cannot read report.json: {e}", run_dir.display()), exit::BAD_PLAN_OR_USAGE),
+        Err(e) => return fail(&e.to_string(), exit::BAD_PLAN_OR_USAGE),
     };
     let plan = match qa_core::plan::load_file(Path::new(&report.plan_path)) {
         Ok(p) => p,
@@ -418,9 +418,10 @@ async fn publish_again(run_dir: &Path) -> i32 {
     if plan.plan.publish.is_empty() {
         return fail(&format!("plan {} has no `publish:` targets", plan.path.display()), exit::BAD_PLAN_OR_USAGE);
     }
+    let redactor = qa_core::redact::Redactor::new(plan.plan.secrets.iter().filter_map(|k| std::env::var(k).ok()));
     let mut code = exit::ALL_PASSED;
     for t in &plan.plan.publish {
-        let p = qa_publish::from_target(t, &plan.base_dir);
+        let p = qa_publish::from_target_with_redactor(t, &plan.base_dir, redactor.clone());
         match p.publish(&report, run_dir).await {
             Ok(r) => println!("published to {}: {}", r.publisher, r.location),
             Err(e) => {

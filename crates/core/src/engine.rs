@@ -71,11 +71,14 @@ pub struct StepContext {
 }
 
 /// Writes extra files from a report into the run directory (the CLI writes `junit.xml` here).
-pub type ReportHook = Arc<dyn Fn(&Report, &Path) -> std::io::Result<()> + Send + Sync>;
+/// It gets the run's redactor, so the files mask the plan's secrets.
+pub type ReportHook = Arc<dyn Fn(&Report, &Path, &Redactor) -> std::io::Result<()> + Send + Sync>;
 
 /// Makes a publisher for a plan's `publish:` entry.
-pub type PublisherFactory =
-    Arc<dyn Fn(&crate::plan::PublishTarget, &Path) -> Result<Arc<dyn ResultPublisher>, String> + Send + Sync>;
+/// It gets the run's redactor, so publishers mask the plan's secrets too.
+pub type PublisherFactory = Arc<
+    dyn Fn(&crate::plan::PublishTarget, &Path, &Redactor) -> Result<Arc<dyn ResultPublisher>, String> + Send + Sync,
+>;
 
 /// An engine failure that stops a run from starting or finishing.
 #[derive(Debug, thiserror::Error)]
@@ -943,7 +946,7 @@ impl RunExec {
         let mut publishers = self.engine.publishers.clone();
         if let Some(f) = &self.engine.publisher_factory {
             for t in &self.loaded.plan.publish {
-                match f(t, &self.loaded.base_dir) {
+                match f(t, &self.loaded.base_dir, &self.redactor) {
                     Ok(p) => publishers.push(p),
                     Err(e) => return TaskResult::new(Verdict::Error, e),
                 }
@@ -966,7 +969,7 @@ impl RunExec {
         let bytes = serde_json::to_vec_pretty(report).expect("report serialises");
         crate::journal::write_atomically(&self.ctx.run_dir.join("report.json"), &bytes)?;
         if let Some(h) = &self.engine.report_hook {
-            h(report, &self.ctx.run_dir).map_err(io_err("writing result files"))?;
+            h(report, &self.ctx.run_dir, &self.redactor).map_err(io_err("writing result files"))?;
         }
         Ok(())
     }
