@@ -115,12 +115,13 @@ impl ClientKeys {
     pub fn shared() -> &'static ClientKeys {
         static KEYS: OnceLock<ClientKeys> = OnceLock::new();
         KEYS.get_or_init(|| {
-            // Kept for the life of the process: servers started later still need the files.
-            let dir = tempfile::Builder::new()
-                .prefix("qa-testkit-keys-")
-                .tempdir()
-                .expect("temp dir")
-                .keep();
+            // Kept for the life of the process (servers started later still need the files), so
+            // named by pid; directories of test processes that have ended are removed here.
+            remove_stale_key_dirs();
+            let dir = std::env::temp_dir().join(format!("{KEY_DIR_PREFIX}{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).expect("client key dir");
+            let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(0o700));
             let passphrase = "correct horse battery staple".to_string();
             for kind in KeyKind::ALL {
                 keygen(&dir.join(kind.file_name()), kind.keygen_args(), "")
@@ -155,6 +156,25 @@ impl ClientKeys {
     /// The authorized_keys file listing every client key.
     pub fn authorized_keys(&self) -> PathBuf {
         self.dir.join("authorized_keys")
+    }
+}
+
+const KEY_DIR_PREFIX: &str = "qa-testkit-keys-";
+
+fn remove_stale_key_dirs() {
+    let Ok(rd) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name
+            .strip_prefix(KEY_DIR_PREFIX)
+            .and_then(|p| p.parse::<u32>().ok())
+            && pid != std::process::id()
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = fs::remove_dir_all(e.path());
+        }
     }
 }
 
