@@ -99,6 +99,19 @@ fn task_state(run_dir: &Path, task: &str) -> Option<String> {
     s["tasks"][task]["state"].as_str().map(str::to_string)
 }
 
+/// Starts `qa-run run` in the background and returns once `task` is running.
+fn start_and_wait_for(results: &Path, plan: &Path, extra: &[&str], task: &str, stderr: Stdio) -> Child {
+    let mut args = vec!["--results", results.to_str().unwrap(), "run"];
+    args.extend_from_slice(extra);
+    args.push(plan.to_str().unwrap());
+    let child = bin().args(&args).stdout(Stdio::null()).stderr(stderr).spawn().unwrap();
+    wait_until(task, Duration::from_secs(30), || {
+        std::fs::read_dir(results).ok().and_then(|mut d| d.next()).and_then(|e| task_state(&e.ok()?.path(), task))
+            == Some("running".into())
+    });
+    child
+}
+
 #[test]
 fn local_smoke_shows_every_verdict_and_leaves_nothing_behind() {
     let tmp = tempfile::tempdir().unwrap();
@@ -214,16 +227,7 @@ fn ctrl_c_interrupts_steps_runs_teardown_and_completes_the_journal() {
         "  - name: long\n    command: \"sleep 300 & sleep 300; wait\"\n    timeout: 10m\n  - name: later\n    command: \"true\"\n    depends-on: [long]\n",
         "",
     );
-    let mut child = bin()
-        .args(["--results", results.to_str().unwrap(), "run", plan.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until("the step to start", Duration::from_secs(30), || {
-        std::fs::read_dir(&results).ok().and_then(|mut d| d.next()).and_then(|e| task_state(&e.ok()?.path(), "step:long@box"))
-            == Some("running".into())
-    });
+    let mut child = start_and_wait_for(&results, &plan, &[], "step:long@box", Stdio::piped());
     let run_dir = only_run_dir(&results);
     wait_until("the step's processes", Duration::from_secs(10), || processes_mentioning("sleep 300").len() >= 2);
     signal(&child, libc::SIGINT);
@@ -248,16 +252,7 @@ fn a_killed_run_is_cleaned_up_from_its_journal() {
     let tmp = tempfile::tempdir().unwrap();
     let results = tmp.path().join("results");
     let plan = write_plan(tmp.path(), "killed", "  - name: long\n    command: \"sleep 300\"\n", "");
-    let mut child = bin()
-        .args(["--results", results.to_str().unwrap(), "run", plan.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until("the step to start", Duration::from_secs(30), || {
-        std::fs::read_dir(&results).ok().and_then(|mut d| d.next()).and_then(|e| task_state(&e.ok()?.path(), "step:long@box"))
-            == Some("running".into())
-    });
+    let mut child = start_and_wait_for(&results, &plan, &[], "step:long@box", Stdio::null());
     signal(&child, libc::SIGKILL);
     wait_exit(&mut child, Duration::from_secs(10));
     let run_dir = only_run_dir(&results);
@@ -357,16 +352,7 @@ fn a_run_whose_journal_is_lost_is_swept_by_test_id() {
     let tmp = tempfile::tempdir().unwrap();
     let results = tmp.path().join("results");
     let plan = write_plan(tmp.path(), "lost", "  - name: long\n    command: \"sleep 300\"\n", "");
-    let mut child = bin()
-        .args(["--results", results.to_str().unwrap(), "run", "--test-id", "lost-journal-1", plan.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until("the step to start", Duration::from_secs(30), || {
-        std::fs::read_dir(&results).ok().and_then(|mut d| d.next()).and_then(|e| task_state(&e.ok()?.path(), "step:long@box"))
-            == Some("running".into())
-    });
+    let mut child = start_and_wait_for(&results, &plan, &["--test-id", "lost-journal-1"], "step:long@box", Stdio::null());
     signal(&child, libc::SIGKILL);
     wait_exit(&mut child, Duration::from_secs(10));
     let run_dir = only_run_dir(&results);
