@@ -433,3 +433,55 @@ fn published_site_files_are_readable_by_a_web_server() {
         assert_eq!(mode & 0o044, 0o044, "{} is not world-readable ({mode:o})", f.display());
     }
 }
+
+#[test]
+fn a_plan_runs_on_an_existing_host_over_ssh_and_releases_its_lease() {
+    let Some(sshd) = qa_testkit::TestSshd::start_or_skip() else { return };
+    let t = sshd.target();
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let leases = tmp.path().join("leases");
+    std::fs::write(tmp.path().join("input.txt"), "uploaded over sftp\n").unwrap();
+    let inventory = format!(
+        "inventory:\n  - name: lab1\n    host: {}\n    port: {}\n    user: {}\n    identity-file: {}\n    require-commands: [sh, cat]\n    min-free-mib: 1\nfiles:\n  - src: input.txt\n    dest: in/input.txt\nartifacts:\n  - paths: [\"out/*\"]\n",
+        t.host,
+        t.port,
+        t.user,
+        t.identity_file.as_ref().unwrap().display()
+    );
+    let p = tmp.path().join("ssh.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "name: over-ssh\nmachines:\n  - name: box\n    static:\n      hosts: [lab1]\n{inventory}steps:\n  - name: remote\n    command: \"mkdir -p out && cat in/input.txt > out/copy.txt && echo on $QA_RUN_MACHINE in $PWD\"\n  - name: fails\n    command: \"echo nope >&2; exit 4\"\n    after: [remote]\n"
+        ),
+    )
+    .unwrap();
+    let out = bin()
+        .env("QA_RUN_LEASE_DIR", &leases)
+        .args(["--results", results.to_str().unwrap(), "--known-hosts", sshd.known_hosts().to_str().unwrap(), "run", p.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let run_dir = only_run_dir(&results);
+    let report = json(&run_dir.join("report.json"));
+    assert_eq!(step_verdicts(&report), vec![("remote".to_string(), "PASS".to_string()), ("fails".to_string(), "FAIL".to_string())]);
+    assert_eq!(report["steps"][1]["exit-code"], 4);
+    let log = std::fs::read_to_string(run_dir.join("logs/box/remote.log")).unwrap();
+    assert!(log.contains("on box in /tmp/qa-run/"), "{log}");
+    assert_eq!(std::fs::read_to_string(run_dir.join("artifacts/box/out/copy.txt")).unwrap(), "uploaded over sftp\n");
+    assert_eq!(report["machines"][0]["backend"], "static");
+    let state = json(&run_dir.join("state.json"));
+    assert!(state["resources"].as_array().unwrap().iter().all(|r| r["state"] == "destroyed"));
+    assert_eq!(std::fs::read_dir(&leases).unwrap().count(), 0, "the lease is released");
+
+    // An unknown host key stops the run as an infrastructure error, naming the fingerprint.
+    let out = bin()
+        .env("QA_RUN_LEASE_DIR", &leases)
+        .args(["--results", results.to_str().unwrap(), "--known-hosts", tmp.path().join("empty").to_str().unwrap(), "run", p.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SHA256:"), "{}", String::from_utf8_lossy(&out.stderr));
+}

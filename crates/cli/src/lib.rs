@@ -39,6 +39,10 @@ pub struct Cli {
     /// Write events as JSON lines to stdout instead of progress on stderr.
     #[arg(long, global = true)]
     pub json: bool,
+    /// known_hosts file for checking SSH host keys (repeatable; default ~/.ssh/known_hosts and
+    /// /etc/ssh/ssh_known_hosts). Machines qa-run creates use a run-local file instead.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub known_hosts: Vec<PathBuf>,
     /// More log output on stderr (repeat for more).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -163,7 +167,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
                 Err(e) => return fail(&e.to_string(), exit::BAD_PLAN_OR_USAGE),
             };
             let sink = progress::sink(cli.json);
-            let engine = default_engine(&cli.results, sink.clone());
+            let engine = default_engine(&EngineSettings::from_cli(&cli, &cli.results, loaded.plan.inventory.clone()), sink.clone());
             let cancel = RunCancel::new();
             let mut opts = RunOptions::new(&cli.results);
             opts.run_id = run_id.clone().map(RunId);
@@ -178,7 +182,8 @@ pub async fn dispatch(cli: Cli) -> i32 {
         Command::Resume { ref run_dir } => {
             let sink = progress::sink(cli.json);
             let results = run_dir.parent().unwrap_or(Path::new("."));
-            let engine = default_engine(results, sink.clone());
+            let inventory = plan_inventory_of(run_dir);
+            let engine = default_engine(&EngineSettings::from_cli(&cli, results, inventory), sink.clone());
             let cancel = RunCancel::new();
             let mut opts = RunOptions::new(results);
             opts.cancel = cancel.clone();
@@ -192,7 +197,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
                 Ok(l) => l,
                 Err(e) => return fail(&e.to_string(), exit::BAD_PLAN_OR_USAGE),
             };
-            let engine = default_engine(&cli.results, Arc::new(qa_core::events::NoEvents));
+            let engine = default_engine(&EngineSettings::from_cli(&cli, &cli.results, loaded.plan.inventory.clone()), Arc::new(qa_core::events::NoEvents));
             match engine.plan_only(&loaded, RunOptions::new(&cli.results)).await {
                 Ok((run_dir, graph)) => {
                     let out = match format {
@@ -232,7 +237,11 @@ pub async fn dispatch(cli: Cli) -> i32 {
             }
             code
         }
-        Command::Cleanup { ref run_dir, ref test_id, all_regions } => cleanup(&cli.results, run_dir.as_deref(), test_id.as_deref(), all_regions).await,
+        Command::Cleanup { ref run_dir, ref test_id, all_regions } => {
+            let inventory = run_dir.as_deref().map(plan_inventory_of).unwrap_or_default();
+            let settings = EngineSettings::from_cli(&cli, &cli.results, inventory);
+            cleanup(&settings, run_dir.as_deref(), test_id.as_deref(), all_regions).await
+        }
         Command::Report { ref results_dir, ref site } => {
             let results = results_dir.clone().unwrap_or(cli.results.clone());
             let site = site.clone().unwrap_or_else(|| results.join("site"));
@@ -262,14 +271,46 @@ fn fail(message: &str, code: i32) -> i32 {
     code
 }
 
-/// The engine with every backend this build links: the local backend always, SSH for machines
-/// reached over SSH, and the publishers.
-pub fn default_engine(results: &Path, events: Arc<dyn EventSink>) -> Engine {
+/// What the engine needs from the command line and the plan.
+#[derive(Debug, Clone, Default)]
+pub struct EngineSettings {
+    /// Parent of run directories (local sandboxes are swept below it).
+    pub results: PathBuf,
+    /// Hosts of the plan's `inventory:` (empty for commands without a plan).
+    pub inventory: Vec<qa_core::plan::InventoryHost>,
+    /// known_hosts files for strict host-key checking.
+    pub known_hosts: Vec<PathBuf>,
+}
+
+impl EngineSettings {
+    fn from_cli(cli: &Cli, results: &Path, inventory: Vec<qa_core::plan::InventoryHost>) -> Self {
+        EngineSettings { results: results.to_path_buf(), inventory, known_hosts: cli.known_hosts.clone() }
+    }
+}
+
+/// Directory of static-host leases: `$QA_RUN_LEASE_DIR`, else `~/.cache/qa-run/leases`.
+pub fn lease_dir() -> PathBuf {
+    std::env::var_os("QA_RUN_LEASE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(qa_provision::static_hosts::StaticProvisioner::default_lease_dir)
+}
+
+/// The engine with every backend this build links: local sandboxes, static hosts over SSH, and
+/// the publishers.
+pub fn default_engine(settings: &EngineSettings, events: Arc<dyn EventSink>) -> Engine {
     let factory: qa_core::engine::PublisherFactory =
         Arc::new(|t, base, redactor| Ok(qa_publish::from_target_with_redactor(t, base, redactor.clone())));
+    let ssh_options = qa_remote::ssh::SshOptions { known_hosts: settings.known_hosts.clone(), ..Default::default() };
+    let connector = Arc::new(AccessConnector {
+        local: qa_remote::local::LocalConnector::new(),
+        ssh: qa_remote::ssh::SshConnector::new(ssh_options),
+    });
+    let static_hosts = qa_provision::static_hosts::StaticProvisioner::new(settings.inventory.clone(), lease_dir())
+        .with_connector(connector.clone());
     Engine::new()
-        .provisioner(Arc::new(qa_provision::local::LocalProvisioner::new().with_sweep_root(results)))
-        .connector(Arc::new(AccessConnector::default()))
+        .provisioner(Arc::new(qa_provision::local::LocalProvisioner::new().with_sweep_root(&settings.results)))
+        .provisioner(Arc::new(static_hosts))
+        .connector(connector)
         .publisher_factory(factory)
         .report_hook(Arc::new(|report, run_dir, redactor| {
             std::fs::write(run_dir.join("junit.xml"), qa_publish::junit::render_with(report, redactor))
@@ -278,9 +319,10 @@ pub fn default_engine(results: &Path, events: Arc<dyn EventSink>) -> Engine {
 }
 
 /// Picks the executor by how a machine is reached.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AccessConnector {
     local: qa_remote::local::LocalConnector,
+    ssh: qa_remote::ssh::SshConnector,
 }
 
 #[async_trait::async_trait]
@@ -288,11 +330,7 @@ impl Connector for AccessConnector {
     async fn connect(&self, machine: &Machine) -> Result<Arc<dyn RemoteExecutor>, RemoteError> {
         match &machine.access {
             Access::Local { .. } => self.local.connect(machine).await,
-            Access::Ssh(t) => Err(RemoteError::Connect {
-                target: format!("{}@{}:{}", t.user, t.host, t.port),
-                message: "SSH is not linked into this build".into(),
-                source: None,
-            }),
+            Access::Ssh(_) => self.ssh.connect(machine).await,
         }
     }
 }
@@ -356,8 +394,17 @@ async fn watch_signals(cancel: RunCancel, journal: Arc<qa_core::journal::RunJour
     std::process::exit(exit::INTERRUPTED);
 }
 
-async fn cleanup(results: &Path, run_dir: Option<&Path>, test_id: Option<&str>, all_regions: bool) -> i32 {
-    let engine = default_engine(results, Arc::new(qa_core::events::NoEvents));
+/// The inventory of the plan a run used, if its journal and plan can still be read.
+fn plan_inventory_of(run_dir: &Path) -> Vec<qa_core::plan::InventoryHost> {
+    qa_core::journal::read_state(&run_dir.join(qa_core::journal::JOURNAL_FILE))
+        .ok()
+        .and_then(|s| qa_core::plan::load_file(Path::new(&s.plan_path)).ok())
+        .map(|l| l.plan.inventory)
+        .unwrap_or_default()
+}
+
+async fn cleanup(settings: &EngineSettings, run_dir: Option<&Path>, test_id: Option<&str>, all_regions: bool) -> i32 {
+    let engine = default_engine(settings, Arc::new(qa_core::events::NoEvents));
     let mut remaining = 0;
     if run_dir.is_none() && test_id.is_none() {
         return fail("give a run directory, --test-id ID, or both", exit::BAD_PLAN_OR_USAGE);
@@ -381,7 +428,7 @@ async fn cleanup(results: &Path, run_dir: Option<&Path>, test_id: Option<&str>, 
     }
     if let Some(id) = test_id {
         let id = TestId(id.to_string());
-        for b in [qa_core::plan::BackendKind::Local, qa_core::plan::BackendKind::Aws] {
+        for b in [qa_core::plan::BackendKind::Local, qa_core::plan::BackendKind::Static, qa_core::plan::BackendKind::Aws] {
             if let Some(p) = engine.provisioner_for(b) {
                 match p.sweep(&id).await {
                     Ok(lines) => lines.iter().for_each(|l| println!("swept {l}")),
