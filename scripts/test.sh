@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, installing first what the tests need when it is missing:
-# OpenSSH's sshd (SSH tests start their own on 127.0.0.1), the headers ssh2 builds against,
+# OpenSSH's sshd and client tools (SSH tests start their own sshd on 127.0.0.1), what libssh2
+# builds against,
 # Chromium (the dashboard is checked in a real browser) and xmllint (JUnit schema checks).
 #
 #   scripts/test.sh               all tests
@@ -13,6 +14,9 @@ command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need+=(openssh-serve
 command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
+dpkg -s zlib1g-dev >/dev/null 2>&1 || need+=(zlib1g-dev)
+command -v cc >/dev/null 2>&1 || need+=(gcc)
+command -v setsid >/dev/null 2>&1 || need+=(util-linux)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v xmllint >/dev/null 2>&1 || need+=(libxml2-utils)
 command -v git >/dev/null 2>&1 || need+=(git)
