@@ -485,3 +485,25 @@ fn a_plan_runs_on_an_existing_host_over_ssh_and_releases_its_lease() {
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("SHA256:"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn a_second_ctrl_c_exits_at_once_and_leaves_a_journal_cleanup_can_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    // The step ignores SIGTERM, so stopping it takes the executor's grace period: time enough for
+    // the second interrupt to arrive while the first is still being handled.
+    let plan = write_plan(tmp.path(), "twice", "  - name: long\n    command: \"trap '' TERM; sleep 300\"\n", "");
+    let mut child = start_and_wait_for(&results, &plan, &[], "step:long@box", Stdio::null());
+    signal(&child, libc::SIGINT);
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&child, libc::SIGINT);
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(130));
+    let run_dir = only_run_dir(&results);
+    let state = json(&run_dir.join("state.json"));
+    assert_eq!(state["status"], "aborted");
+    assert!(state["resources"].as_array().unwrap().iter().any(|r| r["state"] == "created"), "teardown did not run: {state}");
+    let out = run(&["cleanup", run_dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(processes_mentioning(run_dir.to_str().unwrap()).is_empty());
+}
