@@ -336,10 +336,10 @@ impl Connector for AccessConnector {
 }
 
 async fn execute(run: PreparedRun, cancel: RunCancel, sink: Arc<progress::Progress>, json: bool) -> i32 {
-    if !json {
-        eprintln!("run directory: {}", run.run_dir.display());
-    }
     sink.set_total(run.graph().len());
+    if !json {
+        sink.message(&format!("run directory: {}", run.run_dir.display()));
+    }
     let journal = run.journal.clone();
     let signals = tokio::spawn(watch_signals(cancel.clone(), journal, sink.clone()));
     let result = run.execute().await;

@@ -35,7 +35,6 @@ pub fn sink(json: bool) -> Arc<Progress> {
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
         );
-        overall.enable_steady_tick(Duration::from_millis(200));
         Mode::Terminal { multi, overall, running: HashMap::new() }
     } else {
         Mode::Plain
@@ -48,6 +47,8 @@ impl Progress {
     pub fn set_total(&self, n: usize) {
         if let Mode::Terminal { overall, .. } = &*self.mode.lock().expect("progress") {
             overall.set_length(n as u64);
+            // Drawn only from here on, so nothing shows an empty bar before the run starts.
+            overall.enable_steady_tick(Duration::from_millis(200));
         }
     }
 
