@@ -31,10 +31,16 @@ impl Provisioner for DirProvisioner {
         BackendKind::Local
     }
 
-    async fn create(&self, req: &MachineRequest, run: &RunContext, ledger: &dyn ResourceLedger) -> Result<Machine, ProvisionError> {
+    async fn create(
+        &self,
+        req: &MachineRequest,
+        run: &RunContext,
+        ledger: &dyn ResourceLedger,
+    ) -> Result<Machine, ProvisionError> {
         let path = self.root.join(&run.test_id.0).join(&req.name);
         let key = ResourceKey(format!("{}/dir", req.name));
-        let details: BTreeMap<String, String> = [("path".to_string(), path.display().to_string())].into();
+        let details: BTreeMap<String, String> =
+            [("path".to_string(), path.display().to_string())].into();
         // The intent goes into the journal before the directory exists.
         ledger
             .intent(Resource {
@@ -48,12 +54,27 @@ impl Provisioner for DirProvisioner {
                 state: ResourceState::Intent,
             })
             .await
-            .map_err(|e| ProvisionError::new(BackendKind::Local, Some(&req.name), e.to_string(), Leftovers::Clear))?;
-        std::fs::create_dir_all(&path).map_err(|e| err(Some(&req.name), e, Leftovers::Remaining(vec![key.clone()])))?;
+            .map_err(|e| {
+                ProvisionError::new(
+                    BackendKind::Local,
+                    Some(&req.name),
+                    e.to_string(),
+                    Leftovers::Clear,
+                )
+            })?;
+        std::fs::create_dir_all(&path)
+            .map_err(|e| err(Some(&req.name), e, Leftovers::Remaining(vec![key.clone()])))?;
         ledger
             .created(&key, &path.display().to_string(), BTreeMap::new())
             .await
-            .map_err(|e| ProvisionError::new(BackendKind::Local, Some(&req.name), e.to_string(), Leftovers::Remaining(vec![key.clone()])))?;
+            .map_err(|e| {
+                ProvisionError::new(
+                    BackendKind::Local,
+                    Some(&req.name),
+                    e.to_string(),
+                    Leftovers::Remaining(vec![key.clone()]),
+                )
+            })?;
         Ok(Machine {
             name: req.name.clone(),
             role: req.role.clone(),
@@ -68,24 +89,43 @@ impl Provisioner for DirProvisioner {
     async fn wait_ready(&self, m: &Machine, _: Duration) -> Result<(), ProvisionError> {
         match &m.access {
             Access::Local { root } if root.is_dir() => Ok(()),
-            _ => Err(ProvisionError::new(BackendKind::Local, Some(&m.name), "directory is missing", Leftovers::Unknown)),
+            _ => Err(ProvisionError::new(
+                BackendKind::Local,
+                Some(&m.name),
+                "directory is missing",
+                Leftovers::Unknown,
+            )),
         }
     }
 
-    async fn destroy(&self, resources: &[Resource], ledger: &dyn ResourceLedger) -> Result<(), ProvisionError> {
+    async fn destroy(
+        &self,
+        resources: &[Resource],
+        ledger: &dyn ResourceLedger,
+    ) -> Result<(), ProvisionError> {
         for r in resources {
             // Only the journal record is needed: the path is in its details.
             if let Some(path) = r.details.get("path") {
                 match std::fs::remove_dir_all(path) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(err(r.machine.as_deref(), e, Leftovers::Remaining(vec![r.key.clone()]))),
+                    Err(e) => {
+                        return Err(err(
+                            r.machine.as_deref(),
+                            e,
+                            Leftovers::Remaining(vec![r.key.clone()]),
+                        ));
+                    }
                 }
             }
-            ledger
-                .destroyed(&r.key)
-                .await
-                .map_err(|e| ProvisionError::new(BackendKind::Local, r.machine.as_deref(), e.to_string(), Leftovers::Clear))?;
+            ledger.destroyed(&r.key).await.map_err(|e| {
+                ProvisionError::new(
+                    BackendKind::Local,
+                    r.machine.as_deref(),
+                    e.to_string(),
+                    Leftovers::Clear,
+                )
+            })?;
         }
         Ok(())
     }
@@ -108,7 +148,10 @@ fn request() -> MachineRequest {
     MachineRequest {
         name: "box".into(),
         role: "box".into(),
-        spec: MachineSpec { name: "box".into(), ..Default::default() },
+        spec: MachineSpec {
+            name: "box".into(),
+            ..Default::default()
+        },
         placement: None,
     }
 }
@@ -126,7 +169,9 @@ fn run_context(dir: &std::path::Path) -> RunContext {
 #[tokio::main]
 async fn main() {
     let dir = std::env::temp_dir().join("qa-run-custom-provisioner");
-    let p = DirProvisioner { root: dir.join("machines") };
+    let p = DirProvisioner {
+        root: dir.join("machines"),
+    };
     let fresh = p.clone();
     qa_core::conformance::provisioner::run_all(&p, &fresh, &request(), &run_context(&dir)).await;
     println!("DirProvisioner passes the provisioner conformance suite");
@@ -139,9 +184,19 @@ mod tests {
     #[tokio::test]
     async fn passes_the_provisioner_conformance_suite() {
         let dir = tempfile::tempdir().unwrap();
-        let p = DirProvisioner { root: dir.path().join("machines") };
-        let fresh = DirProvisioner { root: dir.path().join("machines") };
-        qa_core::conformance::provisioner::run_all(&p, &fresh, &request(), &run_context(dir.path())).await;
+        let p = DirProvisioner {
+            root: dir.path().join("machines"),
+        };
+        let fresh = DirProvisioner {
+            root: dir.path().join("machines"),
+        };
+        qa_core::conformance::provisioner::run_all(
+            &p,
+            &fresh,
+            &request(),
+            &run_context(dir.path()),
+        )
+        .await;
     }
 
     #[tokio::test]
@@ -155,14 +210,23 @@ mod tests {
             fn backend(&self) -> BackendKind {
                 BackendKind::Local
             }
-            async fn create(&self, req: &MachineRequest, run: &RunContext, _: &dyn ResourceLedger) -> Result<Machine, ProvisionError> {
+            async fn create(
+                &self,
+                req: &MachineRequest,
+                run: &RunContext,
+                _: &dyn ResourceLedger,
+            ) -> Result<Machine, ProvisionError> {
                 let ledger = qa_core::journal::MemoryLedger::default();
                 self.0.create(req, run, &ledger).await
             }
             async fn wait_ready(&self, m: &Machine, d: Duration) -> Result<(), ProvisionError> {
                 self.0.wait_ready(m, d).await
             }
-            async fn destroy(&self, r: &[Resource], l: &dyn ResourceLedger) -> Result<(), ProvisionError> {
+            async fn destroy(
+                &self,
+                r: &[Resource],
+                l: &dyn ResourceLedger,
+            ) -> Result<(), ProvisionError> {
                 self.0.destroy(r, l).await
             }
             async fn sweep(&self, t: &TestId) -> Result<Vec<String>, ProvisionError> {
@@ -170,8 +234,18 @@ mod tests {
             }
         }
         let dir = tempfile::tempdir().unwrap();
-        let p = Forgetful(DirProvisioner { root: dir.path().join("m") });
-        let fresh = Forgetful(DirProvisioner { root: dir.path().join("m") });
-        qa_core::conformance::provisioner::run_all(&p, &fresh, &request(), &run_context(dir.path())).await;
+        let p = Forgetful(DirProvisioner {
+            root: dir.path().join("m"),
+        });
+        let fresh = Forgetful(DirProvisioner {
+            root: dir.path().join("m"),
+        });
+        qa_core::conformance::provisioner::run_all(
+            &p,
+            &fresh,
+            &request(),
+            &run_context(dir.path()),
+        )
+        .await;
     }
 }

@@ -20,17 +20,35 @@ struct Checksum;
 #[async_trait]
 impl StepType for Checksum {
     async fn run(&self, ctx: StepContext) -> Result<ExitInfo, RemoteError> {
-        let path = ctx.step.with.get("path").and_then(|v| v.as_str()).unwrap_or("data.txt").to_string();
-        let expected = ctx.step.with.get("cksum").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        let path = ctx
+            .step
+            .with
+            .get("path")
+            .and_then(|v| v.as_str())
+            .unwrap_or("data.txt")
+            .to_string();
+        let expected = ctx
+            .step
+            .with
+            .get("cksum")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string();
         let cmd = CommandSpec {
-            command: format!("cksum < '{path}' | cut -d' ' -f1 > .cksum && cat .cksum && test \"$(cat .cksum)\" = '{expected}'"),
+            command: format!(
+                "cksum < '{path}' | cut -d' ' -f1 > .cksum && cat .cksum && test \"$(cat .cksum)\" = '{expected}'"
+            ),
             env: ctx.env.clone(),
             timeout: Some(ctx.timeout),
             ..Default::default()
         };
         let start = Instant::now();
-        ctx.output.note(&format!("checking cksum of {path} on {}", ctx.machine.name));
-        let mut info = ctx.executor.run(&cmd, ctx.output.clone(), ctx.cancel.clone()).await?;
+        ctx.output
+            .note(&format!("checking cksum of {path} on {}", ctx.machine.name));
+        let mut info = ctx
+            .executor
+            .run(&cmd, ctx.output.clone(), ctx.cancel.clone())
+            .await?;
         info.duration = start.elapsed();
         Ok(info)
     }
@@ -38,13 +56,24 @@ impl StepType for Checksum {
 
 /// The plan: one machine, a step that writes a file, and a `checksum` step that verifies it.
 fn plan(expected: &str) -> Plan {
-    let with: BTreeMap<String, serde_json::Value> =
-        [("path".to_string(), "data.txt".into()), ("cksum".to_string(), expected.into())].into_iter().collect();
+    let with: BTreeMap<String, serde_json::Value> = [
+        ("path".to_string(), "data.txt".into()),
+        ("cksum".to_string(), expected.into()),
+    ]
+    .into_iter()
+    .collect();
     Plan {
         name: "embedded".into(),
-        machines: vec![MachineSpec { name: "worker".into(), ..Default::default() }],
+        machines: vec![MachineSpec {
+            name: "worker".into(),
+            ..Default::default()
+        }],
         steps: vec![
-            StepSpec { name: "write".into(), command: Some("printf 'hello\\n' > data.txt".into()), ..Default::default() },
+            StepSpec {
+                name: "write".into(),
+                command: Some("printf 'hello\\n' > data.txt".into()),
+                ..Default::default()
+            },
             StepSpec {
                 name: "verify".into(),
                 uses: Some("checksum".into()),
@@ -64,7 +93,10 @@ async fn run(expected: &str, results: &std::path::Path) -> RunSummary {
         .provisioner(Arc::new(qa_provision::local::LocalProvisioner::new()))
         .connector(Arc::new(qa_remote::local::LocalConnector::new()))
         .step_type("checksum", Arc::new(Checksum));
-    let prepared = engine.prepare(&loaded, RunOptions::new(results)).await.expect("the run can start");
+    let prepared = engine
+        .prepare(&loaded, RunOptions::new(results))
+        .await
+        .expect("the run can start");
     prepared.execute().await.expect("the run completes")
 }
 
@@ -74,9 +106,19 @@ async fn main() {
     // `cksum` of "hello\n".
     let summary = run("3015617425", &results).await;
     for s in &summary.report.steps {
-        println!("{:<8} {}@{} {}", s.verdict, s.step, s.machine, s.message.as_deref().unwrap_or(""));
+        println!(
+            "{:<8} {}@{} {}",
+            s.verdict,
+            s.step,
+            s.machine,
+            s.message.as_deref().unwrap_or("")
+        );
     }
-    println!("results: {} (exit code {})", summary.run_dir.display(), summary.exit_code);
+    println!(
+        "results: {} (exit code {})",
+        summary.run_dir.display(),
+        summary.exit_code
+    );
     std::process::exit(summary.exit_code);
 }
 
@@ -92,8 +134,13 @@ mod tests {
         let ok = run("3015617425", dir.path()).await;
         assert_eq!(ok.exit_code, 0, "{:?}", ok.report.steps);
         assert_eq!(ok.report.steps[1].verdict, Verdict::Pass);
-        let log = std::fs::read_to_string(ok.run_dir.join(ok.report.steps[1].log.as_ref().unwrap())).unwrap();
-        assert!(log.contains("checking cksum of data.txt on worker") && log.contains("3015617425"), "{log}");
+        let log =
+            std::fs::read_to_string(ok.run_dir.join(ok.report.steps[1].log.as_ref().unwrap()))
+                .unwrap();
+        assert!(
+            log.contains("checking cksum of data.txt on worker") && log.contains("3015617425"),
+            "{log}"
+        );
 
         let bad = run("1", dir.path()).await;
         assert_eq!(bad.exit_code, qa_core::exit::TEST_FAILED);

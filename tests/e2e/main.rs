@@ -15,7 +15,10 @@ fn bin() -> Command {
 }
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 fn run(args: &[&str]) -> Output {
@@ -23,13 +26,25 @@ fn run(args: &[&str]) -> Output {
 }
 
 fn only_run_dir(results: &Path) -> PathBuf {
-    let dirs: Vec<PathBuf> = std::fs::read_dir(results).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
-    assert_eq!(dirs.len(), 1, "expected one run directory in {}: {dirs:?}", results.display());
+    let dirs: Vec<PathBuf> = std::fs::read_dir(results)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(
+        dirs.len(),
+        1,
+        "expected one run directory in {}: {dirs:?}",
+        results.display()
+    );
     dirs.into_iter().next().unwrap()
 }
 
 fn json(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+    serde_json::from_slice(
+        &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
 }
 
 /// Processes whose command line or working directory mentions `needle`.
@@ -37,13 +52,20 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
     let mut found = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let name = e.file_name();
-        let Some(pid) = name.to_str().filter(|s| s.chars().all(|c| c.is_ascii_digit())) else { continue };
+        let Some(pid) = name
+            .to_str()
+            .filter(|s| s.chars().all(|c| c.is_ascii_digit()))
+        else {
+            continue;
+        };
         if pid == std::process::id().to_string() {
             continue;
         }
         let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        let cwd = std::fs::read_link(e.path().join("cwd")).map(|p| p.display().to_string()).unwrap_or_default();
+        let cwd = std::fs::read_link(e.path().join("cwd"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         if cmd.contains(needle) || cwd.contains(needle) {
             found.push(format!("{pid}: {cmd} (cwd {cwd})"));
         }
@@ -78,7 +100,12 @@ fn step_verdicts(report: &Value) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["step"].as_str().unwrap().to_string(), s["verdict"].as_str().unwrap().to_string()))
+        .map(|s| {
+            (
+                s["step"].as_str().unwrap().to_string(),
+                s["verdict"].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
 
@@ -90,7 +117,11 @@ fn signal(child: &Child, sig: i32) {
 /// A plan in `dir` with one machine and the given steps (YAML list items).
 fn write_plan(dir: &Path, name: &str, steps: &str, extra: &str) -> PathBuf {
     let p = dir.join(format!("{name}.yaml"));
-    std::fs::write(&p, format!("name: {name}\nmachines:\n  - name: box\n{extra}steps:\n{steps}")).unwrap();
+    std::fs::write(
+        &p,
+        format!("name: {name}\nmachines:\n  - name: box\n{extra}steps:\n{steps}"),
+    )
+    .unwrap();
     p
 }
 
@@ -100,13 +131,27 @@ fn task_state(run_dir: &Path, task: &str) -> Option<String> {
 }
 
 /// Starts `qa-run run` in the background and returns once `task` is running.
-fn start_and_wait_for(results: &Path, plan: &Path, extra: &[&str], task: &str, stderr: Stdio) -> Child {
+fn start_and_wait_for(
+    results: &Path,
+    plan: &Path,
+    extra: &[&str],
+    task: &str,
+    stderr: Stdio,
+) -> Child {
     let mut args = vec!["--results", results.to_str().unwrap(), "run"];
     args.extend_from_slice(extra);
     args.push(plan.to_str().unwrap());
-    let child = bin().args(&args).stdout(Stdio::null()).stderr(stderr).spawn().unwrap();
+    let child = bin()
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
     wait_until(task, Duration::from_secs(30), || {
-        std::fs::read_dir(results).ok().and_then(|mut d| d.next()).and_then(|e| task_state(&e.ok()?.path(), task))
+        std::fs::read_dir(results)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| task_state(&e.ok()?.path(), task))
             == Some("running".into())
     });
     child
@@ -117,12 +162,28 @@ fn local_smoke_shows_every_verdict_and_leaves_nothing_behind() {
     let tmp = tempfile::tempdir().unwrap();
     let results = tmp.path().join("results");
     let plan = workspace().join("examples/plans/local-smoke.yaml");
-    let out = bin().args(["--results", results.to_str().unwrap(), "--json", "run", plan.to_str().unwrap()]).output().unwrap();
+    let out = bin()
+        .args([
+            "--results",
+            results.to_str().unwrap(),
+            "--json",
+            "run",
+            plan.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "a failed step exits 1; stderr: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed step exits 1; stderr: {stderr}"
+    );
 
     // --json: every stdout line is an event with a schema version.
-    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect(l)).collect();
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect(l))
+        .collect();
     assert!(events.iter().all(|e| e["v"] == 1 && e["event"].is_string()));
     assert_eq!(events.first().unwrap()["event"], "run-started");
     assert_eq!(events.last().unwrap()["event"], "run-finished");
@@ -133,12 +194,22 @@ fn local_smoke_shows_every_verdict_and_leaves_nothing_behind() {
     assert_eq!(report["schema-version"], 1);
     assert_eq!(
         step_verdicts(&report),
-        [("01-build", "PASS"), ("02-check", "FAIL"), ("03-stress", "TIMEOUT"), ("04-report", "SKIPPED")]
-            .map(|(a, b)| (a.to_string(), b.to_string()))
+        [
+            ("01-build", "PASS"),
+            ("02-check", "FAIL"),
+            ("03-stress", "TIMEOUT"),
+            ("04-report", "SKIPPED")
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
     );
     let check = &report["steps"][1];
     assert_eq!(check["exit-code"], 1);
-    assert!(check["log-tail"].as_str().unwrap().contains("checksum mismatch"));
+    assert!(
+        check["log-tail"]
+            .as_str()
+            .unwrap()
+            .contains("checksum mismatch")
+    );
 
     // Logs and recordings of the steps that ran; none for the skipped one.
     let log = std::fs::read_to_string(run_dir.join("logs/box/01-build.log")).unwrap();
@@ -150,23 +221,43 @@ fn local_smoke_shows_every_verdict_and_leaves_nothing_behind() {
     assert!(!run_dir.join("logs/box/04-report.log").exists());
 
     // Artifacts came back; the uploaded config too.
-    let built = std::fs::read_to_string(run_dir.join("artifacts/box/out/build-report.txt")).unwrap();
+    let built =
+        std::fs::read_to_string(run_dir.join("artifacts/box/out/build-report.txt")).unwrap();
     assert!(built.starts_with("blocks=64 checksum="), "{built}");
-    assert!(run_dir.join("artifacts/box/config/fstests.config").is_file());
+    assert!(
+        run_dir
+            .join("artifacts/box/config/fstests.config")
+            .is_file()
+    );
 
     // JUnit: one testcase per step, with a failure, an error (timeout) and a skip.
     let junit = std::fs::read_to_string(run_dir.join("junit.xml")).unwrap();
     assert_eq!(junit.matches("<testcase ").count(), 4, "{junit}");
-    assert!(junit.contains("<failure") && junit.contains("<skipped"), "{junit}");
+    assert!(
+        junit.contains("<failure") && junit.contains("<skipped"),
+        "{junit}"
+    );
 
     // The journal: finished, every task done, the sandbox destroyed.
     let state = json(&run_dir.join("state.json"));
     assert_eq!(state["status"], "finished");
-    assert!(state["tasks"].as_object().unwrap().values().all(|t| t["state"] == "done"));
+    assert!(
+        state["tasks"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|t| t["state"] == "done")
+    );
     let resources = state["resources"].as_array().unwrap();
     assert!(!resources.is_empty());
-    assert!(resources.iter().all(|r| r["state"] == "destroyed"), "{resources:?}");
-    assert!(!run_dir.join("machines/box").exists(), "the sandbox is removed by teardown");
+    assert!(
+        resources.iter().all(|r| r["state"] == "destroyed"),
+        "{resources:?}"
+    );
+    assert!(
+        !run_dir.join("machines/box").exists(),
+        "the sandbox is removed by teardown"
+    );
 
     // The timed-out step forked workers; none survives.
     let left = processes_mentioning(run_dir.to_str().unwrap());
@@ -178,11 +269,32 @@ fn plan_prints_the_graph_and_touches_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let results = tmp.path().join("results");
     let plan = workspace().join("examples/plans/local-smoke.yaml");
-    let out = run(&["--results", results.to_str().unwrap(), "plan", "--format", "json", plan.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&[
+        "--results",
+        results.to_str().unwrap(),
+        "plan",
+        "--format",
+        "json",
+        plan.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let graph: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let ids: Vec<&str> = graph["tasks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
-    let pos = |id: &str| ids.iter().position(|x| *x == id).unwrap_or_else(|| panic!("{id} missing from {ids:?}"));
+    let ids: Vec<&str> = graph["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    let pos = |id: &str| {
+        ids.iter()
+            .position(|x| *x == id)
+            .unwrap_or_else(|| panic!("{id} missing from {ids:?}"))
+    };
     assert!(pos("provision:box") < pos("upload:box"));
     assert!(pos("step:01-build@box") < pos("step:02-check@box"));
     assert!(pos("step:04-report@box") < pos("collect:box"));
@@ -191,20 +303,38 @@ fn plan_prints_the_graph_and_touches_nothing() {
     let run_dir = only_run_dir(&results);
     let state = json(&run_dir.join("state.json"));
     assert_eq!(state["status"], "planned");
-    assert!(state["resources"].as_array().unwrap().is_empty(), "planning creates nothing");
+    assert!(
+        state["resources"].as_array().unwrap().is_empty(),
+        "planning creates nothing"
+    );
     assert!(!run_dir.join("machines").exists());
     let script = std::fs::read_to_string(run_dir.join("plan/steps/box/01-build.sh")).unwrap();
-    assert!(script.contains("export QA_SMOKE_SIZE='64'") && script.contains("building"), "{script}");
+    assert!(
+        script.contains("export QA_SMOKE_SIZE='64'") && script.contains("building"),
+        "{script}"
+    );
     assert!(run_dir.join("plan/graph.dot").is_file());
 
-    let dot = run(&["--results", results.to_str().unwrap(), "plan", "--format", "dot", plan.to_str().unwrap()]);
+    let dot = run(&[
+        "--results",
+        results.to_str().unwrap(),
+        "plan",
+        "--format",
+        "dot",
+        plan.to_str().unwrap(),
+    ]);
     assert!(String::from_utf8_lossy(&dot.stdout).starts_with("digraph"));
 }
 
 #[test]
 fn validate_reports_every_problem_and_exits_2() {
     let tmp = tempfile::tempdir().unwrap();
-    let bad = write_plan(tmp.path(), "bad", "  - name: a\n    command: true\n    depends_on: [b]\n  - name: a\n    comand: x\n", "");
+    let bad = write_plan(
+        tmp.path(),
+        "bad",
+        "  - name: a\n    command: true\n    depends_on: [b]\n  - name: a\n    comand: x\n",
+        "",
+    );
     let out = run(&["validate", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -213,7 +343,12 @@ fn validate_reports_every_problem_and_exits_2() {
     assert!(err.contains("bad.yaml:"), "{err}");
     let good = workspace().join("examples/plans/local-smoke.yaml");
     let out = run(&["validate", good.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: "));
 }
 
@@ -229,7 +364,9 @@ fn ctrl_c_interrupts_steps_runs_teardown_and_completes_the_journal() {
     );
     let mut child = start_and_wait_for(&results, &plan, &[], "step:long@box", Stdio::piped());
     let run_dir = only_run_dir(&results);
-    wait_until("the step's processes", Duration::from_secs(10), || processes_mentioning("sleep 300").len() >= 2);
+    wait_until("the step's processes", Duration::from_secs(10), || {
+        processes_mentioning("sleep 300").len() >= 2
+    });
     signal(&child, libc::SIGINT);
     let status = wait_exit(&mut child, Duration::from_secs(30));
     assert_eq!(status.code(), Some(130));
@@ -241,7 +378,13 @@ fn ctrl_c_interrupts_steps_runs_teardown_and_completes_the_journal() {
     assert_eq!(tasks["step:long@box"]["verdict"], "INTERRUPTED");
     assert_eq!(tasks["step:later@box"]["verdict"], "INTERRUPTED");
     assert_eq!(tasks["teardown:box"]["verdict"], "PASS");
-    assert!(state["resources"].as_array().unwrap().iter().all(|r| r["state"] == "destroyed"));
+    assert!(
+        state["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["state"] == "destroyed")
+    );
     assert_eq!(json(&run_dir.join("report.json"))["outcome"], "INTERRUPTED");
     let left = processes_mentioning(run_dir.to_str().unwrap());
     assert!(left.is_empty(), "processes left behind: {left:?}");
@@ -251,27 +394,58 @@ fn ctrl_c_interrupts_steps_runs_teardown_and_completes_the_journal() {
 fn a_killed_run_is_cleaned_up_from_its_journal() {
     let tmp = tempfile::tempdir().unwrap();
     let results = tmp.path().join("results");
-    let plan = write_plan(tmp.path(), "killed", "  - name: long\n    command: \"sleep 300\"\n", "");
+    let plan = write_plan(
+        tmp.path(),
+        "killed",
+        "  - name: long\n    command: \"sleep 300\"\n",
+        "",
+    );
     let mut child = start_and_wait_for(&results, &plan, &[], "step:long@box", Stdio::null());
     signal(&child, libc::SIGKILL);
     wait_exit(&mut child, Duration::from_secs(10));
     let run_dir = only_run_dir(&results);
     let state = json(&run_dir.join("state.json"));
-    assert_eq!(state["status"], "running", "a killed run's journal says it was running");
-    let live: Vec<&Value> = state["resources"].as_array().unwrap().iter().filter(|r| r["state"] == "created").collect();
+    assert_eq!(
+        state["status"], "running",
+        "a killed run's journal says it was running"
+    );
+    let live: Vec<&Value> = state["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["state"] == "created")
+        .collect();
     assert_eq!(live.len(), 1, "{state}");
-    let sandbox = PathBuf::from(live[0]["details"]["path"].as_str().expect("sandbox path in the journal"));
+    let sandbox = PathBuf::from(
+        live[0]["details"]["path"]
+            .as_str()
+            .expect("sandbox path in the journal"),
+    );
     assert!(sandbox.is_dir());
 
     let out = run(&["cleanup", run_dir.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("destroyed"));
     assert!(!sandbox.exists(), "cleanup removes the sandbox");
     let state = json(&run_dir.join("state.json"));
     assert_eq!(state["status"], "cleaned-up");
-    assert!(state["resources"].as_array().unwrap().iter().all(|r| r["state"] == "destroyed"));
+    assert!(
+        state["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["state"] == "destroyed")
+    );
     let left = processes_mentioning(sandbox.to_str().unwrap());
-    assert!(left.is_empty(), "cleanup also ends the orphaned step: {left:?}");
+    assert!(
+        left.is_empty(),
+        "cleanup also ends the orphaned step: {left:?}"
+    );
     // Idempotent.
     let again = run(&["cleanup", run_dir.to_str().unwrap()]);
     assert_eq!(again.status.code(), Some(0));
@@ -289,16 +463,44 @@ fn resume_continues_without_rerunning_passed_steps() {
         f = flag.display()
     );
     let plan = write_plan(tmp.path(), "resume", &steps, "");
-    let out = run(&["--results", results.to_str().unwrap(), "run", plan.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&[
+        "--results",
+        results.to_str().unwrap(),
+        "run",
+        plan.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let run_dir = only_run_dir(&results);
-    assert_eq!(std::fs::read_to_string(&counter).unwrap().lines().count(), 1);
+    assert_eq!(
+        std::fs::read_to_string(&counter).unwrap().lines().count(),
+        1
+    );
 
     std::fs::write(&flag, "").unwrap();
     let out = run(&["resume", run_dir.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(std::fs::read_to_string(&counter).unwrap().lines().count(), 1, "a passed step is not run again");
-    assert_eq!(std::fs::read_to_string(format!("{}.third", counter.display())).unwrap().lines().count(), 1);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&counter).unwrap().lines().count(),
+        1,
+        "a passed step is not run again"
+    );
+    assert_eq!(
+        std::fs::read_to_string(format!("{}.third", counter.display()))
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
     let report = json(&run_dir.join("report.json"));
     assert_eq!(report["outcome"], "PASS");
     assert!(step_verdicts(&report).iter().all(|(_, v)| v == "PASS"));
@@ -316,19 +518,38 @@ fn secrets_are_passed_to_steps_and_masked_in_every_result_file() {
     );
     let out = bin()
         .env("QA_E2E_TOKEN", "s3cr3t-value-123")
-        .args(["--results", results.to_str().unwrap(), "run", plan.to_str().unwrap()])
+        .args([
+            "--results",
+            results.to_str().unwrap(),
+            "run",
+            plan.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let run_dir = only_run_dir(&results);
     let log = std::fs::read_to_string(run_dir.join("logs/box/leak.log")).unwrap();
-    assert!(log.contains("token=[REDACTED]"), "the step saw the secret, the log does not: {log}");
-    for f in ["logs/box/leak.log", "casts/box/leak.cast", "report.json", "junit.xml", "state.json"] {
+    assert!(
+        log.contains("token=[REDACTED]"),
+        "the step saw the secret, the log does not: {log}"
+    );
+    for f in [
+        "logs/box/leak.log",
+        "casts/box/leak.cast",
+        "report.json",
+        "junit.xml",
+        "state.json",
+    ] {
         let text = std::fs::read_to_string(run_dir.join(f)).unwrap();
         assert!(!text.contains("s3cr3t-value-123"), "{f} holds the secret");
     }
     // Without the secret in the environment the run refuses to start, creating nothing.
-    let out = run(&["--results", tmp.path().join("r2").to_str().unwrap(), "run", plan.to_str().unwrap()]);
+    let out = run(&[
+        "--results",
+        tmp.path().join("r2").to_str().unwrap(),
+        "run",
+        plan.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("QA_E2E_TOKEN"));
 }
@@ -337,22 +558,55 @@ fn secrets_are_passed_to_steps_and_masked_in_every_result_file() {
 fn cleanup_policy_on_success_keeps_a_failed_machine() {
     let tmp = tempfile::tempdir().unwrap();
     let results = tmp.path().join("results");
-    let plan = write_plan(tmp.path(), "keep", "  - name: broken\n    command: \"exit 1\"\n", "cleanup:\n  default: on-success\n");
-    let out = run(&["--results", results.to_str().unwrap(), "run", plan.to_str().unwrap()]);
+    let plan = write_plan(
+        tmp.path(),
+        "keep",
+        "  - name: broken\n    command: \"exit 1\"\n",
+        "cleanup:\n  default: on-success\n",
+    );
+    let out = run(&[
+        "--results",
+        results.to_str().unwrap(),
+        "run",
+        plan.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let run_dir = only_run_dir(&results);
-    assert!(run_dir.join("machines/box").is_dir(), "the failed machine is kept for debugging");
+    assert!(
+        run_dir.join("machines/box").is_dir(),
+        "the failed machine is kept for debugging"
+    );
     let state = json(&run_dir.join("state.json"));
-    assert!(state["resources"].as_array().unwrap().iter().all(|r| r["state"] == "kept"));
-    assert_eq!(json(&run_dir.join("report.json"))["machines"][0]["kept"], true);
+    assert!(
+        state["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["state"] == "kept")
+    );
+    assert_eq!(
+        json(&run_dir.join("report.json"))["machines"][0]["kept"],
+        true
+    );
 }
 
 #[test]
 fn a_run_whose_journal_is_lost_is_swept_by_test_id() {
     let tmp = tempfile::tempdir().unwrap();
     let results = tmp.path().join("results");
-    let plan = write_plan(tmp.path(), "lost", "  - name: long\n    command: \"sleep 300\"\n", "");
-    let mut child = start_and_wait_for(&results, &plan, &["--test-id", "lost-journal-1"], "step:long@box", Stdio::null());
+    let plan = write_plan(
+        tmp.path(),
+        "lost",
+        "  - name: long\n    command: \"sleep 300\"\n",
+        "",
+    );
+    let mut child = start_and_wait_for(
+        &results,
+        &plan,
+        &["--test-id", "lost-journal-1"],
+        "step:long@box",
+        Stdio::null(),
+    );
     signal(&child, libc::SIGKILL);
     wait_exit(&mut child, Duration::from_secs(10));
     let run_dir = only_run_dir(&results);
@@ -361,13 +615,34 @@ fn a_run_whose_journal_is_lost_is_swept_by_test_id() {
     assert!(sandbox.is_dir());
 
     // Another test id sweeps nothing.
-    let out = run(&["--results", results.to_str().unwrap(), "cleanup", "--test-id", "someone-else"]);
+    let out = run(&[
+        "--results",
+        results.to_str().unwrap(),
+        "cleanup",
+        "--test-id",
+        "someone-else",
+    ]);
     assert_eq!(out.status.code(), Some(0));
     assert!(sandbox.is_dir());
 
-    let out = run(&["--results", results.to_str().unwrap(), "cleanup", "--test-id", "lost-journal-1"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("swept"), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = run(&[
+        "--results",
+        results.to_str().unwrap(),
+        "cleanup",
+        "--test-id",
+        "lost-journal-1",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("swept"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(!sandbox.exists());
     assert!(processes_mentioning(sandbox.to_str().unwrap()).is_empty());
 }
@@ -382,8 +657,18 @@ fn results_are_published_to_the_plans_targets_and_the_site_rebuilds() {
         "  - name: ok\n    command: \"echo fine\"\n  - name: broken\n    command: \"echo '<script>alert(1)</script>'; exit 2\"\n",
         "publish:\n  - markdown:\n      path: out/summary.md\n  - site:\n      dir: out/site\n",
     );
-    let out = run(&["--results", results.to_str().unwrap(), "run", plan.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&[
+        "--results",
+        results.to_str().unwrap(),
+        "run",
+        plan.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let md = std::fs::read_to_string(tmp.path().join("out/summary.md")).unwrap();
     assert!(md.contains("broken") && md.contains("FAIL"), "{md}");
     let index = std::fs::read_to_string(tmp.path().join("out/site/index.html")).unwrap();
@@ -393,28 +678,56 @@ fn results_are_published_to_the_plans_targets_and_the_site_rebuilds() {
     let run_dir = only_run_dir(&results);
     std::fs::remove_file(tmp.path().join("out/summary.md")).unwrap();
     let out = run(&["publish", run_dir.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(tmp.path().join("out/summary.md").is_file());
     let site = tmp.path().join("site2");
-    let out = run(&["report", results.to_str().unwrap(), "--site", site.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&[
+        "report",
+        results.to_str().unwrap(),
+        "--site",
+        site.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let index = std::fs::read_to_string(site.join("index.html")).unwrap();
-    assert!(index.contains(run_dir.file_name().unwrap().to_str().unwrap()) || index.contains("published"));
+    assert!(
+        index.contains(run_dir.file_name().unwrap().to_str().unwrap())
+            || index.contains("published")
+    );
     // Logs and reports are kept as data files (.txt, .json); every page and script escapes them.
     let pages: String = walk(&site)
         .iter()
         .filter(|p| p.extension().is_some_and(|e| e == "html" || e == "js"))
         .filter_map(|p| std::fs::read_to_string(p).ok())
         .collect();
-    assert!(pages.contains("alert(1)"), "the failing step's output is shown on the site");
-    assert!(!pages.contains("<script>alert(1)</script>"), "printed markup is escaped in every page and script");
+    assert!(
+        pages.contains("alert(1)"),
+        "the failing step's output is shown on the site"
+    );
+    assert!(
+        !pages.contains("<script>alert(1)</script>"),
+        "printed markup is escaped in every page and script"
+    );
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
         let p = e.path();
-        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+        if p.is_dir() {
+            out.extend(walk(&p))
+        } else {
+            out.push(p)
+        }
     }
     out
 }
@@ -424,19 +737,51 @@ fn published_site_files_are_readable_by_a_web_server() {
     use std::os::unix::fs::PermissionsExt;
     let tmp = tempfile::tempdir().unwrap();
     let results = tmp.path().join("results");
-    let plan = write_plan(tmp.path(), "perm", "  - name: ok\n    command: \"true\"\n", "");
-    assert_eq!(run(&["--results", results.to_str().unwrap(), "run", plan.to_str().unwrap()]).status.code(), Some(0));
+    let plan = write_plan(
+        tmp.path(),
+        "perm",
+        "  - name: ok\n    command: \"true\"\n",
+        "",
+    );
+    assert_eq!(
+        run(&[
+            "--results",
+            results.to_str().unwrap(),
+            "run",
+            plan.to_str().unwrap()
+        ])
+        .status
+        .code(),
+        Some(0)
+    );
     let site = tmp.path().join("site");
-    assert_eq!(run(&["report", results.to_str().unwrap(), "--site", site.to_str().unwrap()]).status.code(), Some(0));
+    assert_eq!(
+        run(&[
+            "report",
+            results.to_str().unwrap(),
+            "--site",
+            site.to_str().unwrap()
+        ])
+        .status
+        .code(),
+        Some(0)
+    );
     for f in walk(&site) {
         let mode = std::fs::metadata(&f).unwrap().permissions().mode();
-        assert_eq!(mode & 0o044, 0o044, "{} is not world-readable ({mode:o})", f.display());
+        assert_eq!(
+            mode & 0o044,
+            0o044,
+            "{} is not world-readable ({mode:o})",
+            f.display()
+        );
     }
 }
 
 #[test]
 fn a_plan_runs_on_an_existing_host_over_ssh_and_releases_its_lease() {
-    let Some(sshd) = qa_testkit::TestSshd::start_or_skip() else { return };
+    let Some(sshd) = qa_testkit::TestSshd::start_or_skip() else {
+        return;
+    };
     let t = sshd.target();
     let tmp = tempfile::tempdir().unwrap();
     let results = tmp.path().join("results");
@@ -459,31 +804,73 @@ fn a_plan_runs_on_an_existing_host_over_ssh_and_releases_its_lease() {
     .unwrap();
     let out = bin()
         .env("QA_RUN_LEASE_DIR", &leases)
-        .args(["--results", results.to_str().unwrap(), "--known-hosts", sshd.known_hosts().to_str().unwrap(), "run", p.to_str().unwrap()])
+        .args([
+            "--results",
+            results.to_str().unwrap(),
+            "--known-hosts",
+            sshd.known_hosts().to_str().unwrap(),
+            "run",
+            p.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let run_dir = only_run_dir(&results);
     let report = json(&run_dir.join("report.json"));
-    assert_eq!(step_verdicts(&report), vec![("remote".to_string(), "PASS".to_string()), ("fails".to_string(), "FAIL".to_string())]);
+    assert_eq!(
+        step_verdicts(&report),
+        vec![
+            ("remote".to_string(), "PASS".to_string()),
+            ("fails".to_string(), "FAIL".to_string())
+        ]
+    );
     assert_eq!(report["steps"][1]["exit-code"], 4);
     let log = std::fs::read_to_string(run_dir.join("logs/box/remote.log")).unwrap();
     assert!(log.contains("on box in /tmp/qa-run/"), "{log}");
-    assert_eq!(std::fs::read_to_string(run_dir.join("artifacts/box/out/copy.txt")).unwrap(), "uploaded over sftp\n");
+    assert_eq!(
+        std::fs::read_to_string(run_dir.join("artifacts/box/out/copy.txt")).unwrap(),
+        "uploaded over sftp\n"
+    );
     assert_eq!(report["machines"][0]["backend"], "static");
     let state = json(&run_dir.join("state.json"));
-    assert!(state["resources"].as_array().unwrap().iter().all(|r| r["state"] == "destroyed"));
-    assert_eq!(std::fs::read_dir(&leases).unwrap().count(), 0, "the lease is released");
+    assert!(
+        state["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["state"] == "destroyed")
+    );
+    assert_eq!(
+        std::fs::read_dir(&leases).unwrap().count(),
+        0,
+        "the lease is released"
+    );
 
     // An unknown host key stops the run as an infrastructure error, naming the fingerprint.
     let out = bin()
         .env("QA_RUN_LEASE_DIR", &leases)
-        .args(["--results", results.to_str().unwrap(), "--known-hosts", tmp.path().join("empty").to_str().unwrap(), "run", p.to_str().unwrap()])
+        .args([
+            "--results",
+            results.to_str().unwrap(),
+            "--known-hosts",
+            tmp.path().join("empty").to_str().unwrap(),
+            "run",
+            p.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("SHA256:"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("SHA256:"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -492,7 +879,12 @@ fn a_second_ctrl_c_exits_at_once_and_leaves_a_journal_cleanup_can_use() {
     let results = tmp.path().join("results");
     // The step ignores SIGTERM, so stopping it takes the executor's grace period: time enough for
     // the second interrupt to arrive while the first is still being handled.
-    let plan = write_plan(tmp.path(), "twice", "  - name: long\n    command: \"trap '' TERM; sleep 300\"\n", "");
+    let plan = write_plan(
+        tmp.path(),
+        "twice",
+        "  - name: long\n    command: \"trap '' TERM; sleep 300\"\n",
+        "",
+    );
     let mut child = start_and_wait_for(&results, &plan, &[], "step:long@box", Stdio::null());
     signal(&child, libc::SIGINT);
     std::thread::sleep(Duration::from_millis(300));
@@ -502,8 +894,20 @@ fn a_second_ctrl_c_exits_at_once_and_leaves_a_journal_cleanup_can_use() {
     let run_dir = only_run_dir(&results);
     let state = json(&run_dir.join("state.json"));
     assert_eq!(state["status"], "aborted");
-    assert!(state["resources"].as_array().unwrap().iter().any(|r| r["state"] == "created"), "teardown did not run: {state}");
+    assert!(
+        state["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["state"] == "created"),
+        "teardown did not run: {state}"
+    );
     let out = run(&["cleanup", run_dir.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(processes_mentioning(run_dir.to_str().unwrap()).is_empty());
 }

@@ -26,8 +26,15 @@ impl CapacityReservation for NoReservation {
     fn is_enabled(&self) -> bool {
         false
     }
-    async fn reserve(&self, request: &CapacityRequest, _: &dyn ResourceLedger) -> Result<Placement, CapacityError> {
-        Ok(Placement { zone: request.zones.first().cloned().unwrap_or_default(), reservations: Default::default() })
+    async fn reserve(
+        &self,
+        request: &CapacityRequest,
+        _: &dyn ResourceLedger,
+    ) -> Result<Placement, CapacityError> {
+        Ok(Placement {
+            zone: request.zones.first().cloned().unwrap_or_default(),
+            reservations: Default::default(),
+        })
     }
     fn get_id(&self, _: &str, _: &str) -> Option<String> {
         None

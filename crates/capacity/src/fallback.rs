@@ -31,7 +31,8 @@ pub enum ZoneAttempt {
 #[async_trait]
 pub trait ZoneReserver: Send + Sync {
     /// Zones that offer every one of these instance types.
-    async fn zones_offering(&self, request: &CapacityRequest) -> Result<Vec<String>, CapacityError>;
+    async fn zones_offering(&self, request: &CapacityRequest)
+    -> Result<Vec<String>, CapacityError>;
     /// Reserves `count` instances of `instance_type` in `zone` (journaled and tagged by the
     /// implementation before the call).
     async fn reserve_in_zone(
@@ -43,12 +44,20 @@ pub trait ZoneReserver: Send + Sync {
         ledger: &dyn ResourceLedger,
     ) -> ZoneAttempt;
     /// Cancels one reservation (idempotent).
-    async fn cancel_reservation(&self, id: &str, ledger: &dyn ResourceLedger) -> Result<(), CapacityError>;
+    async fn cancel_reservation(
+        &self,
+        id: &str,
+        ledger: &dyn ResourceLedger,
+    ) -> Result<(), CapacityError>;
 }
 
 /// Orders candidate zones: preferred first (in their order, only if offered), then the rest.
 pub fn candidate_zones(offered: &[String], preferred: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = preferred.iter().filter(|z| offered.contains(z)).cloned().collect();
+    let mut out: Vec<String> = preferred
+        .iter()
+        .filter(|z| offered.contains(z))
+        .cloned()
+        .collect();
     for z in offered {
         if !out.contains(z) {
             out.push(z.clone());
@@ -71,7 +80,10 @@ pub async fn reserve_with_fallback(
         tried.push(zone.clone());
         let mut got: BTreeMap<String, String> = BTreeMap::new();
         for (instance_type, &count) in &request.needs {
-            match reserver.reserve_in_zone(&zone, instance_type, count, request, ledger).await {
+            match reserver
+                .reserve_in_zone(&zone, instance_type, count, request, ledger)
+                .await
+            {
                 ZoneAttempt::Reserved(id) => {
                     got.insert(instance_type.clone(), id);
                 }
@@ -87,12 +99,19 @@ pub async fn reserve_with_fallback(
                 }
             }
         }
-        return Ok(Placement { zone, reservations: got });
+        return Ok(Placement {
+            zone,
+            reservations: got,
+        });
     }
     Err(CapacityError::NoCapacity { tried, last })
 }
 
-async fn release(reserver: &dyn ZoneReserver, got: &BTreeMap<String, String>, ledger: &dyn ResourceLedger) -> Result<(), CapacityError> {
+async fn release(
+    reserver: &dyn ZoneReserver,
+    got: &BTreeMap<String, String>,
+    ledger: &dyn ResourceLedger,
+) -> Result<(), CapacityError> {
     for id in got.values() {
         reserver.cancel_reservation(id, ledger).await?;
     }
@@ -103,9 +122,9 @@ async fn release(reserver: &dyn ZoneReserver, got: &BTreeMap<String, String>, le
 mod tests {
     use std::sync::Mutex;
 
+    use qa_core::TestId;
     use qa_core::journal::MemoryLedger;
     use qa_core::plan::BackendKind;
-    use qa_core::TestId;
 
     use super::*;
 
@@ -123,12 +142,31 @@ mod tests {
         async fn zones_offering(&self, _: &CapacityRequest) -> Result<Vec<String>, CapacityError> {
             Ok(self.offered.clone())
         }
-        async fn reserve_in_zone(&self, zone: &str, t: &str, count: u32, _: &CapacityRequest, _: &dyn ResourceLedger) -> ZoneAttempt {
-            self.calls.lock().unwrap().push(format!("reserve {zone} {t}"));
+        async fn reserve_in_zone(
+            &self,
+            zone: &str,
+            t: &str,
+            count: u32,
+            _: &CapacityRequest,
+            _: &dyn ResourceLedger,
+        ) -> ZoneAttempt {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("reserve {zone} {t}"));
             if self.fatal_in.as_deref() == Some(zone) {
-                return ZoneAttempt::Fatal(CapacityError::Auth { backend: BackendKind::Aws, message: "UnauthorizedOperation".into() });
+                return ZoneAttempt::Fatal(CapacityError::Auth {
+                    backend: BackendKind::Aws,
+                    message: "UnauthorizedOperation".into(),
+                });
             }
-            if self.capacity.get(&(zone.to_string(), t.to_string())).copied().unwrap_or(0) >= count {
+            if self
+                .capacity
+                .get(&(zone.to_string(), t.to_string()))
+                .copied()
+                .unwrap_or(0)
+                >= count
+            {
                 let id = format!("cr-{zone}-{t}");
                 self.live.lock().unwrap().push(id.clone());
                 ZoneAttempt::Reserved(id)
@@ -136,7 +174,11 @@ mod tests {
                 ZoneAttempt::NoCapacity("InsufficientInstanceCapacity".into())
             }
         }
-        async fn cancel_reservation(&self, id: &str, _: &dyn ResourceLedger) -> Result<(), CapacityError> {
+        async fn cancel_reservation(
+            &self,
+            id: &str,
+            _: &dyn ResourceLedger,
+        ) -> Result<(), CapacityError> {
             self.calls.lock().unwrap().push(format!("cancel {id}"));
             self.live.lock().unwrap().retain(|x| x != id);
             Ok(())
@@ -147,7 +189,9 @@ mod tests {
         CapacityRequest {
             test_id: TestId("t".into()),
             region: None,
-            needs: [("m5.large".to_string(), 2), ("r5.large".to_string(), 1)].into_iter().collect(),
+            needs: [("m5.large".to_string(), 2), ("r5.large".to_string(), 1)]
+                .into_iter()
+                .collect(),
             zones: zones.iter().map(|s| s.to_string()).collect(),
             end_unix: None,
         }
@@ -156,7 +200,10 @@ mod tests {
     fn cloud(cap: &[(&str, &str, u32)], fatal_in: Option<&str>) -> Cloud {
         Cloud {
             offered: vec!["a".into(), "b".into(), "c".into()],
-            capacity: cap.iter().map(|(z, t, n)| ((z.to_string(), t.to_string()), *n)).collect(),
+            capacity: cap
+                .iter()
+                .map(|(z, t, n)| ((z.to_string(), t.to_string()), *n))
+                .collect(),
             fatal_in: fatal_in.map(str::to_string),
             calls: Mutex::new(Vec::new()),
             live: Mutex::new(Vec::new()),
@@ -165,38 +212,85 @@ mod tests {
 
     #[tokio::test]
     async fn partial_zone_is_cancelled_and_next_zone_used() {
-        let c = cloud(&[("a", "m5.large", 2), ("b", "m5.large", 5), ("b", "r5.large", 1)], None);
-        let p = reserve_with_fallback(&c, &request(&[]), &MemoryLedger::default()).await.unwrap();
+        let c = cloud(
+            &[
+                ("a", "m5.large", 2),
+                ("b", "m5.large", 5),
+                ("b", "r5.large", 1),
+            ],
+            None,
+        );
+        let p = reserve_with_fallback(&c, &request(&[]), &MemoryLedger::default())
+            .await
+            .unwrap();
         assert_eq!(p.zone, "b");
         assert_eq!(p.reservations["m5.large"], "cr-b-m5.large");
         assert_eq!(p.reservations["r5.large"], "cr-b-r5.large");
         assert_eq!(
             *c.calls.lock().unwrap(),
-            vec!["reserve a m5.large", "reserve a r5.large", "cancel cr-a-m5.large", "reserve b m5.large", "reserve b r5.large"]
+            vec![
+                "reserve a m5.large",
+                "reserve a r5.large",
+                "cancel cr-a-m5.large",
+                "reserve b m5.large",
+                "reserve b r5.large"
+            ]
         );
-        assert_eq!(c.live.lock().unwrap().len(), 2, "only zone b's reservations remain");
+        assert_eq!(
+            c.live.lock().unwrap().len(),
+            2,
+            "only zone b's reservations remain"
+        );
     }
 
     #[tokio::test]
     async fn preferred_zone_first_and_unoffered_preferences_ignored() {
-        assert_eq!(candidate_zones(&["a".into(), "b".into(), "c".into()], &["c".into(), "z".into()]), vec!["c", "a", "b"]);
-        let c = cloud(&[("c", "m5.large", 2), ("c", "r5.large", 1), ("a", "m5.large", 2), ("a", "r5.large", 1)], None);
-        let p = reserve_with_fallback(&c, &request(&["c"]), &MemoryLedger::default()).await.unwrap();
+        assert_eq!(
+            candidate_zones(
+                &["a".into(), "b".into(), "c".into()],
+                &["c".into(), "z".into()]
+            ),
+            vec!["c", "a", "b"]
+        );
+        let c = cloud(
+            &[
+                ("c", "m5.large", 2),
+                ("c", "r5.large", 1),
+                ("a", "m5.large", 2),
+                ("a", "r5.large", 1),
+            ],
+            None,
+        );
+        let p = reserve_with_fallback(&c, &request(&["c"]), &MemoryLedger::default())
+            .await
+            .unwrap();
         assert_eq!(p.zone, "c");
     }
 
     #[tokio::test]
     async fn fatal_error_stops_without_trying_other_zones() {
         let c = cloud(&[("b", "m5.large", 5), ("b", "r5.large", 1)], Some("a"));
-        let e = reserve_with_fallback(&c, &request(&[]), &MemoryLedger::default()).await.unwrap_err();
+        let e = reserve_with_fallback(&c, &request(&[]), &MemoryLedger::default())
+            .await
+            .unwrap_err();
         assert!(matches!(e, CapacityError::Auth { .. }), "{e}");
-        assert!(c.calls.lock().unwrap().iter().all(|call| !call.contains(" b ")), "{:?}", c.calls.lock().unwrap());
+        assert!(
+            c.calls
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|call| !call.contains(" b ")),
+            "{:?}",
+            c.calls.lock().unwrap()
+        );
     }
 
     #[tokio::test]
     async fn no_capacity_anywhere_names_every_zone_tried_and_leaves_nothing() {
         let c = cloud(&[("a", "m5.large", 2), ("c", "m5.large", 2)], None);
-        let e = reserve_with_fallback(&c, &request(&[]), &MemoryLedger::default()).await.unwrap_err();
+        let e = reserve_with_fallback(&c, &request(&[]), &MemoryLedger::default())
+            .await
+            .unwrap_err();
         match e {
             CapacityError::NoCapacity { tried, .. } => assert_eq!(tried, vec!["a", "b", "c"]),
             other => panic!("unexpected {other}"),

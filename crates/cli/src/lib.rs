@@ -55,7 +55,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a plan: provision, upload, run the steps, collect, publish, tear down.
-    #[command(after_help = "The run directory is printed at the start and the end; open its report.json, junit.xml, logs/ and casts/.")]
+    #[command(
+        after_help = "The run directory is printed at the start and the end; open its report.json, junit.xml, logs/ and casts/."
+    )]
     Run {
         /// The plan file (YAML).
         plan: PathBuf,
@@ -130,13 +132,20 @@ pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { exit::BAD_PLAN_OR_USAGE } else { exit::ALL_PASSED };
+            let code = if e.use_stderr() {
+                exit::BAD_PLAN_OR_USAGE
+            } else {
+                exit::ALL_PASSED
+            };
             let _ = e.print();
             return ExitCode::from(code as u8);
         }
     };
     init_tracing(cli.verbose);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -154,24 +163,41 @@ fn init_tracing(verbose: u8) {
         2 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("QA_RUN_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("QA_RUN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Runs one parsed command and returns its exit code.
 pub async fn dispatch(cli: Cli) -> i32 {
     match cli.command {
-        Command::Run { ref plan, ref run_id, ref test_id, concurrency } => {
+        Command::Run {
+            ref plan,
+            ref run_id,
+            ref test_id,
+            concurrency,
+        } => {
             let loaded = match qa_core::plan::load_file(plan) {
                 Ok(l) => l,
                 Err(e) => return fail(&e.to_string(), exit::BAD_PLAN_OR_USAGE),
             };
             let inventory = match resolve_inventory(&loaded.plan.inventory, &loaded.base_dir) {
                 Ok(i) => i,
-                Err(e) => return fail(&format!("{}: {e}", loaded.path.display()), exit::BAD_PLAN_OR_USAGE),
+                Err(e) => {
+                    return fail(
+                        &format!("{}: {e}", loaded.path.display()),
+                        exit::BAD_PLAN_OR_USAGE,
+                    );
+                }
             };
             let sink = progress::sink(cli.json);
-            let engine = default_engine(&EngineSettings::from_cli(&cli, &cli.results, inventory), sink.clone());
+            let engine = default_engine(
+                &EngineSettings::from_cli(&cli, &cli.results, inventory),
+                sink.clone(),
+            );
             let cancel = RunCancel::new();
             let mut opts = RunOptions::new(&cli.results);
             opts.run_id = run_id.clone().map(RunId);
@@ -187,7 +213,10 @@ pub async fn dispatch(cli: Cli) -> i32 {
             let sink = progress::sink(cli.json);
             let results = run_dir.parent().unwrap_or(Path::new("."));
             let inventory = plan_inventory_of(run_dir);
-            let engine = default_engine(&EngineSettings::from_cli(&cli, results, inventory), sink.clone());
+            let engine = default_engine(
+                &EngineSettings::from_cli(&cli, results, inventory),
+                sink.clone(),
+            );
             let cancel = RunCancel::new();
             let mut opts = RunOptions::new(results);
             opts.cancel = cancel.clone();
@@ -201,16 +230,30 @@ pub async fn dispatch(cli: Cli) -> i32 {
                 Ok(l) => l,
                 Err(e) => return fail(&e.to_string(), exit::BAD_PLAN_OR_USAGE),
             };
-            let engine = default_engine(&EngineSettings::from_cli(&cli, &cli.results, loaded.plan.inventory.clone()), Arc::new(qa_core::events::NoEvents));
-            match engine.plan_only(&loaded, RunOptions::new(&cli.results)).await {
+            let engine = default_engine(
+                &EngineSettings::from_cli(&cli, &cli.results, loaded.plan.inventory.clone()),
+                Arc::new(qa_core::events::NoEvents),
+            );
+            match engine
+                .plan_only(&loaded, RunOptions::new(&cli.results))
+                .await
+            {
                 Ok((run_dir, graph)) => {
                     let out = match format {
                         GraphFormat::Text => qa_core::stages::render_text(&graph),
                         GraphFormat::Dot => graph.to_dot(),
-                        GraphFormat::Json => serde_json::to_string_pretty(&qa_core::stages::render_json(&graph)).unwrap_or_default() + "\n",
+                        GraphFormat::Json => {
+                            serde_json::to_string_pretty(&qa_core::stages::render_json(&graph))
+                                .unwrap_or_default()
+                                + "\n"
+                        }
                     };
                     print_stdout(&out);
-                    eprintln!("{} tasks; state and rendered artefacts in {}", graph.len(), run_dir.display());
+                    eprintln!(
+                        "{} tasks; state and rendered artefacts in {}",
+                        graph.len(),
+                        run_dir.display()
+                    );
                     exit::ALL_PASSED
                 }
                 Err(e) => fail(&e.to_string(), e.exit_code()),
@@ -241,12 +284,28 @@ pub async fn dispatch(cli: Cli) -> i32 {
             }
             code
         }
-        Command::Cleanup { ref run_dir, ref test_id, all_regions } => {
-            let inventory = run_dir.as_deref().map(plan_inventory_of).unwrap_or_default();
+        Command::Cleanup {
+            ref run_dir,
+            ref test_id,
+            all_regions,
+        } => {
+            let inventory = run_dir
+                .as_deref()
+                .map(plan_inventory_of)
+                .unwrap_or_default();
             let settings = EngineSettings::from_cli(&cli, &cli.results, inventory);
-            cleanup(&settings, run_dir.as_deref(), test_id.as_deref(), all_regions).await
+            cleanup(
+                &settings,
+                run_dir.as_deref(),
+                test_id.as_deref(),
+                all_regions,
+            )
+            .await
         }
-        Command::Report { ref results_dir, ref site } => {
+        Command::Report {
+            ref results_dir,
+            ref site,
+        } => {
             let results = results_dir.clone().unwrap_or(cli.results.clone());
             let site = site.clone().unwrap_or_else(|| results.join("site"));
             match qa_publish::site::rebuild(&results, &site) {
@@ -288,7 +347,11 @@ pub struct EngineSettings {
 
 impl EngineSettings {
     fn from_cli(cli: &Cli, results: &Path, inventory: Vec<qa_core::plan::InventoryHost>) -> Self {
-        EngineSettings { results: results.to_path_buf(), inventory, known_hosts: cli.known_hosts.clone() }
+        EngineSettings {
+            results: results.to_path_buf(),
+            inventory,
+            known_hosts: cli.known_hosts.clone(),
+        }
     }
 }
 
@@ -302,22 +365,36 @@ pub fn lease_dir() -> PathBuf {
 /// The engine with every backend this build links: local sandboxes, static hosts over SSH, and
 /// the publishers.
 pub fn default_engine(settings: &EngineSettings, events: Arc<dyn EventSink>) -> Engine {
-    let factory: qa_core::engine::PublisherFactory =
-        Arc::new(|t, base, redactor| Ok(qa_publish::from_target_with_redactor(t, base, redactor.clone())));
-    let ssh_options = qa_remote::ssh::SshOptions { known_hosts: settings.known_hosts.clone(), ..Default::default() };
+    let factory: qa_core::engine::PublisherFactory = Arc::new(|t, base, redactor| {
+        Ok(qa_publish::from_target_with_redactor(
+            t,
+            base,
+            redactor.clone(),
+        ))
+    });
+    let ssh_options = qa_remote::ssh::SshOptions {
+        known_hosts: settings.known_hosts.clone(),
+        ..Default::default()
+    };
     let connector = Arc::new(AccessConnector {
         local: qa_remote::local::LocalConnector::new(),
         ssh: qa_remote::ssh::SshConnector::new(ssh_options),
     });
-    let static_hosts = qa_provision::static_hosts::StaticProvisioner::new(settings.inventory.clone(), lease_dir())
-        .with_connector(connector.clone());
+    let static_hosts =
+        qa_provision::static_hosts::StaticProvisioner::new(settings.inventory.clone(), lease_dir())
+            .with_connector(connector.clone());
     Engine::new()
-        .provisioner(Arc::new(qa_provision::local::LocalProvisioner::new().with_sweep_root(&settings.results)))
+        .provisioner(Arc::new(
+            qa_provision::local::LocalProvisioner::new().with_sweep_root(&settings.results),
+        ))
         .provisioner(Arc::new(static_hosts))
         .connector(connector)
         .publisher_factory(factory)
         .report_hook(Arc::new(|report, run_dir, redactor| {
-            std::fs::write(run_dir.join("junit.xml"), qa_publish::junit::render_with(report, redactor))
+            std::fs::write(
+                run_dir.join("junit.xml"),
+                qa_publish::junit::render_with(report, redactor),
+            )
         }))
         .events(events)
 }
@@ -339,7 +416,12 @@ impl Connector for AccessConnector {
     }
 }
 
-async fn execute(run: PreparedRun, cancel: RunCancel, sink: Arc<progress::Progress>, json: bool) -> i32 {
+async fn execute(
+    run: PreparedRun,
+    cancel: RunCancel,
+    sink: Arc<progress::Progress>,
+    json: bool,
+) -> i32 {
     sink.set_total(run.graph().len());
     if !json {
         sink.message(&format!("run directory: {}", run.run_dir.display()));
@@ -352,7 +434,12 @@ async fn execute(run: PreparedRun, cancel: RunCancel, sink: Arc<progress::Progre
     match result {
         Ok(summary) => {
             if !json {
-                let counts: Vec<String> = summary.report.counts.iter().map(|(v, n)| format!("{n} {v}")).collect();
+                let counts: Vec<String> = summary
+                    .report
+                    .counts
+                    .iter()
+                    .map(|(v, n)| format!("{n} {v}"))
+                    .collect();
                 eprintln!(
                     "{}: {} in {:.1}s ({})",
                     summary.report.plan_name,
@@ -360,16 +447,35 @@ async fn execute(run: PreparedRun, cancel: RunCancel, sink: Arc<progress::Progre
                     summary.report.duration_ms as f64 / 1000.0,
                     counts.join(", ")
                 );
-                for s in summary.report.steps.iter().filter(|s| s.verdict != qa_core::Verdict::Pass) {
-                    eprintln!("  {:<11} {}@{}: {}", s.verdict.as_str(), s.step, s.machine, s.message.as_deref().unwrap_or(""));
+                for s in summary
+                    .report
+                    .steps
+                    .iter()
+                    .filter(|s| s.verdict != qa_core::Verdict::Pass)
+                {
+                    eprintln!(
+                        "  {:<11} {}@{}: {}",
+                        s.verdict.as_str(),
+                        s.step,
+                        s.machine,
+                        s.message.as_deref().unwrap_or("")
+                    );
                 }
                 for t in &summary.report.infrastructure {
-                    eprintln!("  {:<11} {}: {}", t.verdict.as_str(), t.task, t.message.as_deref().unwrap_or(""));
+                    eprintln!(
+                        "  {:<11} {}: {}",
+                        t.verdict.as_str(),
+                        t.task,
+                        t.message.as_deref().unwrap_or("")
+                    );
                 }
                 for f in &summary.cleanup_failures {
                     eprintln!("  cleanup incomplete: {f}");
                 }
-                eprintln!("results: {}  (report.json, junit.xml, logs/, casts/)", summary.run_dir.display());
+                eprintln!(
+                    "results: {}  (report.json, junit.xml, logs/, casts/)",
+                    summary.run_dir.display()
+                );
             }
             summary.exit_code
         }
@@ -377,13 +483,22 @@ async fn execute(run: PreparedRun, cancel: RunCancel, sink: Arc<progress::Progre
     }
 }
 
-async fn watch_signals(cancel: RunCancel, journal: Arc<qa_core::journal::RunJournal>, sink: Arc<progress::Progress>) {
+async fn watch_signals(
+    cancel: RunCancel,
+    journal: Arc<qa_core::journal::RunJournal>,
+    sink: Arc<progress::Progress>,
+) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         return;
     };
     tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-    sink.message("interrupted: stopping running steps, then tearing down (interrupt again to exit at once)");
+    sink.message(
+        "interrupted: stopping running steps, then tearing down (interrupt again to exit at once)",
+    );
     cancel.soft.cancel();
     tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
     journal.update(|s| {
@@ -393,7 +508,11 @@ async fn watch_signals(cancel: RunCancel, journal: Arc<qa_core::journal::RunJour
     let _ = journal.flush_blocking();
     eprintln!(
         "aborted: teardown may be incomplete; run `qa-run cleanup {}`",
-        journal.path().parent().map(|p| p.display().to_string()).unwrap_or_default()
+        journal
+            .path()
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
     );
     std::process::exit(exit::INTERRUPTED);
 }
@@ -417,10 +536,17 @@ pub fn resolve_inventory(
     for h in inventory {
         let mut h = h.clone();
         if let Some(file) = &h.ssh_config {
-            let path = if file.is_absolute() { file.clone() } else { base_dir.join(file) };
-            let config = qa_remote::ssh::OpenSshConfig::load(&path).map_err(|e| format!("inventory host `{}`: {e}", h.name))?;
+            let path = if file.is_absolute() {
+                file.clone()
+            } else {
+                base_dir.join(file)
+            };
+            let config = qa_remote::ssh::OpenSshConfig::load(&path)
+                .map_err(|e| format!("inventory host `{}`: {e}", h.name))?;
             let alias = h.host.clone().unwrap_or_else(|| h.name.clone());
-            let found = config.host(&alias).map_err(|e| format!("inventory host `{}`: {e}", h.name))?;
+            let found = config
+                .host(&alias)
+                .map_err(|e| format!("inventory host `{}`: {e}", h.name))?;
             h.host = Some(found.host_name.unwrap_or(alias));
             h.port = h.port.or(found.port);
             h.user = h.user.or(found.user);
@@ -436,11 +562,19 @@ pub fn resolve_inventory(
     Ok(out)
 }
 
-async fn cleanup(settings: &EngineSettings, run_dir: Option<&Path>, test_id: Option<&str>, all_regions: bool) -> i32 {
+async fn cleanup(
+    settings: &EngineSettings,
+    run_dir: Option<&Path>,
+    test_id: Option<&str>,
+    all_regions: bool,
+) -> i32 {
     let engine = default_engine(settings, Arc::new(qa_core::events::NoEvents));
     let mut remaining = 0;
     if run_dir.is_none() && test_id.is_none() {
-        return fail("give a run directory, --test-id ID, or both", exit::BAD_PLAN_OR_USAGE);
+        return fail(
+            "give a run directory, --test-id ID, or both",
+            exit::BAD_PLAN_OR_USAGE,
+        );
     }
     if let Some(dir) = run_dir {
         match engine.cleanup(dir).await {
@@ -461,7 +595,11 @@ async fn cleanup(settings: &EngineSettings, run_dir: Option<&Path>, test_id: Opt
     }
     if let Some(id) = test_id {
         let id = TestId(id.to_string());
-        for b in [qa_core::plan::BackendKind::Local, qa_core::plan::BackendKind::Static, qa_core::plan::BackendKind::Aws] {
+        for b in [
+            qa_core::plan::BackendKind::Local,
+            qa_core::plan::BackendKind::Static,
+            qa_core::plan::BackendKind::Aws,
+        ] {
             if let Some(p) = engine.provisioner_for(b) {
                 match p.sweep(&id).await {
                     Ok(lines) => lines.iter().for_each(|l| println!("swept {l}")),
@@ -472,7 +610,11 @@ async fn cleanup(settings: &EngineSettings, run_dir: Option<&Path>, test_id: Opt
                 }
             }
             if let Some(r) = engine.reservation_for(b) {
-                let res = if all_regions { r.cancel_all_regions(&id).await } else { r.cancel(&id).await };
+                let res = if all_regions {
+                    r.cancel_all_regions(&id).await
+                } else {
+                    r.cancel(&id).await
+                };
                 match res {
                     Ok(n) => println!("cancelled {n} reservation(s) on {b}"),
                     Err(e) => {
@@ -483,7 +625,11 @@ async fn cleanup(settings: &EngineSettings, run_dir: Option<&Path>, test_id: Opt
             }
         }
     }
-    if remaining > 0 { exit::CLEANUP_INCOMPLETE } else { exit::ALL_PASSED }
+    if remaining > 0 {
+        exit::CLEANUP_INCOMPLETE
+    } else {
+        exit::ALL_PASSED
+    }
 }
 
 async fn publish_again(run_dir: &Path) -> i32 {
@@ -496,9 +642,17 @@ async fn publish_again(run_dir: &Path) -> i32 {
         Err(e) => return fail(&e.to_string(), exit::BAD_PLAN_OR_USAGE),
     };
     if plan.plan.publish.is_empty() {
-        return fail(&format!("plan {} has no `publish:` targets", plan.path.display()), exit::BAD_PLAN_OR_USAGE);
+        return fail(
+            &format!("plan {} has no `publish:` targets", plan.path.display()),
+            exit::BAD_PLAN_OR_USAGE,
+        );
     }
-    let redactor = qa_core::redact::Redactor::new(plan.plan.secrets.iter().filter_map(|k| std::env::var(k).ok()));
+    let redactor = qa_core::redact::Redactor::new(
+        plan.plan
+            .secrets
+            .iter()
+            .filter_map(|k| std::env::var(k).ok()),
+    );
     let mut code = exit::ALL_PASSED;
     for t in &plan.plan.publish {
         let p = qa_publish::from_target_with_redactor(t, &plan.base_dir, redactor.clone());
@@ -542,13 +696,31 @@ mod tests {
         explicit.user = Some("root".into());
         let out = resolve_inventory(&[host("lab-1"), explicit], dir.path()).unwrap();
         assert_eq!(out[0].host.as_deref(), Some("10.0.0.11"));
-        assert_eq!((out[0].port, out[0].user.as_deref()), (Some(2222), Some("qa")));
-        assert_eq!(out[0].identity_file.as_deref(), Some(Path::new("/keys/lab")));
+        assert_eq!(
+            (out[0].port, out[0].user.as_deref()),
+            (Some(2222), Some("qa"))
+        );
+        assert_eq!(
+            out[0].identity_file.as_deref(),
+            Some(Path::new("/keys/lab"))
+        );
         assert_eq!(out[0].proxy_jump, vec!["ops@bastion:22".to_string()]);
-        assert_eq!(out[1].host.as_deref(), Some("lab-2"), "no HostName: the alias is the address");
-        assert_eq!(out[1].user.as_deref(), Some("root"), "what the plan sets wins");
+        assert_eq!(
+            out[1].host.as_deref(),
+            Some("lab-2"),
+            "no HostName: the alias is the address"
+        );
+        assert_eq!(
+            out[1].user.as_deref(),
+            Some("root"),
+            "what the plan sets wins"
+        );
         let mut missing = host("x");
         missing.ssh_config = Some("nope".into());
-        assert!(resolve_inventory(&[missing], dir.path()).unwrap_err().contains("inventory host `x`"));
+        assert!(
+            resolve_inventory(&[missing], dir.path())
+                .unwrap_err()
+                .contains("inventory host `x`")
+        );
     }
 }

@@ -13,7 +13,11 @@ use qa_core::events::{EVENT_SCHEMA_VERSION, Event, EventRecord, EventSink};
 enum Mode {
     Json,
     Plain,
-    Terminal { multi: MultiProgress, overall: ProgressBar, running: HashMap<String, ProgressBar> },
+    Terminal {
+        multi: MultiProgress,
+        overall: ProgressBar,
+        running: HashMap<String, ProgressBar>,
+    },
 }
 
 /// Renders events for people or programs.
@@ -35,11 +39,18 @@ pub fn sink(json: bool) -> Arc<Progress> {
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
         );
-        Mode::Terminal { multi, overall, running: HashMap::new() }
+        Mode::Terminal {
+            multi,
+            overall,
+            running: HashMap::new(),
+        }
     } else {
         Mode::Plain
     };
-    Arc::new(Progress { start: Instant::now(), mode: Mutex::new(mode) })
+    Arc::new(Progress {
+        start: Instant::now(),
+        mode: Mutex::new(mode),
+    })
 }
 
 impl Progress {
@@ -56,7 +67,10 @@ impl Progress {
     pub fn message(&self, m: &str) {
         let json = matches!(&*self.mode.lock().expect("progress"), Mode::Json);
         if json {
-            return self.event(&Event::Note { task: None, message: m.into() });
+            return self.event(&Event::Note {
+                task: None,
+                message: m.into(),
+            });
         }
         match &*self.mode.lock().expect("progress") {
             Mode::Terminal { multi, .. } => {
@@ -68,7 +82,10 @@ impl Progress {
 
     /// Clears the live display.
     pub fn finish(&self) {
-        if let Mode::Terminal { overall, running, .. } = &mut *self.mode.lock().expect("progress") {
+        if let Mode::Terminal {
+            overall, running, ..
+        } = &mut *self.mode.lock().expect("progress")
+        {
             for (_, b) in running.drain() {
                 b.finish_and_clear();
             }
@@ -87,7 +104,11 @@ impl EventSink for Progress {
         let mut mode = self.mode.lock().expect("progress");
         match &mut *mode {
             Mode::Json => {
-                let rec = EventRecord { v: EVENT_SCHEMA_VERSION, t_ms: t.as_millis() as u64, event: event.clone() };
+                let rec = EventRecord {
+                    v: EVENT_SCHEMA_VERSION,
+                    t_ms: t.as_millis() as u64,
+                    event: event.clone(),
+                };
                 let mut out = std::io::stdout().lock();
                 if let Ok(s) = serde_json::to_string(&rec) {
                     let _ = writeln!(out, "{s}");
@@ -96,21 +117,47 @@ impl EventSink for Progress {
             }
             Mode::Plain => match event {
                 Event::TaskStarted { task, attempt } if is_interesting(task) => {
-                    let again = if *attempt > 1 { format!(" (attempt {attempt})") } else { String::new() };
+                    let again = if *attempt > 1 {
+                        format!(" (attempt {attempt})")
+                    } else {
+                        String::new()
+                    };
                     eprintln!("[{:>8.1}s] start   {task}{again}", t.as_secs_f64());
                 }
-                Event::TaskFinished { task, verdict, duration_ms, message } if is_interesting(task) || *verdict != Verdict::Pass => {
-                    let why = message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
-                    eprintln!("[{:>8.1}s] {:<7} {task} ({:.1}s){why}", t.as_secs_f64(), verdict.as_str(), *duration_ms as f64 / 1000.0);
+                Event::TaskFinished {
+                    task,
+                    verdict,
+                    duration_ms,
+                    message,
+                } if is_interesting(task) || *verdict != Verdict::Pass => {
+                    let why = message
+                        .as_deref()
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default();
+                    eprintln!(
+                        "[{:>8.1}s] {:<7} {task} ({:.1}s){why}",
+                        t.as_secs_f64(),
+                        verdict.as_str(),
+                        *duration_ms as f64 / 1000.0
+                    );
                 }
-                Event::Note { message, .. } => eprintln!("[{:>8.1}s] note    {message}", t.as_secs_f64()),
+                Event::Note { message, .. } => {
+                    eprintln!("[{:>8.1}s] note    {message}", t.as_secs_f64())
+                }
                 _ => {}
             },
-            Mode::Terminal { multi, overall, running } => match event {
+            Mode::Terminal {
+                multi,
+                overall,
+                running,
+            } => match event {
                 Event::TaskStarted { task, .. } => {
                     if task.starts_with("step:") {
                         let b = multi.insert_before(overall, ProgressBar::new_spinner());
-                        b.set_style(ProgressStyle::with_template("  {spinner} {elapsed:>4} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+                        b.set_style(
+                            ProgressStyle::with_template("  {spinner} {elapsed:>4} {msg}")
+                                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                        );
                         b.set_message(task.trim_start_matches("step:").to_string());
                         b.enable_steady_tick(Duration::from_millis(120));
                         if let Some(old) = running.insert(task.clone(), b) {
@@ -119,14 +166,27 @@ impl EventSink for Progress {
                     }
                     overall.set_message(task.clone());
                 }
-                Event::TaskFinished { task, verdict, duration_ms, message } => {
+                Event::TaskFinished {
+                    task,
+                    verdict,
+                    duration_ms,
+                    message,
+                } => {
                     if let Some(b) = running.remove(task) {
                         b.finish_and_clear();
                     }
                     overall.inc(1);
                     if task.starts_with("step:") || *verdict != Verdict::Pass {
-                        let why = message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
-                        let _ = multi.println(format!("{:<11} {} ({:.1}s){why}", verdict.as_str(), task, *duration_ms as f64 / 1000.0));
+                        let why = message
+                            .as_deref()
+                            .map(|m| format!(": {m}"))
+                            .unwrap_or_default();
+                        let _ = multi.println(format!(
+                            "{:<11} {} ({:.1}s){why}",
+                            verdict.as_str(),
+                            task,
+                            *duration_ms as f64 / 1000.0
+                        ));
                     }
                 }
                 Event::Note { message, .. } => {

@@ -54,7 +54,9 @@ pub enum CapacityError {
         message: String,
     },
     /// An account quota or limit; zone fallback stops at once.
-    #[error("{backend}: quota or limit reached: {message} (ask for a higher limit or reserve less)")]
+    #[error(
+        "{backend}: quota or limit reached: {message} (ask for a higher limit or reserve less)"
+    )]
     Quota {
         /// The backend.
         backend: BackendKind,
@@ -98,7 +100,11 @@ pub trait CapacityReservation: Send + Sync + Debug + 'static {
     fn is_enabled(&self) -> bool;
 
     /// Reserves everything in one zone.
-    async fn reserve(&self, request: &CapacityRequest, ledger: &dyn ResourceLedger) -> Result<Placement, CapacityError>;
+    async fn reserve(
+        &self,
+        request: &CapacityRequest,
+        ledger: &dyn ResourceLedger,
+    ) -> Result<Placement, CapacityError>;
 
     /// Reservation id for a type in a zone, once reserved.
     fn get_id(&self, zone: &str, instance_type: &str) -> Option<String>;

@@ -58,7 +58,10 @@ pub struct TaskGraph<T> {
 
 impl<T> Default for TaskGraph<T> {
     fn default() -> Self {
-        TaskGraph { graph: DiGraph::new(), index: HashMap::new() }
+        TaskGraph {
+            graph: DiGraph::new(),
+            index: HashMap::new(),
+        }
     }
 }
 
@@ -96,8 +99,14 @@ impl<T> TaskGraph<T> {
 
     /// Adds an edge `from` (dependency) → `to` (dependent).
     pub fn depend(&mut self, to: &str, from: &str, kind: EdgeKind) -> Result<(), GraphError> {
-        let t = *self.index.get(to).ok_or_else(|| GraphError::Unknown(to.into()))?;
-        let f = *self.index.get(from).ok_or_else(|| GraphError::Unknown(from.into()))?;
+        let t = *self
+            .index
+            .get(to)
+            .ok_or_else(|| GraphError::Unknown(to.into()))?;
+        let f = *self
+            .index
+            .get(from)
+            .ok_or_else(|| GraphError::Unknown(from.into()))?;
         self.graph.update_edge(f, t, kind);
         Ok(())
     }
@@ -138,18 +147,28 @@ impl<T> TaskGraph<T> {
 
     /// The graph in Graphviz dot.
     pub fn to_dot(&self) -> String {
-        let mut s = String::from("digraph qa_run {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n");
+        let mut s = String::from(
+            "digraph qa_run {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n",
+        );
         for ix in self.graph.node_indices() {
             let n = &self.graph[ix];
             let style = if n.always { ", style=dashed" } else { "" };
-            s.push_str(&format!("  n{} [label=\"{}\"{style}];\n", ix.index(), n.id.replace('"', "\\\"")));
+            s.push_str(&format!(
+                "  n{} [label=\"{}\"{style}];\n",
+                ix.index(),
+                n.id.replace('"', "\\\"")
+            ));
         }
         for e in self.graph.edge_references() {
             let style = match e.weight() {
                 EdgeKind::Requires => "",
                 EdgeKind::After => " [style=dotted]",
             };
-            s.push_str(&format!("  n{} -> n{}{style};\n", e.source().index(), e.target().index()));
+            s.push_str(&format!(
+                "  n{} -> n{}{style};\n",
+                e.source().index(),
+                e.target().index()
+            ));
         }
         s.push_str("}\n");
         s
@@ -168,12 +187,18 @@ pub struct TaskResult {
 impl TaskResult {
     /// A PASS.
     pub fn pass() -> Self {
-        TaskResult { verdict: Verdict::Pass, message: None }
+        TaskResult {
+            verdict: Verdict::Pass,
+            message: None,
+        }
     }
 
     /// A verdict with a message.
     pub fn new(verdict: Verdict, message: impl Into<String>) -> Self {
-        TaskResult { verdict, message: Some(message.into()) }
+        TaskResult {
+            verdict,
+            message: Some(message.into()),
+        }
     }
 }
 
@@ -195,7 +220,12 @@ pub struct TaskOutcome {
 pub trait TaskExecutor<T>: Send + Sync + 'static {
     /// Runs one attempt. `cancel` fires on interruption (for `always` tasks, only on a hard
     /// cancel); the task should then stop promptly and return [`Verdict::Interrupted`].
-    async fn execute(&self, node: &TaskNode<T>, attempt: u32, cancel: CancellationToken) -> TaskResult;
+    async fn execute(
+        &self,
+        node: &TaskNode<T>,
+        attempt: u32,
+        cancel: CancellationToken,
+    ) -> TaskResult;
 
     /// A task is about to start an attempt.
     fn started(&self, _node: &TaskNode<T>, _attempt: u32) {}
@@ -217,7 +247,11 @@ pub struct RunnerOptions {
 
 impl Default for RunnerOptions {
     fn default() -> Self {
-        RunnerOptions { concurrency: 16, backoff: Duration::from_secs(1), prior: HashMap::new() }
+        RunnerOptions {
+            concurrency: 16,
+            backoff: Duration::from_secs(1),
+            prior: HashMap::new(),
+        }
     }
 }
 
@@ -256,10 +290,15 @@ where
 {
     let g = &graph.graph;
     let n = g.node_count();
-    let mut waiting: Vec<usize> = g.node_indices().map(|ix| g.edges_directed(ix, Direction::Incoming).count()).collect();
+    let mut waiting: Vec<usize> = g
+        .node_indices()
+        .map(|ix| g.edges_directed(ix, Direction::Incoming).count())
+        .collect();
     let mut outcomes: Vec<Option<TaskOutcome>> = vec![None; n];
-    let mut ready: std::collections::VecDeque<NodeIndex> =
-        g.node_indices().filter(|ix| waiting[ix.index()] == 0).collect();
+    let mut ready: std::collections::VecDeque<NodeIndex> = g
+        .node_indices()
+        .filter(|ix| waiting[ix.index()] == 0)
+        .collect();
     let mut running: JoinSet<(NodeIndex, TaskOutcome)> = JoinSet::new();
     let mut done = 0usize;
     let concurrency = options.concurrency.max(1);
@@ -271,7 +310,12 @@ where
             let node = &g[ix];
             let prior_pass = options.prior.get(&node.id) == Some(&Verdict::Pass);
             let decided = if prior_pass {
-                Some(TaskOutcome { verdict: Verdict::Pass, attempts: 0, message: Some("passed in an earlier run".into()), duration: Duration::ZERO })
+                Some(TaskOutcome {
+                    verdict: Verdict::Pass,
+                    attempts: 0,
+                    message: Some("passed in an earlier run".into()),
+                    duration: Duration::ZERO,
+                })
             } else if node.always {
                 if cancel.hard.is_cancelled() {
                     Some(interrupted("cancelled before it started"))
@@ -296,7 +340,11 @@ where
             ready.pop_front();
             let graph = graph.clone();
             let executor = executor.clone();
-            let token = if node.always { cancel.hard.clone() } else { cancel.soft.clone() };
+            let token = if node.always {
+                cancel.hard.clone()
+            } else {
+                cancel.soft.clone()
+            };
             running.spawn(async move {
                 let node = &graph.graph[ix];
                 let outcome = run_attempts(node, &*executor, token, backoff).await;
@@ -322,7 +370,14 @@ where
                     // Nothing runs and nothing is ready: only possible with a cycle or a lost task.
                     for ix in g.node_indices() {
                         if outcomes[ix.index()].is_none() {
-                            let o = TaskOutcome { verdict: Verdict::Error, attempts: 0, message: Some("never became ready (dependency cycle or lost task)".into()), duration: Duration::ZERO };
+                            let o = TaskOutcome {
+                                verdict: Verdict::Error,
+                                attempts: 0,
+                                message: Some(
+                                    "never became ready (dependency cycle or lost task)".into(),
+                                ),
+                                duration: Duration::ZERO,
+                            };
                             executor.finished(&g[ix], &o);
                             outcomes[ix.index()] = Some(o);
                             done += 1;
@@ -333,16 +388,32 @@ where
         }
     }
     g.node_indices()
-        .map(|ix| (g[ix].id.clone(), outcomes[ix.index()].take().expect("every task ends with a verdict")))
+        .map(|ix| {
+            (
+                g[ix].id.clone(),
+                outcomes[ix.index()]
+                    .take()
+                    .expect("every task ends with a verdict"),
+            )
+        })
         .collect()
 }
 
 fn interrupted(message: &str) -> TaskOutcome {
-    TaskOutcome { verdict: Verdict::Interrupted, attempts: 0, message: Some(message.into()), duration: Duration::ZERO }
+    TaskOutcome {
+        verdict: Verdict::Interrupted,
+        attempts: 0,
+        message: Some(message.into()),
+        duration: Duration::ZERO,
+    }
 }
 
 /// If a `Requires` dependency did not pass, the outcome this task gets without running.
-fn blocked_by<T>(g: &DiGraph<TaskNode<T>, EdgeKind>, ix: NodeIndex, outcomes: &[Option<TaskOutcome>]) -> Option<TaskOutcome> {
+fn blocked_by<T>(
+    g: &DiGraph<TaskNode<T>, EdgeKind>,
+    ix: NodeIndex,
+    outcomes: &[Option<TaskOutcome>],
+) -> Option<TaskOutcome> {
     for e in g.edges_directed(ix, Direction::Incoming) {
         if *e.weight() != EdgeKind::Requires {
             continue;
@@ -351,11 +422,22 @@ fn blocked_by<T>(g: &DiGraph<TaskNode<T>, EdgeKind>, ix: NodeIndex, outcomes: &[
         let verdict = dep.as_ref().map(|o| o.verdict).unwrap_or(Verdict::Error);
         if verdict != Verdict::Pass {
             let (v, why) = if verdict == Verdict::Interrupted {
-                (Verdict::Interrupted, format!("`{}` was interrupted", g[e.source()].id))
+                (
+                    Verdict::Interrupted,
+                    format!("`{}` was interrupted", g[e.source()].id),
+                )
             } else {
-                (Verdict::Skipped, format!("`{}` did not pass ({verdict})", g[e.source()].id))
+                (
+                    Verdict::Skipped,
+                    format!("`{}` did not pass ({verdict})", g[e.source()].id),
+                )
             };
-            return Some(TaskOutcome { verdict: v, attempts: 0, message: Some(why), duration: Duration::ZERO });
+            return Some(TaskOutcome {
+                verdict: v,
+                attempts: 0,
+                message: Some(why),
+                duration: Duration::ZERO,
+            });
         }
     }
     None
@@ -379,7 +461,12 @@ fn finish<T>(
     }
 }
 
-async fn run_attempts<T, E>(node: &TaskNode<T>, executor: &E, cancel: CancellationToken, backoff: Duration) -> TaskOutcome
+async fn run_attempts<T, E>(
+    node: &TaskNode<T>,
+    executor: &E,
+    cancel: CancellationToken,
+    backoff: Duration,
+) -> TaskOutcome
 where
     T: Send + Sync + 'static,
     E: TaskExecutor<T> + ?Sized,
@@ -395,11 +482,19 @@ where
             Err(msg) => TaskResult::new(Verdict::Error, format!("task panicked: {msg}")),
         };
         let duration = start.elapsed();
-        let retry = result.verdict == Verdict::Error && attempt <= node.retries && !cancel.is_cancelled();
+        let retry =
+            result.verdict == Verdict::Error && attempt <= node.retries && !cancel.is_cancelled();
         if !retry {
-            return TaskOutcome { verdict: result.verdict, attempts: attempt, message: result.message, duration };
+            return TaskOutcome {
+                verdict: result.verdict,
+                attempts: attempt,
+                message: result.message,
+                duration,
+            };
         }
-        let delay = backoff.saturating_mul(1 << (attempt - 1).min(16)).min(Duration::from_secs(60));
+        let delay = backoff
+            .saturating_mul(1 << (attempt - 1).min(16))
+            .min(Duration::from_secs(60));
         tracing::info!(task = %node.id, attempt, ?delay, "retrying after ERROR: {}", result.message.as_deref().unwrap_or(""));
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
@@ -411,13 +506,18 @@ where
 }
 
 /// Catches a panic inside a future, so one broken task cannot take the run (and its teardown) down.
-async fn futures_catch_unwind<F: std::future::Future>(fut: std::panic::AssertUnwindSafe<F>) -> Result<F::Output, String> {
+async fn futures_catch_unwind<F: std::future::Future>(
+    fut: std::panic::AssertUnwindSafe<F>,
+) -> Result<F::Output, String> {
     struct CatchUnwind<F>(F);
     impl<F: std::future::Future> std::future::Future for CatchUnwind<std::panic::AssertUnwindSafe<F>> {
         type Output = Result<F::Output, String>;
-        fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        fn poll(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Self::Output> {
             // SAFETY: structural pinning of the only field; it is never moved out.
-            let inner = unsafe { self.map_unchecked_mut(|s| &mut s.0 .0) };
+            let inner = unsafe { self.map_unchecked_mut(|s| &mut s.0.0) };
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
                 Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
                 Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
@@ -463,14 +563,22 @@ mod tests {
 
     #[async_trait]
     impl TaskExecutor<Script> for Recorder {
-        async fn execute(&self, node: &TaskNode<Script>, attempt: u32, _cancel: CancellationToken) -> TaskResult {
+        async fn execute(
+            &self,
+            node: &TaskNode<Script>,
+            attempt: u32,
+            _cancel: CancellationToken,
+        ) -> TaskResult {
             let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
             self.max_running.fetch_max(now, Ordering::SeqCst);
             {
                 let done: HashSet<String> = self.finished.lock().unwrap().iter().cloned().collect();
                 for (d, _) in &self.deps[&node.id] {
                     if !done.contains(d) {
-                        self.violations.lock().unwrap().push(format!("{} started before {d} ended", node.id));
+                        self.violations
+                            .lock()
+                            .unwrap()
+                            .push(format!("{} started before {d} ended", node.id));
                     }
                 }
             }
@@ -484,8 +592,17 @@ mod tests {
             }
             tokio::task::yield_now().await;
             self.running.fetch_sub(1, Ordering::SeqCst);
-            let v = node.payload.0.get(attempt as usize - 1).or(node.payload.0.last()).copied().unwrap_or(Verdict::Pass);
-            TaskResult { verdict: v, message: None }
+            let v = node
+                .payload
+                .0
+                .get(attempt as usize - 1)
+                .or(node.payload.0.last())
+                .copied()
+                .unwrap_or(Verdict::Pass);
+            TaskResult {
+                verdict: v,
+                message: None,
+            }
         }
 
         fn finished(&self, node: &TaskNode<Script>, _outcome: &TaskOutcome) {
@@ -509,7 +626,12 @@ mod tests {
         (2usize..30).prop_flat_map(|n| {
             (
                 proptest::collection::vec(
-                    (proptest::collection::vec(verdict(), 1..4), proptest::bool::weighted(0.15), 0u32..3, proptest::bool::weighted(0.1)),
+                    (
+                        proptest::collection::vec(verdict(), 1..4),
+                        proptest::bool::weighted(0.15),
+                        0u32..3,
+                        proptest::bool::weighted(0.1),
+                    ),
                     n,
                 ),
                 proptest::collection::vec((0..n, 0..n, any::<bool>()), 0..n * 2),
@@ -529,30 +651,65 @@ mod tests {
         let mut g = TaskGraph::new();
         let mut prior = HashMap::new();
         for (i, (script, always, retries, prior_pass)) in case.nodes.iter().enumerate() {
-            g.add(TaskNode { id: format!("t{i}"), payload: Script(script.clone()), always: *always, retries: *retries }).unwrap();
+            g.add(TaskNode {
+                id: format!("t{i}"),
+                payload: Script(script.clone()),
+                always: *always,
+                retries: *retries,
+            })
+            .unwrap();
             if *prior_pass {
                 prior.insert(format!("t{i}"), Verdict::Pass);
             }
         }
         for (a, b, requires) in &case.edges {
-            g.depend(&format!("t{b}"), &format!("t{a}"), if *requires { EdgeKind::Requires } else { EdgeKind::After }).unwrap();
+            g.depend(
+                &format!("t{b}"),
+                &format!("t{a}"),
+                if *requires {
+                    EdgeKind::Requires
+                } else {
+                    EdgeKind::After
+                },
+            )
+            .unwrap();
         }
-        let deps: HashMap<String, Vec<(String, EdgeKind)>> =
-            (0..case.nodes.len()).map(|i| (format!("t{i}"), g.dependencies(&format!("t{i}")))).collect();
+        let deps: HashMap<String, Vec<(String, EdgeKind)>> = (0..case.nodes.len())
+            .map(|i| (format!("t{i}"), g.dependencies(&format!("t{i}"))))
+            .collect();
         let cancel = RunCancel::new();
-        let rec = Arc::new(Recorder { deps: deps.clone(), cancel_after: case.cancel_after, cancel: Some(cancel.clone()), ..Default::default() });
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rec = Arc::new(Recorder {
+            deps: deps.clone(),
+            cancel_after: case.cancel_after,
+            cancel: Some(cancel.clone()),
+            ..Default::default()
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let graph = Arc::new(g);
-        let opts = RunnerOptions { concurrency: case.concurrency, backoff: Duration::ZERO, prior: prior.clone() };
+        let opts = RunnerOptions {
+            concurrency: case.concurrency,
+            backoff: Duration::ZERO,
+            prior: prior.clone(),
+        };
         let out = rt.block_on(run_graph(graph.clone(), rec.clone(), opts, cancel.clone()));
 
         // Every task ends with exactly one verdict, reported once.
         prop_assert_eq!(out.len(), case.nodes.len());
         let finished = rec.finished.lock().unwrap().clone();
         prop_assert_eq!(finished.len(), case.nodes.len());
-        prop_assert_eq!(finished.iter().collect::<HashSet<_>>().len(), case.nodes.len());
+        prop_assert_eq!(
+            finished.iter().collect::<HashSet<_>>().len(),
+            case.nodes.len()
+        );
         // Dependencies respected.
-        prop_assert!(rec.violations.lock().unwrap().is_empty(), "{:?}", rec.violations.lock().unwrap());
+        prop_assert!(
+            rec.violations.lock().unwrap().is_empty(),
+            "{:?}",
+            rec.violations.lock().unwrap()
+        );
         prop_assert!(rec.max_running.load(Ordering::SeqCst) <= case.concurrency);
         let executed = rec.executed.lock().unwrap().clone();
         let attempts = |id: &str| executed.iter().filter(|(x, _)| x == id).count() as u32;
@@ -565,7 +722,9 @@ mod tests {
                 prop_assert_eq!(o.verdict, Verdict::Pass);
                 continue;
             }
-            let blocked = deps[&id].iter().any(|(d, k)| *k == EdgeKind::Requires && out[d].verdict != Verdict::Pass);
+            let blocked = deps[&id]
+                .iter()
+                .any(|(d, k)| *k == EdgeKind::Requires && out[d].verdict != Verdict::Pass);
             if *always {
                 // Teardown always runs (there is no hard cancel in this test).
                 prop_assert!(attempts(&id) >= 1, "always-task {} did not run", id);
@@ -578,7 +737,11 @@ mod tests {
                 prop_assert!(n <= retries + 1);
                 // Only ERROR is retried.
                 for a in 1..n {
-                    let v = script.get(a as usize - 1).or(script.last()).copied().unwrap();
+                    let v = script
+                        .get(a as usize - 1)
+                        .or(script.last())
+                        .copied()
+                        .unwrap();
                     prop_assert_eq!(v, Verdict::Error, "{} retried after {:?}", id, v);
                 }
                 prop_assert_eq!(o.attempts, n);
@@ -601,17 +764,39 @@ mod tests {
     #[tokio::test]
     async fn hard_cancel_interrupts_teardown_but_soft_does_not() {
         let mut g = TaskGraph::new();
-        g.add(TaskNode { id: "work".into(), payload: Script(vec![Verdict::Pass]), always: false, retries: 0 }).unwrap();
-        g.add(TaskNode { id: "teardown".into(), payload: Script(vec![Verdict::Pass]), always: true, retries: 0 }).unwrap();
+        g.add(TaskNode {
+            id: "work".into(),
+            payload: Script(vec![Verdict::Pass]),
+            always: false,
+            retries: 0,
+        })
+        .unwrap();
+        g.add(TaskNode {
+            id: "teardown".into(),
+            payload: Script(vec![Verdict::Pass]),
+            always: true,
+            retries: 0,
+        })
+        .unwrap();
         g.depend("teardown", "work", EdgeKind::After).unwrap();
-        let deps = ["work", "teardown"].iter().map(|id| (id.to_string(), g.dependencies(id))).collect();
+        let deps = ["work", "teardown"]
+            .iter()
+            .map(|id| (id.to_string(), g.dependencies(id)))
+            .collect();
         let graph = Arc::new(g);
         let cancel = RunCancel::new();
         cancel.soft.cancel();
-        let rec = Arc::new(Recorder { deps, ..Default::default() });
+        let rec = Arc::new(Recorder {
+            deps,
+            ..Default::default()
+        });
         let out = run_graph(graph.clone(), rec.clone(), RunnerOptions::default(), cancel).await;
         assert_eq!(out["work"].verdict, Verdict::Interrupted);
-        assert_eq!(out["teardown"].verdict, Verdict::Pass, "teardown runs after a soft cancel");
+        assert_eq!(
+            out["teardown"].verdict,
+            Verdict::Pass,
+            "teardown runs after a soft cancel"
+        );
         let hard = RunCancel::new();
         hard.hard.cancel();
         assert!(hard.soft.is_cancelled(), "a hard cancel implies a soft one");
@@ -623,10 +808,28 @@ mod tests {
     fn cycles_and_unknown_tasks_are_refused() {
         let mut g: TaskGraph<()> = TaskGraph::new();
         for id in ["a", "b"] {
-            g.add(TaskNode { id: id.into(), payload: (), always: false, retries: 0 }).unwrap();
+            g.add(TaskNode {
+                id: id.into(),
+                payload: (),
+                always: false,
+                retries: 0,
+            })
+            .unwrap();
         }
-        assert_eq!(g.add(TaskNode { id: "a".into(), payload: (), always: false, retries: 0 }).unwrap_err(), GraphError::Duplicate("a".into()));
-        assert_eq!(g.depend("a", "zz", EdgeKind::After).unwrap_err(), GraphError::Unknown("zz".into()));
+        assert_eq!(
+            g.add(TaskNode {
+                id: "a".into(),
+                payload: (),
+                always: false,
+                retries: 0
+            })
+            .unwrap_err(),
+            GraphError::Duplicate("a".into())
+        );
+        assert_eq!(
+            g.depend("a", "zz", EdgeKind::After).unwrap_err(),
+            GraphError::Unknown("zz".into())
+        );
         g.depend("b", "a", EdgeKind::Requires).unwrap();
         g.depend("a", "b", EdgeKind::Requires).unwrap();
         assert!(matches!(g.topological_ids(), Err(GraphError::Cycle(_))));

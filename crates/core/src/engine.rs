@@ -25,10 +25,14 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use crate::capacity::{CapacityRequest, CapacityReservation, Placement};
-use crate::dag::{RunCancel, RunnerOptions, TaskExecutor, TaskGraph, TaskNode, TaskOutcome, TaskResult, run_graph};
+use crate::dag::{
+    RunCancel, RunnerOptions, TaskExecutor, TaskGraph, TaskNode, TaskOutcome, TaskResult, run_graph,
+};
 use crate::events::{Event, EventSink, NoEvents};
 use crate::exit;
-use crate::journal::{JournalError, JournalState, ResourceLedger, RunJournal, RunStatus, TaskRecord, TaskState};
+use crate::journal::{
+    JournalError, JournalState, ResourceLedger, RunJournal, RunStatus, TaskRecord, TaskState,
+};
 use crate::plan::{BackendKind, LoadedPlan, PlanError, StepAction, StepSpec};
 use crate::provision::{MachineRequest, Provisioner, RunContext};
 use crate::publish::ResultPublisher;
@@ -77,7 +81,13 @@ pub type ReportHook = Arc<dyn Fn(&Report, &Path, &Redactor) -> std::io::Result<(
 /// Makes a publisher for a plan's `publish:` entry.
 /// It gets the run's redactor, so publishers mask the plan's secrets too.
 pub type PublisherFactory = Arc<
-    dyn Fn(&crate::plan::PublishTarget, &Path, &Redactor) -> Result<Arc<dyn ResultPublisher>, String> + Send + Sync,
+    dyn Fn(
+            &crate::plan::PublishTarget,
+            &Path,
+            &Redactor,
+        ) -> Result<Arc<dyn ResultPublisher>, String>
+        + Send
+        + Sync,
 >;
 
 /// An engine failure that stops a run from starting or finishing.
@@ -143,8 +153,14 @@ impl Default for Engine {
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
-            .field("provisioners", &self.provisioners.keys().collect::<Vec<_>>())
-            .field("reservations", &self.reservations.keys().collect::<Vec<_>>())
+            .field(
+                "provisioners",
+                &self.provisioners.keys().collect::<Vec<_>>(),
+            )
+            .field(
+                "reservations",
+                &self.reservations.keys().collect::<Vec<_>>(),
+            )
             .field("step_types", &self.step_types.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
@@ -251,7 +267,11 @@ impl Engine {
                     problems.push(format!(
                         "step `{}` uses step type `{name}`, which is not registered (known: {})",
                         s.name,
-                        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
                     ));
                 }
             }
@@ -276,27 +296,47 @@ impl Engine {
         if problems.is_empty() {
             Ok(secrets)
         } else {
-            Err(EngineError::Setup(format!("{}: cannot run this plan:\n  - {}", loaded.path.display(), problems.join("\n  - "))))
+            Err(EngineError::Setup(format!(
+                "{}: cannot run this plan:\n  - {}",
+                loaded.path.display(),
+                problems.join("\n  - ")
+            )))
         }
     }
 
     fn needs_reservation(&self, loaded: &LoadedPlan) -> bool {
         loaded.plan.machines.iter().any(|m| {
             m.aws.as_ref().is_some_and(|a| a.reserve)
-                && self.reservations.get(&BackendKind::Aws).is_some_and(|r| r.is_enabled())
+                && self
+                    .reservations
+                    .get(&BackendKind::Aws)
+                    .is_some_and(|r| r.is_enabled())
         })
     }
 
     /// Expands the plan without running anything: the graph, a journal in `Planned` state and the
     /// rendered artefacts (per-machine settings, the exact script of each step) under
     /// `<run_dir>/plan/`.
-    pub async fn plan_only(&self, loaded: &LoadedPlan, opts: RunOptions) -> Result<(PathBuf, TaskGraph<Stage>), EngineError> {
-        let graph = stages::build_graph(loaded, self.needs_reservation(loaded)).map_err(|e| EngineError::Setup(e.to_string()))?;
-        let run_id = opts.run_id.clone().unwrap_or_else(|| RunId::generate(&loaded.plan.name));
+    pub async fn plan_only(
+        &self,
+        loaded: &LoadedPlan,
+        opts: RunOptions,
+    ) -> Result<(PathBuf, TaskGraph<Stage>), EngineError> {
+        let graph = stages::build_graph(loaded, self.needs_reservation(loaded))
+            .map_err(|e| EngineError::Setup(e.to_string()))?;
+        let run_id = opts
+            .run_id
+            .clone()
+            .unwrap_or_else(|| RunId::generate(&loaded.plan.name));
         let run_dir = opts.results_dir.join(&run_id.0);
-        std::fs::create_dir_all(run_dir.join("plan")).map_err(io_err(format!("creating {}", run_dir.display())))?;
-        let test_id = opts.test_id.clone().unwrap_or_else(|| TestId(run_id.0.clone()));
-        let mut state = JournalState::new(&run_id.0, &test_id.0, &loaded.plan.name, &abs(&loaded.path));
+        std::fs::create_dir_all(run_dir.join("plan"))
+            .map_err(io_err(format!("creating {}", run_dir.display())))?;
+        let test_id = opts
+            .test_id
+            .clone()
+            .unwrap_or_else(|| TestId(run_id.0.clone()));
+        let mut state =
+            JournalState::new(&run_id.0, &test_id.0, &loaded.plan.name, &abs(&loaded.path));
         for id in graph.topological_ids().unwrap_or_default() {
             state.tasks.insert(id, TaskRecord::pending());
         }
@@ -306,31 +346,59 @@ impl Engine {
     }
 
     /// Creates the run directory and journal; nothing is created on any backend yet.
-    pub async fn prepare(&self, loaded: &LoadedPlan, opts: RunOptions) -> Result<PreparedRun, EngineError> {
+    pub async fn prepare(
+        &self,
+        loaded: &LoadedPlan,
+        opts: RunOptions,
+    ) -> Result<PreparedRun, EngineError> {
         let secrets = self.check(loaded)?;
-        let graph = stages::build_graph(loaded, self.needs_reservation(loaded)).map_err(|e| EngineError::Setup(e.to_string()))?;
-        let run_id = opts.run_id.clone().unwrap_or_else(|| RunId::generate(&loaded.plan.name));
+        let graph = stages::build_graph(loaded, self.needs_reservation(loaded))
+            .map_err(|e| EngineError::Setup(e.to_string()))?;
+        let run_id = opts
+            .run_id
+            .clone()
+            .unwrap_or_else(|| RunId::generate(&loaded.plan.name));
         let run_dir = opts.results_dir.join(&run_id.0);
-        std::fs::create_dir_all(&run_dir).map_err(io_err(format!("creating {}", run_dir.display())))?;
-        let test_id = opts.test_id.clone().unwrap_or_else(|| TestId(run_id.0.clone()));
-        let mut state = JournalState::new(&run_id.0, &test_id.0, &loaded.plan.name, &abs(&loaded.path));
+        std::fs::create_dir_all(&run_dir)
+            .map_err(io_err(format!("creating {}", run_dir.display())))?;
+        let test_id = opts
+            .test_id
+            .clone()
+            .unwrap_or_else(|| TestId(run_id.0.clone()));
+        let mut state =
+            JournalState::new(&run_id.0, &test_id.0, &loaded.plan.name, &abs(&loaded.path));
         for id in graph.topological_ids().unwrap_or_default() {
             state.tasks.insert(id, TaskRecord::pending());
         }
         state.status = RunStatus::Running;
         state.pid = Some(std::process::id());
         let journal = Arc::new(RunJournal::create(&run_dir, state).await?);
-        Ok(self.prepared(loaded, graph, run_id, test_id, run_dir, journal, secrets, opts, HashMap::new()))
+        Ok(self.prepared(
+            loaded,
+            graph,
+            run_id,
+            test_id,
+            run_dir,
+            journal,
+            secrets,
+            opts,
+            HashMap::new(),
+        ))
     }
 
     /// Continues a run from its journal: steps that passed are not run again, machines that
     /// still exist are reused, everything else runs.
-    pub async fn prepare_resume(&self, run_dir: &Path, opts: RunOptions) -> Result<PreparedRun, EngineError> {
+    pub async fn prepare_resume(
+        &self,
+        run_dir: &Path,
+        opts: RunOptions,
+    ) -> Result<PreparedRun, EngineError> {
         let journal = RunJournal::open(run_dir)?;
         let snap = journal.snapshot();
         let loaded = crate::plan::load_file(Path::new(&snap.plan_path))?;
         let secrets = self.check(&loaded)?;
-        let graph = stages::build_graph(&loaded, self.needs_reservation(&loaded)).map_err(|e| EngineError::Setup(e.to_string()))?;
+        let graph = stages::build_graph(&loaded, self.needs_reservation(&loaded))
+            .map_err(|e| EngineError::Setup(e.to_string()))?;
         let prior: HashMap<String, Verdict> = snap
             .tasks
             .iter()
@@ -345,14 +413,27 @@ impl Engine {
                 let keep = prior.contains_key(&id);
                 let rec = s.tasks.entry(id).or_insert_with(TaskRecord::pending);
                 if !keep {
-                    *rec = TaskRecord { attempts: rec.attempts, ..TaskRecord::pending() };
+                    *rec = TaskRecord {
+                        attempts: rec.attempts,
+                        ..TaskRecord::pending()
+                    };
                 }
             }
         });
         journal.flush().await?;
         let run_id = RunId(snap.run_id.clone());
         let test_id = TestId(snap.test_id.clone());
-        Ok(self.prepared(&loaded, graph, run_id, test_id, run_dir.to_path_buf(), Arc::new(journal), secrets, opts, prior))
+        Ok(self.prepared(
+            &loaded,
+            graph,
+            run_id,
+            test_id,
+            run_dir.to_path_buf(),
+            Arc::new(journal),
+            secrets,
+            opts,
+            prior,
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -368,8 +449,14 @@ impl Engine {
         opts: RunOptions,
         prior: HashMap<String, Verdict>,
     ) -> PreparedRun {
-        let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
-        let budget = loaded.plan.budget.map(|b| b.get()).unwrap_or(Duration::from_secs(6 * 3600));
+        let user = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| "unknown".into());
+        let budget = loaded
+            .plan
+            .budget
+            .map(|b| b.get())
+            .unwrap_or(Duration::from_secs(6 * 3600));
         let keep_until = time::OffsetDateTime::now_utc() + budget + Duration::from_secs(3600);
         let mut tags = BTreeMap::new();
         tags.insert("qa-run:test-id".to_string(), test_id.0.clone());
@@ -377,8 +464,19 @@ impl Engine {
         tags.insert("qa-run:plan".to_string(), loaded.plan.name.clone());
         tags.insert("qa-run:user".to_string(), user);
         tags.insert("created-by".to_string(), "qa-run".to_string());
-        tags.insert("qa-run:keep-until".to_string(), keep_until.format(&time::format_description::well_known::Rfc3339).unwrap_or_default());
-        let ctx = RunContext { run_id: run_id.clone(), test_id: test_id.clone(), plan_name: loaded.plan.name.clone(), run_dir: run_dir.clone(), tags };
+        tags.insert(
+            "qa-run:keep-until".to_string(),
+            keep_until
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+        );
+        let ctx = RunContext {
+            run_id: run_id.clone(),
+            test_id: test_id.clone(),
+            plan_name: loaded.plan.name.clone(),
+            run_dir: run_dir.clone(),
+            tags,
+        };
         let redactor = Redactor::new(secrets.values().cloned());
         let concurrency = opts.concurrency.or(loaded.plan.concurrency).unwrap_or(16);
         PreparedRun {
@@ -398,7 +496,11 @@ impl Engine {
             graph: Arc::new(graph),
             journal,
             run_dir,
-            options: RunnerOptions { concurrency, backoff: self.backoff, prior },
+            options: RunnerOptions {
+                concurrency,
+                backoff: self.backoff,
+                prior,
+            },
             cancel: opts.cancel,
         }
     }
@@ -411,7 +513,11 @@ impl Engine {
         let mut report = CleanupReport::default();
         let mut by_backend: BTreeMap<BackendKind, Vec<crate::types::Resource>> = BTreeMap::new();
         // Kept machines too: asking for a cleanup is asking for them to go.
-        for r in snap.resources.iter().filter(|r| r.state != ResourceState::Destroyed) {
+        for r in snap
+            .resources
+            .iter()
+            .filter(|r| r.state != ResourceState::Destroyed)
+        {
             by_backend.entry(r.backend).or_default().push(r.clone());
         }
         for (backend, resources) in by_backend {
@@ -424,18 +530,33 @@ impl Engine {
                 continue;
             };
             match p.destroy(&resources, &journal).await {
-                Ok(()) => report.destroyed.extend(resources.iter().map(|r| format!("{} {} {}", backend, r.kind, r.id.as_deref().unwrap_or(&r.key.0)))),
+                Ok(()) => report.destroyed.extend(resources.iter().map(|r| {
+                    format!(
+                        "{} {} {}",
+                        backend,
+                        r.kind,
+                        r.id.as_deref().unwrap_or(&r.key.0)
+                    )
+                })),
                 Err(e) => report.remaining.push(e.to_string()),
             }
         }
         for r in self.reservations.values().filter(|r| r.is_enabled()) {
             match r.cancel(&TestId(snap.test_id.clone())).await {
-                Ok(n) if n > 0 => report.destroyed.push(format!("{} reservation(s) on {}", n, r.backend())),
+                Ok(n) if n > 0 => {
+                    report
+                        .destroyed
+                        .push(format!("{} reservation(s) on {}", n, r.backend()))
+                }
                 Ok(_) => {}
                 Err(e) => report.remaining.push(e.to_string()),
             }
         }
-        let still: Vec<String> = journal.snapshot().live_resources().map(|r| format!("{} {} {}", r.backend, r.kind, r.key)).collect();
+        let still: Vec<String> = journal
+            .snapshot()
+            .live_resources()
+            .map(|r| format!("{} {} {}", r.backend, r.kind, r.key))
+            .collect();
         for s in still {
             if !report.remaining.iter().any(|x| x.contains(&s)) {
                 report.remaining.push(format!("{s} still recorded as live"));
@@ -478,7 +599,13 @@ pub struct RunOptions {
 impl RunOptions {
     /// Defaults with results under `results_dir`.
     pub fn new(results_dir: impl Into<PathBuf>) -> Self {
-        RunOptions { results_dir: results_dir.into(), run_id: None, test_id: None, concurrency: None, cancel: RunCancel::new() }
+        RunOptions {
+            results_dir: results_dir.into(),
+            run_id: None,
+            test_id: None,
+            concurrency: None,
+            cancel: RunCancel::new(),
+        }
     }
 }
 
@@ -496,7 +623,9 @@ pub struct PreparedRun {
 
 impl std::fmt::Debug for PreparedRun {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PreparedRun").field("run_dir", &self.run_dir).finish_non_exhaustive()
+        f.debug_struct("PreparedRun")
+            .field("run_dir", &self.run_dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -527,11 +656,22 @@ impl PreparedRun {
             run_dir: self.run_dir.display().to_string(),
             tasks: self.graph.len(),
         });
-        let outcomes = run_graph(self.graph.clone(), exec.clone(), self.options, self.cancel.clone()).await;
+        let outcomes = run_graph(
+            self.graph.clone(),
+            exec.clone(),
+            self.options,
+            self.cancel.clone(),
+        )
+        .await;
         let interrupted = self.cancel.soft.is_cancelled();
         let report = exec.build_report(&outcomes);
         exec.write_report(&report)?;
-        let cleanup_failures = exec.state.lock().expect("run state").cleanup_failures.clone();
+        let cleanup_failures = exec
+            .state
+            .lock()
+            .expect("run state")
+            .cleanup_failures
+            .clone();
         let exit_code = if interrupted {
             exit::INTERRUPTED
         } else if !cleanup_failures.is_empty() {
@@ -545,13 +685,26 @@ impl PreparedRun {
             }
         };
         self.journal.update(|s| {
-            s.status = if interrupted { RunStatus::Interrupted } else { RunStatus::Finished };
+            s.status = if interrupted {
+                RunStatus::Interrupted
+            } else {
+                RunStatus::Finished
+            };
             s.finished = Some(crate::now_rfc3339());
             s.pid = None;
         });
         self.journal.flush().await?;
-        exec.engine.events.event(&Event::RunFinished { run_id: exec.ctx.run_id.0.clone(), outcome: report.outcome, exit_code });
-        Ok(RunSummary { run_dir: self.run_dir, report, exit_code, cleanup_failures })
+        exec.engine.events.event(&Event::RunFinished {
+            run_id: exec.ctx.run_id.0.clone(),
+            outcome: report.outcome,
+            exit_code,
+        });
+        Ok(RunSummary {
+            run_dir: self.run_dir,
+            report,
+            exit_code,
+            cleanup_failures,
+        })
     }
 }
 
@@ -592,12 +745,28 @@ struct RunExec {
 
 /// A name safe as one path component.
 pub fn file_name_of(name: &str) -> String {
-    let s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect();
-    if s.is_empty() || s.starts_with('.') { format!("_{s}") } else { s }
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() || s.starts_with('.') {
+        format!("_{s}")
+    } else {
+        s
+    }
 }
 
 fn abs(p: &Path) -> String {
-    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string()
+    std::path::absolute(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
 }
 
 fn shell_quote(s: &str) -> String {
@@ -611,9 +780,18 @@ fn script_remote_path(step: &str) -> String {
 
 fn verdict_of(info: &ExitInfo) -> TaskResult {
     if info.cancelled {
-        TaskResult::new(Verdict::Interrupted, "interrupted; its process tree was killed")
+        TaskResult::new(
+            Verdict::Interrupted,
+            "interrupted; its process tree was killed",
+        )
     } else if info.timed_out {
-        TaskResult::new(Verdict::Timeout, format!("timed out after {:.1}s; its process tree was killed", info.duration.as_secs_f64()))
+        TaskResult::new(
+            Verdict::Timeout,
+            format!(
+                "timed out after {:.1}s; its process tree was killed",
+                info.duration.as_secs_f64()
+            ),
+        )
     } else if info.code == Some(0) {
         TaskResult::pass()
     } else if let Some(c) = info.code {
@@ -627,18 +805,36 @@ fn verdict_of(info: &ExitInfo) -> TaskResult {
 
 impl RunExec {
     fn instance(&self, name: &str) -> &MachineInstance {
-        self.machines.iter().find(|m| m.name == name).expect("machine from the graph")
+        self.machines
+            .iter()
+            .find(|m| m.name == name)
+            .expect("machine from the graph")
     }
 
     fn machine(&self, name: &str) -> Option<Machine> {
-        self.state.lock().expect("run state").machines.get(name).cloned()
+        self.state
+            .lock()
+            .expect("run state")
+            .machines
+            .get(name)
+            .cloned()
     }
 
     fn executor(&self, name: &str) -> Option<Arc<dyn RemoteExecutor>> {
-        self.state.lock().expect("run state").executors.get(name).cloned()
+        self.state
+            .lock()
+            .expect("run state")
+            .executors
+            .get(name)
+            .cloned()
     }
 
-    fn step_env(&self, step: &StepSpec, machine: &Machine, attempt: u32) -> BTreeMap<String, String> {
+    fn step_env(
+        &self,
+        step: &StepSpec,
+        machine: &Machine,
+        attempt: u32,
+    ) -> BTreeMap<String, String> {
         let mut env = self.loaded.plan.defaults.env.clone();
         env.extend(step.env.clone());
         env.extend(self.secrets.clone());
@@ -658,44 +854,84 @@ impl RunExec {
         let snap = self.journal.snapshot();
         if let Some(m) = snap.machines.get(machine) {
             let alive = !m.resources.is_empty()
-                && m.resources.iter().all(|k| snap.resources.iter().any(|r| &r.key == k && r.state == ResourceState::Created));
+                && m.resources.iter().all(|k| {
+                    snap.resources
+                        .iter()
+                        .any(|r| &r.key == k && r.state == ResourceState::Created)
+                });
             if alive {
-                self.state.lock().expect("run state").machines.insert(machine.to_string(), m.clone());
+                self.state
+                    .lock()
+                    .expect("run state")
+                    .machines
+                    .insert(machine.to_string(), m.clone());
                 return TaskResult::new(Verdict::Pass, "reused the machine of the earlier run");
             }
         }
         let Some(p) = self.engine.provisioners.get(&inst.backend).cloned() else {
-            return TaskResult::new(Verdict::Error, format!("no provisioner for backend {}", inst.backend));
+            return TaskResult::new(
+                Verdict::Error,
+                format!("no provisioner for backend {}", inst.backend),
+            );
         };
         let request = MachineRequest {
             name: inst.name.clone(),
             role: inst.role.clone(),
             spec: self.loaded.plan.machines[inst.spec_index].clone(),
-            placement: self.state.lock().expect("run state").placements.get(&inst.backend).cloned(),
+            placement: self
+                .state
+                .lock()
+                .expect("run state")
+                .placements
+                .get(&inst.backend)
+                .cloned(),
         };
         match p.create(&request, &self.ctx, &*self.journal).await {
             Ok(m) => {
-                self.journal.update(|s| s.machines.insert(m.name.clone(), m.clone()));
+                self.journal
+                    .update(|s| s.machines.insert(m.name.clone(), m.clone()));
                 if let Err(e) = self.journal.flush().await {
                     return TaskResult::new(Verdict::Error, e.to_string());
                 }
-                self.state.lock().expect("run state").machines.insert(m.name.clone(), m);
+                self.state
+                    .lock()
+                    .expect("run state")
+                    .machines
+                    .insert(m.name.clone(), m);
                 TaskResult::pass()
             }
-            Err(e) => TaskResult::new(Verdict::Error, format!("{e} (left behind: {:?})", e.leftovers)),
+            Err(e) => TaskResult::new(
+                Verdict::Error,
+                format!("{e} (left behind: {:?})", e.leftovers),
+            ),
         }
     }
 
     async fn wait_ready(&self, machine: &str) -> TaskResult {
-        let Some(m) = self.machine(machine) else { return TaskResult::new(Verdict::Error, "machine was not provisioned") };
-        let p = self.engine.provisioners.get(&m.backend).cloned().expect("checked before the run");
+        let Some(m) = self.machine(machine) else {
+            return TaskResult::new(Verdict::Error, "machine was not provisioned");
+        };
+        let p = self
+            .engine
+            .provisioners
+            .get(&m.backend)
+            .cloned()
+            .expect("checked before the run");
         if let Err(e) = p.wait_ready(&m, READY_DEADLINE).await {
             return TaskResult::new(Verdict::Error, e.to_string());
         }
-        let connector = self.engine.connector.clone().expect("checked before the run");
+        let connector = self
+            .engine
+            .connector
+            .clone()
+            .expect("checked before the run");
         match connector.connect(&m).await {
             Ok(x) => {
-                self.state.lock().expect("run state").executors.insert(machine.to_string(), x);
+                self.state
+                    .lock()
+                    .expect("run state")
+                    .executors
+                    .insert(machine.to_string(), x);
                 TaskResult::pass()
             }
             Err(e) => TaskResult::new(Verdict::Error, e.to_string()),
@@ -705,25 +941,49 @@ impl RunExec {
     async fn upload(&self, machine: &str) -> TaskResult {
         let inst = self.instance(machine);
         let spec = &self.loaded.plan.machines[inst.spec_index];
-        let Some(x) = self.executor(machine) else { return TaskResult::new(Verdict::Error, "not connected") };
+        let Some(x) = self.executor(machine) else {
+            return TaskResult::new(Verdict::Error, "not connected");
+        };
         for f in &self.loaded.plan.files {
             if !stages::selects(&f.machines, inst, spec) {
                 continue;
             }
             let src = self.loaded.resolve(&f.src);
-            let mode = match f.mode.as_deref().map(|m| u32::from_str_radix(m.trim_start_matches("0o"), 8)) {
+            let mode = match f
+                .mode
+                .as_deref()
+                .map(|m| u32::from_str_radix(m.trim_start_matches("0o"), 8))
+            {
                 Some(Ok(m)) => Some(m),
-                Some(Err(_)) => return TaskResult::new(Verdict::Error, format!("mode of {} is not octal", f.src.display())),
+                Some(Err(_)) => {
+                    return TaskResult::new(
+                        Verdict::Error,
+                        format!("mode of {} is not octal", f.src.display()),
+                    );
+                }
                 None => None,
             };
-            let r = if src.is_dir() { x.put_tree(&src, &f.dest).await.map(|_| ()) } else { x.put_file(&src, &f.dest, mode).await };
+            let r = if src.is_dir() {
+                x.put_tree(&src, &f.dest).await.map(|_| ())
+            } else {
+                x.put_file(&src, &f.dest, mode).await
+            };
             if let Err(e) = r {
                 return TaskResult::new(Verdict::Error, e.to_string());
             }
         }
         for s in &self.loaded.plan.steps {
-            if let (StepAction::Script(path), true) = (s.action(), stages::selects(&s.machines, inst, spec)) {
-                if let Err(e) = x.put_file(&self.loaded.resolve(path), &script_remote_path(&s.name), Some(0o755)).await {
+            if let (StepAction::Script(path), true) =
+                (s.action(), stages::selects(&s.machines, inst, spec))
+            {
+                if let Err(e) = x
+                    .put_file(
+                        &self.loaded.resolve(path),
+                        &script_remote_path(&s.name),
+                        Some(0o755),
+                    )
+                    .await
+                {
                     return TaskResult::new(Verdict::Error, e.to_string());
                 }
             }
@@ -731,13 +991,28 @@ impl RunExec {
         TaskResult::pass()
     }
 
-    async fn step(&self, id: &str, index: usize, machine: &str, attempt: u32, cancel: CancellationToken) -> TaskResult {
+    async fn step(
+        &self,
+        id: &str,
+        index: usize,
+        machine: &str,
+        attempt: u32,
+        cancel: CancellationToken,
+    ) -> TaskResult {
         let step = self.loaded.plan.steps[index].clone();
         let (Some(m), Some(x)) = (self.machine(machine), self.executor(machine)) else {
             return TaskResult::new(Verdict::Error, "machine not ready");
         };
-        let log_rel = format!("logs/{}/{}.log", file_name_of(machine), file_name_of(&step.name));
-        let cast_rel = format!("casts/{}/{}.cast", file_name_of(machine), file_name_of(&step.name));
+        let log_rel = format!(
+            "logs/{}/{}.log",
+            file_name_of(machine),
+            file_name_of(&step.name)
+        );
+        let cast_rel = format!(
+            "casts/{}/{}.cast",
+            file_name_of(machine),
+            file_name_of(&step.name)
+        );
         let recorder = match StepRecorder::create(
             &self.ctx.run_dir.join(&log_rel),
             &self.ctx.run_dir.join(&cast_rel),
@@ -745,7 +1020,12 @@ impl RunExec {
             self.redactor.clone(),
         ) {
             Ok(r) => Arc::new(r),
-            Err(e) => return TaskResult::new(Verdict::Error, format!("cannot write the step's log: {e}")),
+            Err(e) => {
+                return TaskResult::new(
+                    Verdict::Error,
+                    format!("cannot write the step's log: {e}"),
+                );
+            }
         };
         {
             let mut g = self.state.lock().expect("run state");
@@ -758,9 +1038,16 @@ impl RunExec {
         if attempt > 1 {
             recorder.note(&format!("attempt {attempt}"));
         }
-        let timeout = step.timeout.or(self.loaded.plan.defaults.timeout).map(|d| d.get()).unwrap_or(DEFAULT_STEP_TIMEOUT);
+        let timeout = step
+            .timeout
+            .or(self.loaded.plan.defaults.timeout)
+            .map(|d| d.get())
+            .unwrap_or(DEFAULT_STEP_TIMEOUT);
         let env = self.step_env(&step, &m, attempt);
-        let workdir = step.workdir.clone().or_else(|| self.loaded.plan.defaults.workdir.clone());
+        let workdir = step
+            .workdir
+            .clone()
+            .or_else(|| self.loaded.plan.defaults.workdir.clone());
         let sink: Arc<dyn OutputSink> = recorder.clone();
         let result = match step.action() {
             StepAction::Reboot => {
@@ -768,18 +1055,42 @@ impl RunExec {
                 match x.reboot(timeout).await {
                     Ok(boot) => {
                         recorder.note(&format!("back with boot id {}", boot.0));
-                        Ok(ExitInfo { code: Some(0), signal: None, timed_out: false, cancelled: false, duration: Duration::ZERO, rebooted: true })
+                        Ok(ExitInfo {
+                            code: Some(0),
+                            signal: None,
+                            timed_out: false,
+                            cancelled: false,
+                            duration: Duration::ZERO,
+                            rebooted: true,
+                        })
                     }
                     Err(e) => Err(e),
                 }
             }
             StepAction::Custom(name) => {
-                let t = self.engine.step_types.get(name).cloned().expect("checked before the run");
-                t.run(StepContext { step: step.clone(), machine: m.clone(), executor: x.clone(), output: sink, env, timeout, cancel }).await
+                let t = self
+                    .engine
+                    .step_types
+                    .get(name)
+                    .cloned()
+                    .expect("checked before the run");
+                t.run(StepContext {
+                    step: step.clone(),
+                    machine: m.clone(),
+                    executor: x.clone(),
+                    output: sink,
+                    env,
+                    timeout,
+                    cancel,
+                })
+                .await
             }
             action => {
                 let command = match action {
-                    StepAction::Script(_) => format!("exec \"$QA_RUN_WORKDIR\"/{}", shell_quote(&script_remote_path(&step.name))),
+                    StepAction::Script(_) => format!(
+                        "exec \"$QA_RUN_WORKDIR\"/{}",
+                        shell_quote(&script_remote_path(&step.name))
+                    ),
                     StepAction::Command(c) => c.to_string(),
                     _ => unreachable!("handled above"),
                 };
@@ -828,15 +1139,30 @@ impl RunExec {
         if patterns.is_empty() {
             return TaskResult::pass();
         }
-        let Some(x) = self.executor(machine) else { return TaskResult::new(Verdict::Error, "not connected") };
-        let dest = self.ctx.run_dir.join("artifacts").join(file_name_of(machine));
+        let Some(x) = self.executor(machine) else {
+            return TaskResult::new(Verdict::Error, "not connected");
+        };
+        let dest = self
+            .ctx
+            .run_dir
+            .join("artifacts")
+            .join(file_name_of(machine));
         match x.collect(&patterns, &dest).await {
             Ok(paths) => {
                 let rel: Vec<String> = paths
                     .iter()
-                    .map(|p| p.strip_prefix(&self.ctx.run_dir).unwrap_or(p).display().to_string())
+                    .map(|p| {
+                        p.strip_prefix(&self.ctx.run_dir)
+                            .unwrap_or(p)
+                            .display()
+                            .to_string()
+                    })
                     .collect();
-                self.state.lock().expect("run state").artifacts.insert(machine.to_string(), rel);
+                self.state
+                    .lock()
+                    .expect("run state")
+                    .artifacts
+                    .insert(machine.to_string(), rel);
                 TaskResult::pass()
             }
             Err(e) => TaskResult::new(Verdict::Error, e.to_string()),
@@ -845,12 +1171,23 @@ impl RunExec {
 
     async fn teardown(&self, machine: &str) -> TaskResult {
         let inst = self.instance(machine);
-        if let Some(x) = self.state.lock().expect("run state").executors.remove(machine) {
+        if let Some(x) = self
+            .state
+            .lock()
+            .expect("run state")
+            .executors
+            .remove(machine)
+        {
             // Close outside the lock.
             tokio::spawn(async move { x.close().await });
         }
-        let resources: Vec<_> =
-            self.journal.snapshot().live_resources().filter(|r| r.machine.as_deref() == Some(machine)).cloned().collect();
+        let resources: Vec<_> = self
+            .journal
+            .snapshot()
+            .live_resources()
+            .filter(|r| r.machine.as_deref() == Some(machine))
+            .cloned()
+            .collect();
         if resources.is_empty() {
             return TaskResult::pass();
         }
@@ -874,27 +1211,45 @@ impl RunExec {
                     return TaskResult::new(Verdict::Error, e.to_string());
                 }
             }
-            let access = self.machine(machine).map(|m| format!("{:?}", m.access)).unwrap_or_default();
-            self.state.lock().expect("run state").kept.push(machine.to_string());
+            let access = self
+                .machine(machine)
+                .map(|m| format!("{:?}", m.access))
+                .unwrap_or_default();
+            self.state
+                .lock()
+                .expect("run state")
+                .kept
+                .push(machine.to_string());
             self.engine.events.event(&Event::Note {
                 task: Some(format!("teardown:{machine}")),
                 message: format!("kept {machine} for debugging (cleanup policy {policy:?}): {access}; remove it with `qa-run cleanup {}`", self.ctx.run_dir.display()),
             });
             return TaskResult::pass();
         }
-        let p = self.engine.provisioners.get(&inst.backend).cloned().expect("checked before the run");
+        let p = self
+            .engine
+            .provisioners
+            .get(&inst.backend)
+            .cloned()
+            .expect("checked before the run");
         match p.destroy(&resources, &*self.journal).await {
             Ok(()) => TaskResult::pass(),
             Err(e) => {
                 let msg = e.to_string();
-                self.state.lock().expect("run state").cleanup_failures.push(msg.clone());
+                self.state
+                    .lock()
+                    .expect("run state")
+                    .cleanup_failures
+                    .push(msg.clone());
                 TaskResult::new(Verdict::Error, msg)
             }
         }
     }
 
     async fn reserve(&self) -> TaskResult {
-        let Some(r) = self.engine.reservations.get(&BackendKind::Aws).cloned() else { return TaskResult::pass() };
+        let Some(r) = self.engine.reservations.get(&BackendKind::Aws).cloned() else {
+            return TaskResult::pass();
+        };
         let mut needs: BTreeMap<String, u32> = BTreeMap::new();
         let mut zones = Vec::new();
         let mut region = None;
@@ -909,12 +1264,27 @@ impl RunExec {
                 region = region.or(a.region.clone());
             }
         }
-        let budget = self.loaded.plan.budget.map(|b| b.get()).unwrap_or(Duration::from_secs(6 * 3600));
+        let budget = self
+            .loaded
+            .plan
+            .budget
+            .map(|b| b.get())
+            .unwrap_or(Duration::from_secs(6 * 3600));
         let end = time::OffsetDateTime::now_utc() + budget + Duration::from_secs(30 * 60);
-        let request = CapacityRequest { test_id: self.ctx.test_id.clone(), region, needs, zones, end_unix: Some(end.unix_timestamp()) };
+        let request = CapacityRequest {
+            test_id: self.ctx.test_id.clone(),
+            region,
+            needs,
+            zones,
+            end_unix: Some(end.unix_timestamp()),
+        };
         match r.reserve(&request, &*self.journal).await {
             Ok(p) => {
-                self.state.lock().expect("run state").placements.insert(BackendKind::Aws, p);
+                self.state
+                    .lock()
+                    .expect("run state")
+                    .placements
+                    .insert(BackendKind::Aws, p);
                 TaskResult::pass()
             }
             Err(e) => TaskResult::new(Verdict::Error, e.to_string()),
@@ -932,7 +1302,11 @@ impl RunExec {
             TaskResult::pass()
         } else {
             let msg = problems.join("; ");
-            self.state.lock().expect("run state").cleanup_failures.push(msg.clone());
+            self.state
+                .lock()
+                .expect("run state")
+                .cleanup_failures
+                .push(msg.clone());
             TaskResult::new(Verdict::Error, msg)
         }
     }
@@ -962,7 +1336,11 @@ impl RunExec {
                 Err(e) => problems.push(self.redactor.redact(&e.to_string())),
             }
         }
-        if problems.is_empty() { TaskResult::pass() } else { TaskResult::new(Verdict::Error, problems.join("; ")) }
+        if problems.is_empty() {
+            TaskResult::pass()
+        } else {
+            TaskResult::new(Verdict::Error, problems.join("; "))
+        }
     }
 
     fn write_report(&self, report: &Report) -> Result<(), EngineError> {
@@ -983,10 +1361,16 @@ impl RunExec {
             for m in &self.machines {
                 let id = format!("step:{}@{}", s.name, m.name);
                 // Absent: the step does not run on this machine, or has not ended yet.
-                let Some(o) = outcomes.get(&id).or_else(|| g.outcomes.get(&id)).cloned() else { continue };
+                let Some(o) = outcomes.get(&id).or_else(|| g.outcomes.get(&id)).cloned() else {
+                    continue;
+                };
                 let d = g.steps.get(&id).cloned().unwrap_or_default();
                 *counts.entry(o.verdict).or_default() += 1;
-                let tail = if o.verdict == Verdict::Pass { None } else { d.tail.clone() };
+                let tail = if o.verdict == Verdict::Pass {
+                    None
+                } else {
+                    d.tail.clone()
+                };
                 steps.push(StepReport {
                     step: s.name.clone(),
                     machine: m.name.clone(),
@@ -1006,7 +1390,11 @@ impl RunExec {
             .iter()
             .chain(g.outcomes.iter())
             .filter(|(id, o)| !id.starts_with("step:") && o.verdict != Verdict::Pass)
-            .map(|(id, o)| TaskReport { task: id.clone(), verdict: o.verdict, message: o.message.as_ref().map(|m| self.redactor.redact(m)) })
+            .map(|(id, o)| TaskReport {
+                task: id.clone(),
+                verdict: o.verdict,
+                message: o.message.as_ref().map(|m| self.redactor.redact(m)),
+            })
             .collect();
         infrastructure.sort_by(|a, b| a.task.cmp(&b.task));
         infrastructure.dedup_by(|a, b| a.task == b.task);
@@ -1060,14 +1448,22 @@ impl RunExec {
 
 #[async_trait]
 impl TaskExecutor<Stage> for RunExec {
-    async fn execute(&self, node: &TaskNode<Stage>, attempt: u32, cancel: CancellationToken) -> TaskResult {
+    async fn execute(
+        &self,
+        node: &TaskNode<Stage>,
+        attempt: u32,
+        cancel: CancellationToken,
+    ) -> TaskResult {
         let work = async {
             match &node.payload {
                 Stage::Reserve => self.reserve().await,
                 Stage::Provision { machine } => self.provision(machine).await,
                 Stage::WaitReady { machine } => self.wait_ready(machine).await,
                 Stage::Upload { machine } => self.upload(machine).await,
-                Stage::Step { index, machine, .. } => self.step(&node.id, *index, machine, attempt, cancel.clone()).await,
+                Stage::Step { index, machine, .. } => {
+                    self.step(&node.id, *index, machine, attempt, cancel.clone())
+                        .await
+                }
                 Stage::Collect { machine } => self.collect(machine).await,
                 Stage::Publish => self.publish().await,
                 Stage::Teardown { machine } => self.teardown(machine).await,
@@ -1086,21 +1482,40 @@ impl TaskExecutor<Stage> for RunExec {
 
     fn started(&self, node: &TaskNode<Stage>, attempt: u32) {
         self.journal.update(|s| {
-            let t = s.tasks.entry(node.id.clone()).or_insert_with(TaskRecord::pending);
+            let t = s
+                .tasks
+                .entry(node.id.clone())
+                .or_insert_with(TaskRecord::pending);
             t.state = TaskState::Running;
             t.attempts = attempt;
             t.started = Some(crate::now_rfc3339());
         });
         self.flush_later();
-        self.engine.events.event(&Event::TaskStarted { task: node.id.clone(), attempt });
+        self.engine.events.event(&Event::TaskStarted {
+            task: node.id.clone(),
+            attempt,
+        });
     }
 
     fn finished(&self, node: &TaskNode<Stage>, outcome: &TaskOutcome) {
-        let exit_code = self.state.lock().expect("run state").steps.get(&node.id).and_then(|d| d.exit_code);
-        self.state.lock().expect("run state").outcomes.insert(node.id.clone(), outcome.clone());
+        let exit_code = self
+            .state
+            .lock()
+            .expect("run state")
+            .steps
+            .get(&node.id)
+            .and_then(|d| d.exit_code);
+        self.state
+            .lock()
+            .expect("run state")
+            .outcomes
+            .insert(node.id.clone(), outcome.clone());
         let message = outcome.message.as_ref().map(|m| self.redactor.redact(m));
         self.journal.update(|s| {
-            let t = s.tasks.entry(node.id.clone()).or_insert_with(TaskRecord::pending);
+            let t = s
+                .tasks
+                .entry(node.id.clone())
+                .or_insert_with(TaskRecord::pending);
             t.state = TaskState::Done;
             t.verdict = Some(outcome.verdict);
             t.attempts = t.attempts.max(outcome.attempts);
@@ -1131,7 +1546,11 @@ impl RunExec {
     }
 }
 
-fn write_plan_artefacts(loaded: &LoadedPlan, graph: &TaskGraph<Stage>, dir: &Path) -> Result<(), EngineError> {
+fn write_plan_artefacts(
+    loaded: &LoadedPlan,
+    graph: &TaskGraph<Stage>,
+    dir: &Path,
+) -> Result<(), EngineError> {
     let w = |p: PathBuf, s: String| -> Result<(), EngineError> {
         if let Some(d) = p.parent() {
             std::fs::create_dir_all(d).map_err(io_err(format!("creating {}", d.display())))?;
@@ -1140,18 +1559,39 @@ fn write_plan_artefacts(loaded: &LoadedPlan, graph: &TaskGraph<Stage>, dir: &Pat
     };
     w(dir.join("graph.txt"), stages::render_text(graph))?;
     w(dir.join("graph.dot"), graph.to_dot())?;
-    w(dir.join("graph.json"), serde_json::to_string_pretty(&stages::render_json(graph)).expect("json"))?;
+    w(
+        dir.join("graph.json"),
+        serde_json::to_string_pretty(&stages::render_json(graph)).expect("json"),
+    )?;
     let plan = &loaded.plan;
     for m in stages::machine_instances(plan) {
         let spec = &plan.machines[m.spec_index];
         let settings = serde_json::json!({ "instance": m, "spec": spec });
-        w(dir.join("machines").join(format!("{}.json", file_name_of(&m.name))), serde_json::to_string_pretty(&settings).expect("json"))?;
-        for s in plan.steps.iter().filter(|s| stages::selects(&s.machines, &m, spec)) {
+        w(
+            dir.join("machines")
+                .join(format!("{}.json", file_name_of(&m.name))),
+            serde_json::to_string_pretty(&settings).expect("json"),
+        )?;
+        for s in plan
+            .steps
+            .iter()
+            .filter(|s| stages::selects(&s.machines, &m, spec))
+        {
             let mut env = plan.defaults.env.clone();
             env.extend(s.env.clone());
-            let mut text = format!("#!/bin/sh\n# Step `{}` on machine `{}`, as qa-run will run it.\n", s.name, m.name);
-            let timeout = s.timeout.or(plan.defaults.timeout).map(|d| d.get()).unwrap_or(DEFAULT_STEP_TIMEOUT);
-            text.push_str(&format!("# timeout: {}\n", crate::plan::PlanDuration(timeout)));
+            let mut text = format!(
+                "#!/bin/sh\n# Step `{}` on machine `{}`, as qa-run will run it.\n",
+                s.name, m.name
+            );
+            let timeout = s
+                .timeout
+                .or(plan.defaults.timeout)
+                .map(|d| d.get())
+                .unwrap_or(DEFAULT_STEP_TIMEOUT);
+            text.push_str(&format!(
+                "# timeout: {}\n",
+                crate::plan::PlanDuration(timeout)
+            ));
             if !s.depends_on.is_empty() {
                 text.push_str(&format!("# depends on: {}\n", s.depends_on.join(", ")));
             }
@@ -1159,7 +1599,9 @@ fn write_plan_artefacts(loaded: &LoadedPlan, graph: &TaskGraph<Stage>, dir: &Pat
                 text.push_str(&format!("export {k}={}\n", shell_quote(v)));
             }
             for k in &plan.secrets {
-                text.push_str(&format!("# secret {k} is passed from qa-run's environment\n"));
+                text.push_str(&format!(
+                    "# secret {k} is passed from qa-run's environment\n"
+                ));
             }
             if let Some(wd) = s.workdir.as_ref().or(plan.defaults.workdir.as_ref()) {
                 text.push_str(&format!("cd {}\n", shell_quote(wd)));
@@ -1177,9 +1619,17 @@ fn write_plan_artefacts(loaded: &LoadedPlan, graph: &TaskGraph<Stage>, dir: &Pat
                     text.push('\n');
                 }
                 StepAction::Reboot => text.push_str("# reboot, then wait for a new boot id\n"),
-                StepAction::Custom(u) => text.push_str(&format!("# step type `{u}` with {}\n", serde_json::to_string(&s.with).unwrap_or_default())),
+                StepAction::Custom(u) => text.push_str(&format!(
+                    "# step type `{u}` with {}\n",
+                    serde_json::to_string(&s.with).unwrap_or_default()
+                )),
             }
-            w(dir.join("steps").join(file_name_of(&m.name)).join(format!("{}.sh", file_name_of(&s.name))), text)?;
+            w(
+                dir.join("steps")
+                    .join(file_name_of(&m.name))
+                    .join(format!("{}.sh", file_name_of(&s.name))),
+                text,
+            )?;
         }
     }
     Ok(())

@@ -175,7 +175,9 @@ impl JournalState {
 
     /// Resources that may still exist (intent or created, not destroyed or kept).
     pub fn live_resources(&self) -> impl Iterator<Item = &Resource> {
-        self.resources.iter().filter(|r| matches!(r.state, ResourceState::Intent | ResourceState::Created))
+        self.resources
+            .iter()
+            .filter(|r| matches!(r.state, ResourceState::Intent | ResourceState::Created))
     }
 }
 
@@ -188,7 +190,12 @@ pub trait ResourceLedger: Send + Sync {
     /// Records that `resource` is about to be created (state [`ResourceState::Intent`]).
     async fn intent(&self, resource: Resource) -> Result<(), JournalError>;
     /// Records the id (and more details) of a created resource.
-    async fn created(&self, key: &ResourceKey, id: &str, details: BTreeMap<String, String>) -> Result<(), JournalError>;
+    async fn created(
+        &self,
+        key: &ResourceKey,
+        id: &str,
+        details: BTreeMap<String, String>,
+    ) -> Result<(), JournalError>;
     /// Records that a resource is gone.
     async fn destroyed(&self, key: &ResourceKey) -> Result<(), JournalError>;
     /// Records that a resource is deliberately kept.
@@ -222,7 +229,11 @@ impl RunJournal {
     pub fn open(run_dir: &Path) -> Result<Self, JournalError> {
         let path = run_dir.join(JOURNAL_FILE);
         let state = read_state(&path)?;
-        Ok(RunJournal { path, state: Mutex::new((state, 0)), written: tokio::sync::Mutex::new(0) })
+        Ok(RunJournal {
+            path,
+            state: Mutex::new((state, 0)),
+            written: tokio::sync::Mutex::new(0),
+        })
     }
 
     /// Path of `state.json`.
@@ -261,7 +272,10 @@ impl RunJournal {
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
             .await
-            .map_err(|e| JournalError::Io { path: self.path.clone(), source: std::io::Error::other(e) })??;
+            .map_err(|e| JournalError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(e),
+            })??;
         *written = generation;
         Ok(())
     }
@@ -270,8 +284,10 @@ impl RunJournal {
     pub fn flush_blocking(&self) -> Result<(), JournalError> {
         let bytes = {
             let g = self.state.lock().expect("journal lock");
-            serde_json::to_vec_pretty(&g.0)
-                .map_err(|e| JournalError::Format { path: self.path.clone(), message: e.to_string() })?
+            serde_json::to_vec_pretty(&g.0).map_err(|e| JournalError::Format {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })?
         };
         write_atomically(&self.path, &bytes)
     }
@@ -282,22 +298,36 @@ impl ResourceLedger for RunJournal {
     async fn intent(&self, resource: Resource) -> Result<(), JournalError> {
         self.update(|s| {
             // A key may be used again once its resource is gone (a resumed run re-provisions).
-            s.resources.retain(|r| !(r.key == resource.key && r.state == ResourceState::Destroyed));
+            s.resources
+                .retain(|r| !(r.key == resource.key && r.state == ResourceState::Destroyed));
             if s.resources.iter().any(|r| r.key == resource.key) {
-                return Err(JournalError::Resource(format!("resource {} recorded twice", resource.key)));
+                return Err(JournalError::Resource(format!(
+                    "resource {} recorded twice",
+                    resource.key
+                )));
             }
-            s.resources.push(Resource { state: ResourceState::Intent, ..resource });
+            s.resources.push(Resource {
+                state: ResourceState::Intent,
+                ..resource
+            });
             Ok(())
         })?;
         self.flush().await
     }
 
-    async fn created(&self, key: &ResourceKey, id: &str, details: BTreeMap<String, String>) -> Result<(), JournalError> {
-        self.update(|s| set_resource(s, key, |r| {
-            r.id = Some(id.to_string());
-            r.details.extend(details);
-            r.state = ResourceState::Created;
-        }))?;
+    async fn created(
+        &self,
+        key: &ResourceKey,
+        id: &str,
+        details: BTreeMap<String, String>,
+    ) -> Result<(), JournalError> {
+        self.update(|s| {
+            set_resource(s, key, |r| {
+                r.id = Some(id.to_string());
+                r.details.extend(details);
+                r.state = ResourceState::Created;
+            })
+        })?;
         self.flush().await
     }
 
@@ -316,7 +346,11 @@ impl ResourceLedger for RunJournal {
     }
 }
 
-fn set_resource(s: &mut JournalState, key: &ResourceKey, f: impl FnOnce(&mut Resource)) -> Result<(), JournalError> {
+fn set_resource(
+    s: &mut JournalState,
+    key: &ResourceKey,
+    f: impl FnOnce(&mut Resource),
+) -> Result<(), JournalError> {
     match s.resources.iter_mut().find(|r| &r.key == key) {
         Some(r) => {
             f(r);
@@ -328,9 +362,14 @@ fn set_resource(s: &mut JournalState, key: &ResourceKey, f: impl FnOnce(&mut Res
 
 /// Reads a `state.json`.
 pub fn read_state(path: &Path) -> Result<JournalState, JournalError> {
-    let bytes = std::fs::read(path).map_err(|source| JournalError::Io { path: path.to_path_buf(), source })?;
-    let state: JournalState = serde_json::from_slice(&bytes)
-        .map_err(|e| JournalError::Format { path: path.to_path_buf(), message: e.to_string() })?;
+    let bytes = std::fs::read(path).map_err(|source| JournalError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let state: JournalState = serde_json::from_slice(&bytes).map_err(|e| JournalError::Format {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     if state.schema_version > JOURNAL_SCHEMA_VERSION {
         return Err(JournalError::Format {
             path: path.to_path_buf(),
@@ -346,8 +385,14 @@ pub fn read_state(path: &Path) -> Result<JournalState, JournalError> {
 /// Writes `bytes` to `path` so that a reader sees the old or the new file, never a mix, even
 /// after a power cut: temporary file in the same directory, fsync, rename, fsync the directory.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), JournalError> {
-    let io = |source| JournalError::Io { path: path.to_path_buf(), source };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let io = |source| JournalError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     {
@@ -373,14 +418,28 @@ impl ResourceLedger for MemoryLedger {
     async fn intent(&self, resource: Resource) -> Result<(), JournalError> {
         let mut g = self.resources.lock().expect("ledger lock");
         if g.iter().any(|r| r.key == resource.key) {
-            return Err(JournalError::Resource(format!("resource {} recorded twice", resource.key)));
+            return Err(JournalError::Resource(format!(
+                "resource {} recorded twice",
+                resource.key
+            )));
         }
-        g.push(Resource { state: ResourceState::Intent, ..resource });
+        g.push(Resource {
+            state: ResourceState::Intent,
+            ..resource
+        });
         Ok(())
     }
-    async fn created(&self, key: &ResourceKey, id: &str, details: BTreeMap<String, String>) -> Result<(), JournalError> {
+    async fn created(
+        &self,
+        key: &ResourceKey,
+        id: &str,
+        details: BTreeMap<String, String>,
+    ) -> Result<(), JournalError> {
         let mut g = self.resources.lock().expect("ledger lock");
-        let r = g.iter_mut().find(|r| &r.key == key).ok_or_else(|| JournalError::Resource(format!("unknown resource {key}")))?;
+        let r = g
+            .iter_mut()
+            .find(|r| &r.key == key)
+            .ok_or_else(|| JournalError::Resource(format!("unknown resource {key}")))?;
         r.id = Some(id.into());
         r.details.extend(details);
         r.state = ResourceState::Created;
@@ -388,13 +447,19 @@ impl ResourceLedger for MemoryLedger {
     }
     async fn destroyed(&self, key: &ResourceKey) -> Result<(), JournalError> {
         let mut g = self.resources.lock().expect("ledger lock");
-        let r = g.iter_mut().find(|r| &r.key == key).ok_or_else(|| JournalError::Resource(format!("unknown resource {key}")))?;
+        let r = g
+            .iter_mut()
+            .find(|r| &r.key == key)
+            .ok_or_else(|| JournalError::Resource(format!("unknown resource {key}")))?;
         r.state = ResourceState::Destroyed;
         Ok(())
     }
     async fn kept(&self, key: &ResourceKey) -> Result<(), JournalError> {
         let mut g = self.resources.lock().expect("ledger lock");
-        let r = g.iter_mut().find(|r| &r.key == key).ok_or_else(|| JournalError::Resource(format!("unknown resource {key}")))?;
+        let r = g
+            .iter_mut()
+            .find(|r| &r.key == key)
+            .ok_or_else(|| JournalError::Resource(format!("unknown resource {key}")))?;
         r.state = ResourceState::Kept;
         Ok(())
     }
@@ -424,23 +489,35 @@ mod tests {
     #[tokio::test]
     async fn intent_is_on_disk_before_intent_returns() {
         let dir = tempfile::tempdir().unwrap();
-        let j = RunJournal::create(dir.path(), JournalState::new("r", "t", "p", "/p.yaml")).await.unwrap();
+        let j = RunJournal::create(dir.path(), JournalState::new("r", "t", "p", "/p.yaml"))
+            .await
+            .unwrap();
         j.intent(res("a")).await.unwrap();
         let on_disk = read_state(&dir.path().join(JOURNAL_FILE)).unwrap();
         assert_eq!(on_disk.resources.len(), 1);
         assert_eq!(on_disk.resources[0].state, ResourceState::Intent);
-        j.created(&ResourceKey("a".into()), "id-1", BTreeMap::new()).await.unwrap();
+        j.created(&ResourceKey("a".into()), "id-1", BTreeMap::new())
+            .await
+            .unwrap();
         let on_disk = read_state(&dir.path().join(JOURNAL_FILE)).unwrap();
         assert_eq!(on_disk.resources[0].id.as_deref(), Some("id-1"));
         assert_eq!(on_disk.live_resources().count(), 1);
         j.destroyed(&ResourceKey("a".into())).await.unwrap();
-        assert_eq!(read_state(&dir.path().join(JOURNAL_FILE)).unwrap().live_resources().count(), 0);
+        assert_eq!(
+            read_state(&dir.path().join(JOURNAL_FILE))
+                .unwrap()
+                .live_resources()
+                .count(),
+            0
+        );
     }
 
     #[tokio::test]
     async fn duplicate_intent_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let j = RunJournal::create(dir.path(), JournalState::new("r", "t", "p", "/p.yaml")).await.unwrap();
+        let j = RunJournal::create(dir.path(), JournalState::new("r", "t", "p", "/p.yaml"))
+            .await
+            .unwrap();
         j.intent(res("a")).await.unwrap();
         assert!(j.intent(res("a")).await.is_err());
     }
@@ -448,7 +525,11 @@ mod tests {
     #[tokio::test]
     async fn concurrent_flushes_coalesce_and_lose_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let j = std::sync::Arc::new(RunJournal::create(dir.path(), JournalState::new("r", "t", "p", "/p")).await.unwrap());
+        let j = std::sync::Arc::new(
+            RunJournal::create(dir.path(), JournalState::new("r", "t", "p", "/p"))
+                .await
+                .unwrap(),
+        );
         let mut handles = Vec::new();
         for i in 0..50 {
             let j = j.clone();
@@ -468,8 +549,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = JournalState::new("r", "t", "p", "/p");
         s.schema_version = 99;
-        write_atomically(&dir.path().join(JOURNAL_FILE), &serde_json::to_vec(&s).unwrap()).unwrap();
-        let e = read_state(&dir.path().join(JOURNAL_FILE)).unwrap_err().to_string();
+        write_atomically(
+            &dir.path().join(JOURNAL_FILE),
+            &serde_json::to_vec(&s).unwrap(),
+        )
+        .unwrap();
+        let e = read_state(&dir.path().join(JOURNAL_FILE))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("use a newer qa-run"), "{e}");
     }
 }

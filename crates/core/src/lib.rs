@@ -30,7 +30,9 @@ pub mod types;
 pub use capacity::{CapacityError, CapacityRequest, CapacityReservation, Placement};
 pub use provision::{MachineRequest, ProvisionError, Provisioner, RunContext};
 pub use publish::{PublishError, PublishReceipt, ResultPublisher};
-pub use remote::{CommandSpec, Connector, ExitInfo, OutputSink, OutputStream, RemoteError, RemoteExecutor};
+pub use remote::{
+    CommandSpec, Connector, ExitInfo, OutputSink, OutputStream, RemoteError, RemoteExecutor,
+};
 pub use types::*;
 
 /// Now, as RFC 3339 UTC with milliseconds.

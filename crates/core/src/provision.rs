@@ -61,7 +61,12 @@ pub struct ProvisionError {
 
 impl ProvisionError {
     /// An error with no cause and the given leftovers.
-    pub fn new(backend: BackendKind, machine: Option<&str>, message: impl Into<String>, leftovers: Leftovers) -> Self {
+    pub fn new(
+        backend: BackendKind,
+        machine: Option<&str>,
+        message: impl Into<String>,
+        leftovers: Leftovers,
+    ) -> Self {
         ProvisionError {
             backend,
             machine: machine.map(str::to_string),
@@ -106,10 +111,15 @@ pub trait Provisioner: Send + Sync + Debug + 'static {
     ) -> Result<Machine, ProvisionError>;
 
     /// Waits until the machine accepts commands, up to `deadline`.
-    async fn wait_ready(&self, machine: &Machine, deadline: Duration) -> Result<(), ProvisionError>;
+    async fn wait_ready(&self, machine: &Machine, deadline: Duration)
+    -> Result<(), ProvisionError>;
 
     /// Destroys these resources (from the journal). Idempotent.
-    async fn destroy(&self, resources: &[Resource], ledger: &dyn ResourceLedger) -> Result<(), ProvisionError>;
+    async fn destroy(
+        &self,
+        resources: &[Resource],
+        ledger: &dyn ResourceLedger,
+    ) -> Result<(), ProvisionError>;
 
     /// Destroys everything tagged with `test_id`; returns a line per resource removed.
     async fn sweep(&self, test_id: &TestId) -> Result<Vec<String>, ProvisionError>;

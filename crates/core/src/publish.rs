@@ -33,7 +33,11 @@ pub struct PublishError {
 impl PublishError {
     /// An error with a message.
     pub fn new(publisher: impl Into<String>, message: impl Into<String>) -> Self {
-        PublishError { publisher: publisher.into(), message: message.into(), source: None }
+        PublishError {
+            publisher: publisher.into(),
+            message: message.into(),
+            source: None,
+        }
     }
 }
 
@@ -49,5 +53,9 @@ pub trait ResultPublisher: Send + Sync + Debug + 'static {
     fn name(&self) -> &str;
 
     /// Publishes one run.
-    async fn publish(&self, report: &Report, run_dir: &Path) -> Result<PublishReceipt, PublishError>;
+    async fn publish(
+        &self,
+        report: &Report,
+        run_dir: &Path,
+    ) -> Result<PublishReceipt, PublishError>;
 }

@@ -35,7 +35,12 @@ struct Inner {
 
 impl StepRecorder {
     /// Creates both files (and their directories) and writes the recording's header.
-    pub fn create(log_path: &Path, cast_path: &Path, title: &str, redactor: Redactor) -> std::io::Result<Self> {
+    pub fn create(
+        log_path: &Path,
+        cast_path: &Path,
+        title: &str,
+        redactor: Redactor,
+    ) -> std::io::Result<Self> {
         for p in [log_path, cast_path] {
             if let Some(d) = p.parent() {
                 std::fs::create_dir_all(d)?;
@@ -85,7 +90,11 @@ impl StepRecorder {
         let text = self.redactor.redact(&String::from_utf8_lossy(bytes));
         // Recording: terminal output wants CRLF.
         let term = text.replace("\r\n", "\n").replace('\n', "\r\n");
-        let _ = writeln!(g.cast, "{}", serde_json::json!([(t * 1e6).round() / 1e6, "o", term]));
+        let _ = writeln!(
+            g.cast,
+            "{}",
+            serde_json::json!([(t * 1e6).round() / 1e6, "o", term])
+        );
         let marker = if stream == 0 { '|' } else { '!' };
         for piece in text.split_inclusive(['\n', '\r']) {
             if g.at_line_start[stream] {
@@ -150,7 +159,13 @@ mod tests {
     fn log_and_cast_carry_the_output_with_secrets_masked() {
         let dir = tempfile::tempdir().unwrap();
         let (log, cast) = (dir.path().join("l/s.log"), dir.path().join("c/s.cast"));
-        let r = StepRecorder::create(&log, &cast, "box: build", Redactor::new(["topsecret".to_string()])).unwrap();
+        let r = StepRecorder::create(
+            &log,
+            &cast,
+            "box: build",
+            Redactor::new(["topsecret".to_string()]),
+        )
+        .unwrap();
         r.output(OutputStream::Stdout, b"hello top");
         r.output(OutputStream::Stdout, b"secret world\nsecond");
         r.output(OutputStream::Stderr, b"oops\n");
@@ -166,10 +181,15 @@ mod tests {
         let mut lines = cast.lines();
         let header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
         assert_eq!(header["version"], 2);
-        let events: Vec<serde_json::Value> = lines.map(|l| serde_json::from_str(l).unwrap()).collect();
+        let events: Vec<serde_json::Value> =
+            lines.map(|l| serde_json::from_str(l).unwrap()).collect();
         let text: String = events.iter().map(|e| e[2].as_str().unwrap()).collect();
         assert_eq!(text, "hello [REDACTED] world\r\noops\r\nsecond");
-        assert!(events.windows(2).all(|w| w[0][0].as_f64() <= w[1][0].as_f64()));
+        assert!(
+            events
+                .windows(2)
+                .all(|w| w[0][0].as_f64() <= w[1][0].as_f64())
+        );
         assert_eq!(tail, "hello [REDACTED] world\noops\nsecond");
     }
 }

@@ -43,8 +43,15 @@ fn mask_private_keys(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find(BEGIN) {
-        let header_end = rest[start..].find("-----\n").or_else(|| rest[start + BEGIN.len()..].find("-----").map(|i| i + BEGIN.len()));
-        let is_key = rest[start..].lines().next().is_some_and(|l| l.contains("PRIVATE KEY"));
+        let header_end = rest[start..].find("-----\n").or_else(|| {
+            rest[start + BEGIN.len()..]
+                .find("-----")
+                .map(|i| i + BEGIN.len())
+        });
+        let is_key = rest[start..]
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains("PRIVATE KEY"));
         if !is_key || header_end.is_none() {
             out.push_str(&rest[..start + BEGIN.len()]);
             rest = &rest[start + BEGIN.len()..];
@@ -55,7 +62,10 @@ fn mask_private_keys(text: &str) -> String {
         match rest[start..].find("-----END ") {
             Some(end) => {
                 let after = start + end + "-----END ".len();
-                let close = rest[after..].find("-----").map(|i| after + i + 5).unwrap_or(rest.len());
+                let close = rest[after..]
+                    .find("-----")
+                    .map(|i| after + i + 5)
+                    .unwrap_or(rest.len());
                 rest = &rest[close..];
             }
             None => rest = "",
@@ -75,7 +85,9 @@ fn mask_aws_key_ids(text: &str) -> String {
         let boundary = i == 0 || !b[i - 1].is_ascii_alphanumeric();
         if boundary
             && matches!(prefix, b"AKIA" | b"ASIA")
-            && b[i + 4..i + 20].iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+            && b[i + 4..i + 20]
+                .iter()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
             && (i + 20 == b.len() || !b[i + 20].is_ascii_alphanumeric())
         {
             out.push_str(&text[last..i]);
@@ -97,7 +109,9 @@ fn mask_url_passwords(text: &str) -> String {
         let after = pos + 3;
         out.push_str(&rest[..after]);
         let tail = &rest[after..];
-        let end = tail.find(|c: char| c.is_whitespace() || c == '/' || c == '"' || c == '\'').unwrap_or(tail.len());
+        let end = tail
+            .find(|c: char| c.is_whitespace() || c == '/' || c == '"' || c == '\'')
+            .unwrap_or(tail.len());
         let authority = &tail[..end];
         if let Some(at) = authority.rfind('@') {
             let userinfo = &authority[..at];
@@ -124,9 +138,20 @@ fn mask_url_passwords(text: &str) -> String {
 }
 
 fn looks_like_token(user: &str) -> bool {
-    const PREFIXES: [&str; 7] = ["ghp_", "gho_", "ghs_", "ghu_", "github_pat_", "glpat-", "x-access-token"];
+    const PREFIXES: [&str; 7] = [
+        "ghp_",
+        "gho_",
+        "ghs_",
+        "ghu_",
+        "github_pat_",
+        "glpat-",
+        "x-access-token",
+    ];
     PREFIXES.iter().any(|p| user.starts_with(p))
-        || (user.len() >= 20 && user.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '%')))
+        || (user.len() >= 20
+            && user
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '%')))
 }
 
 #[cfg(test)]
@@ -135,23 +160,45 @@ mod tests {
 
     #[test]
     fn masks_declared_values_longest_first() {
-        let r = Redactor::new(["hunter22".to_string(), "hunter22-extended".to_string(), "ab".into()]);
-        assert_eq!(r.redact("pw=hunter22-extended and hunter22 ab"), "pw=[REDACTED] and [REDACTED] ab");
+        let r = Redactor::new([
+            "hunter22".to_string(),
+            "hunter22-extended".to_string(),
+            "ab".into(),
+        ]);
+        assert_eq!(
+            r.redact("pw=hunter22-extended and hunter22 ab"),
+            "pw=[REDACTED] and [REDACTED] ab"
+        );
     }
 
     #[test]
     fn masks_credential_shapes() {
         let r = Redactor::default();
-        assert_eq!(r.redact("key AKIAIOSFODNN7EXAMPLE end"), "key [REDACTED] end");
+        assert_eq!(
+            r.redact("key AKIAIOSFODNN7EXAMPLE end"),
+            "key [REDACTED] end"
+        );
         assert_eq!(r.redact("XAKIAIOSFODNN7EXAMPLE"), "XAKIAIOSFODNN7EXAMPLE");
-        assert_eq!(r.redact("git push https://bob:s3cr3t@example.com/x.git"), "git push https://bob:[REDACTED]@example.com/x.git");
-        assert_eq!(r.redact("https://example.com/a@b"), "https://example.com/a@b");
-        assert_eq!(r.redact("clone https://ghp_abc@github.com/o/r"), "clone https://[REDACTED]@github.com/o/r");
+        assert_eq!(
+            r.redact("git push https://bob:s3cr3t@example.com/x.git"),
+            "git push https://bob:[REDACTED]@example.com/x.git"
+        );
+        assert_eq!(
+            r.redact("https://example.com/a@b"),
+            "https://example.com/a@b"
+        );
+        assert_eq!(
+            r.redact("clone https://ghp_abc@github.com/o/r"),
+            "clone https://[REDACTED]@github.com/o/r"
+        );
         assert_eq!(
             r.redact("https://0123456789abcdef0123456789@h/x"),
             "https://[REDACTED]@h/x"
         );
-        assert_eq!(r.redact("ssh://git@github.com/o/r"), "ssh://git@github.com/o/r");
+        assert_eq!(
+            r.redact("ssh://git@github.com/o/r"),
+            "ssh://git@github.com/o/r"
+        );
         let pem = "before\n-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaA==\n-----END OPENSSH PRIVATE KEY-----\nafter";
         assert_eq!(r.redact(pem), "before\n[REDACTED]\nafter");
         let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----";

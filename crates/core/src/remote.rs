@@ -114,7 +114,9 @@ pub enum RemoteError {
         known_hosts: String,
     },
     /// The host's key is not known and the policy does not allow trusting it.
-    #[error("host key of {host} ({fingerprint}) is not in {known_hosts}; add it with ssh-keyscan or use trust-first-use")]
+    #[error(
+        "host key of {host} ({fingerprint}) is not in {known_hosts}; add it with ssh-keyscan or use trust-first-use"
+    )]
     HostKeyUnknown {
         /// The host.
         host: String,
@@ -151,7 +153,9 @@ pub enum RemoteError {
         root: String,
     },
     /// The machine did not come back from a reboot in time.
-    #[error("{target} did not come back within {deadline:?} after reboot (old boot id {old_boot_id}); tried: {tried}")]
+    #[error(
+        "{target} did not come back within {deadline:?} after reboot (old boot id {old_boot_id}); tried: {tried}"
+    )]
     RebootTimeout {
         /// The machine.
         target: String,
@@ -208,7 +212,12 @@ pub trait RemoteExecutor: Send + Sync + Debug + 'static {
     ) -> Result<ExitInfo, RemoteError>;
 
     /// Uploads one file; `mode` defaults to the local file's mode.
-    async fn put_file(&self, local: &Path, remote: &str, mode: Option<u32>) -> Result<(), RemoteError>;
+    async fn put_file(
+        &self,
+        local: &Path,
+        remote: &str,
+        mode: Option<u32>,
+    ) -> Result<(), RemoteError>;
 
     /// Uploads a directory tree, preserving modes. Returns the number of files.
     async fn put_tree(&self, local: &Path, remote: &str) -> Result<u64, RemoteError>;

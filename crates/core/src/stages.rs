@@ -85,12 +85,14 @@ pub fn machine_instances(plan: &Plan) -> Vec<MachineInstance> {
         .iter()
         .enumerate()
         .flat_map(|(i, m)| {
-            m.instance_names().into_iter().map(move |name| MachineInstance {
-                name,
-                role: m.role().to_string(),
-                backend: backend_of(m, default),
-                spec_index: i,
-            })
+            m.instance_names()
+                .into_iter()
+                .map(move |name| MachineInstance {
+                    name,
+                    role: m.role().to_string(),
+                    backend: backend_of(m, default),
+                    spec_index: i,
+                })
         })
         .collect()
 }
@@ -112,7 +114,10 @@ pub fn backend_of(m: &MachineSpec, default: BackendKind) -> BackendKind {
 /// Whether a selector list (`machines:` of a step, file or artifact) picks this instance.
 /// An empty list picks every machine.
 pub fn selects(selectors: &[String], machine: &MachineInstance, spec: &MachineSpec) -> bool {
-    selectors.is_empty() || selectors.iter().any(|s| s == &machine.name || s == &machine.role || s == &spec.name)
+    selectors.is_empty()
+        || selectors
+            .iter()
+            .any(|s| s == &machine.name || s == &machine.role || s == &spec.name)
 }
 
 /// Task id of a stage.
@@ -136,9 +141,18 @@ pub fn build_graph(loaded: &LoadedPlan, reserve: bool) -> Result<TaskGraph<Stage
     let plan = &loaded.plan;
     let machines = machine_instances(plan);
     let mut g: TaskGraph<Stage> = TaskGraph::new();
-    let add = |g: &mut TaskGraph<Stage>, stage: Stage, always: bool, retries: u32| -> Result<String, GraphError> {
+    let add = |g: &mut TaskGraph<Stage>,
+               stage: Stage,
+               always: bool,
+               retries: u32|
+     -> Result<String, GraphError> {
         let id = task_id(&stage);
-        g.add(TaskNode { id: id.clone(), payload: stage, always, retries })?;
+        g.add(TaskNode {
+            id: id.clone(),
+            payload: stage,
+            always,
+            retries,
+        })?;
         Ok(id)
     };
     let default_retries = plan.defaults.retries.unwrap_or(0);
@@ -157,25 +171,69 @@ pub fn build_graph(loaded: &LoadedPlan, reserve: bool) -> Result<TaskGraph<Stage
     }
     for m in &machines {
         let name = m.name.clone();
-        let prov = add(&mut g, Stage::Provision { machine: name.clone() }, false, 1)?;
+        let prov = add(
+            &mut g,
+            Stage::Provision {
+                machine: name.clone(),
+            },
+            false,
+            1,
+        )?;
         if reserve {
             g.depend(&prov, "reserve", EdgeKind::Requires)?;
         }
-        let ready = add(&mut g, Stage::WaitReady { machine: name.clone() }, false, 1)?;
+        let ready = add(
+            &mut g,
+            Stage::WaitReady {
+                machine: name.clone(),
+            },
+            false,
+            1,
+        )?;
         g.depend(&ready, &prov, EdgeKind::Requires)?;
-        let upload = add(&mut g, Stage::Upload { machine: name.clone() }, false, 2)?;
+        let upload = add(
+            &mut g,
+            Stage::Upload {
+                machine: name.clone(),
+            },
+            false,
+            2,
+        )?;
         g.depend(&upload, &ready, EdgeKind::Requires)?;
         for (index, s) in plan.steps.iter().enumerate() {
             if !runs_on[s.name.as_str()].contains(&name.as_str()) {
                 continue;
             }
             let retries = s.retries.unwrap_or(default_retries);
-            let id = add(&mut g, Stage::Step { index, step: s.name.clone(), machine: name.clone() }, false, retries)?;
+            let id = add(
+                &mut g,
+                Stage::Step {
+                    index,
+                    step: s.name.clone(),
+                    machine: name.clone(),
+                },
+                false,
+                retries,
+            )?;
             g.depend(&id, &upload, EdgeKind::Requires)?;
         }
-        let collect = add(&mut g, Stage::Collect { machine: name.clone() }, false, 1)?;
+        let collect = add(
+            &mut g,
+            Stage::Collect {
+                machine: name.clone(),
+            },
+            false,
+            1,
+        )?;
         g.depend(&collect, &ready, EdgeKind::Requires)?;
-        let teardown = add(&mut g, Stage::Teardown { machine: name.clone() }, true, 2)?;
+        let teardown = add(
+            &mut g,
+            Stage::Teardown {
+                machine: name.clone(),
+            },
+            true,
+            2,
+        )?;
         g.depend(&teardown, &collect, EdgeKind::After)?;
         g.depend(&teardown, &prov, EdgeKind::After)?;
     }
@@ -183,7 +241,10 @@ pub fn build_graph(loaded: &LoadedPlan, reserve: bool) -> Result<TaskGraph<Stage
     for s in &plan.steps {
         for m in &runs_on[s.name.as_str()] {
             let me = format!("step:{}@{m}", s.name);
-            for (deps, kind) in [(&s.depends_on, EdgeKind::Requires), (&s.after, EdgeKind::After)] {
+            for (deps, kind) in [
+                (&s.depends_on, EdgeKind::Requires),
+                (&s.after, EdgeKind::After),
+            ] {
                 for d in deps {
                     let targets = &runs_on[d.as_str()];
                     if targets.contains(m) {

@@ -18,11 +18,19 @@ impl RunId {
     pub fn generate(plan_name: &str) -> Self {
         let now = time::OffsetDateTime::now_utc();
         let stamp = now
-            .format(time::macros::format_description!("[year][month][day]T[hour][minute][second]Z"))
+            .format(time::macros::format_description!(
+                "[year][month][day]T[hour][minute][second]Z"
+            ))
             .unwrap_or_else(|_| "now".into());
         let slug: String = plan_name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
             .take(40)
             .collect();
         let suffix: u32 = rand::random::<u32>() & 0xffff;

@@ -360,7 +360,9 @@ impl Provisioner for LocalProvisioner {
 /// Kills every process whose working directory is inside `dir`, and waits (briefly) until none
 /// is left. Returns how many were killed.
 pub fn kill_processes_inside(dir: &Path) -> usize {
-    let Ok(dir) = dir.canonicalize() else { return 0 };
+    let Ok(dir) = dir.canonicalize() else {
+        return 0;
+    };
     let me = std::process::id();
     let mut killed = 0;
     for _ in 0..50 {
@@ -371,7 +373,8 @@ pub fn kill_processes_inside(dir: &Path) -> usize {
             .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
             .filter(|&pid| pid as u32 != me)
             .filter(|pid| {
-                std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(&dir))
+                std::fs::read_link(format!("/proc/{pid}/cwd"))
+                    .is_ok_and(|cwd| cwd.starts_with(&dir))
             })
             .collect();
         if pids.is_empty() {

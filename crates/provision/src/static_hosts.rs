@@ -21,7 +21,10 @@ use qa_core::journal::ResourceLedger;
 use qa_core::plan::{BackendKind, InventoryHost};
 use qa_core::provision::{MachineRequest, ProvisionError, Provisioner, RunContext};
 use qa_core::remote::DiscardOutput;
-use qa_core::types::{Access, HostKeyPolicy, Leftovers, Machine, Resource, ResourceKey, ResourceState, SshTarget, TestId};
+use qa_core::types::{
+    Access, HostKeyPolicy, Leftovers, Machine, Resource, ResourceKey, ResourceState, SshTarget,
+    TestId,
+};
 use qa_core::{CommandSpec, Connector};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -57,7 +60,9 @@ pub struct StaticProvisioner {
 }
 
 fn this_host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -65,14 +70,28 @@ fn pid_alive(pid: u32) -> bool {
 }
 
 fn lease_file_name(host: &str) -> String {
-    let s: String = host.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' }).collect();
+    let s: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     format!("{s}.lease")
 }
 
 impl StaticProvisioner {
     /// A provisioner for these hosts, with leases in `lease_dir`.
     pub fn new(inventory: Vec<InventoryHost>, lease_dir: impl Into<PathBuf>) -> Self {
-        StaticProvisioner { inventory, lease_dir: lease_dir.into(), connector: None, host_keys: HostKeyPolicy::Strict }
+        StaticProvisioner {
+            inventory,
+            lease_dir: lease_dir.into(),
+            connector: None,
+            host_keys: HostKeyPolicy::Strict,
+        }
     }
 
     /// The default lease directory: `$XDG_CACHE_HOME/qa-run/leases` or `~/.cache/qa-run/leases`.
@@ -102,7 +121,11 @@ impl StaticProvisioner {
 
     /// The SSH target of an inventory host.
     pub fn target(&self, h: &InventoryHost) -> SshTarget {
-        let user = h.user.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "root".into());
+        let user = h
+            .user
+            .clone()
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "root".into());
         let jumps = h
             .proxy_jump
             .iter()
@@ -127,17 +150,25 @@ impl StaticProvisioner {
         std::fs::create_dir_all(&self.lease_dir)?;
         let path = self.lease_dir.join(lease_file_name(&lease.host));
         for _ in 0..2 {
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
                 Ok(mut f) => {
                     f.write_all(&serde_json::to_vec_pretty(lease).expect("lease serialises"))?;
                     f.sync_all()?;
                     return Ok(Some(path));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder: Option<Lease> = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+                    let holder: Option<Lease> = std::fs::read(&path)
+                        .ok()
+                        .and_then(|b| serde_json::from_slice(&b).ok());
                     match holder {
                         // Our own run already holds it (a resumed run): keep it.
-                        Some(h) if h.run_id == lease.run_id && h.machine == lease.machine => return Ok(Some(path)),
+                        Some(h) if h.run_id == lease.run_id && h.machine == lease.machine => {
+                            return Ok(Some(path));
+                        }
                         // The holder died on this machine: the lease is stale.
                         Some(h) if h.holder_host == lease.holder_host && !pid_alive(h.pid) => {
                             tracing::warn!(host = %lease.host, stale_run = %h.run_id, "taking over a stale lease");
@@ -152,8 +183,15 @@ impl StaticProvisioner {
         Ok(None)
     }
 
-    fn release(&self, path: &Path, run_id: Option<&str>, test_id: Option<&str>) -> std::io::Result<bool> {
-        let holder: Option<Lease> = std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    fn release(
+        &self,
+        path: &Path,
+        run_id: Option<&str>,
+        test_id: Option<&str>,
+    ) -> std::io::Result<bool> {
+        let holder: Option<Lease> = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
         let Some(h) = holder else { return Ok(false) };
         let ours = run_id.is_some_and(|r| r == h.run_id) || test_id.is_some_and(|t| t == h.test_id);
         if !ours {
@@ -167,11 +205,21 @@ impl StaticProvisioner {
     }
 
     async fn verify(&self, machine: &Machine, host: &InventoryHost) -> Result<(), String> {
-        let Some(connector) = &self.connector else { return Ok(()) };
-        let exec = connector.connect(machine).await.map_err(|e| format!("unreachable: {e}"))?;
-        let mut script = format!("set -e\nmkdir -p '{}'\n", machine.workdir.replace('\'', "'\\''"));
+        let Some(connector) = &self.connector else {
+            return Ok(());
+        };
+        let exec = connector
+            .connect(machine)
+            .await
+            .map_err(|e| format!("unreachable: {e}"))?;
+        let mut script = format!(
+            "set -e\nmkdir -p '{}'\n",
+            machine.workdir.replace('\'', "'\\''")
+        );
         for c in &host.require_commands {
-            script.push_str(&format!("command -v '{c}' >/dev/null || {{ echo 'missing command: {c}' >&2; exit 3; }}\n"));
+            script.push_str(&format!(
+                "command -v '{c}' >/dev/null || {{ echo 'missing command: {c}' >&2; exit 3; }}\n"
+            ));
         }
         if let Some(min) = host.min_free_mib {
             script.push_str(&format!(
@@ -180,12 +228,26 @@ impl StaticProvisioner {
             ));
         }
         let sink = Arc::new(CollectStderr::default());
-        let cmd = CommandSpec { command: script, timeout: Some(Duration::from_secs(60)), workdir: Some("/".into()), ..Default::default() };
-        let info = exec.run(&cmd, sink.clone(), CancellationToken::new()).await.map_err(|e| e.to_string())?;
+        let cmd = CommandSpec {
+            command: script,
+            timeout: Some(Duration::from_secs(60)),
+            workdir: Some("/".into()),
+            ..Default::default()
+        };
+        let info = exec
+            .run(&cmd, sink.clone(), CancellationToken::new())
+            .await
+            .map_err(|e| e.to_string())?;
         if info.success() {
             Ok(())
         } else {
-            Err(format!("verification failed ({}): {}", info.code.map(|c| format!("exit {c}")).unwrap_or("killed".into()), sink.text().trim()))
+            Err(format!(
+                "verification failed ({}): {}",
+                info.code
+                    .map(|c| format!("exit {c}"))
+                    .unwrap_or("killed".into()),
+                sink.text().trim()
+            ))
         }
     }
 }
@@ -209,12 +271,23 @@ impl qa_core::OutputSink for CollectStderr {
 
 /// `user@host:port` (user and port optional).
 fn parse_jump(s: &str, default_user: &str) -> SshTarget {
-    let (user, rest) = s.split_once('@').map(|(u, r)| (u.to_string(), r)).unwrap_or((default_user.to_string(), s));
+    let (user, rest) = s
+        .split_once('@')
+        .map(|(u, r)| (u.to_string(), r))
+        .unwrap_or((default_user.to_string(), s));
     let (host, port) = match rest.rsplit_once(':') {
         Some((h, p)) if p.parse::<u16>().is_ok() => (h.to_string(), p.parse().unwrap_or(22)),
         _ => (rest.to_string(), 22),
     };
-    SshTarget { host, port, user, identity_file: None, passphrase_env: None, jumps: vec![], host_keys: HostKeyPolicy::Strict }
+    SshTarget {
+        host,
+        port,
+        user,
+        identity_file: None,
+        passphrase_env: None,
+        jumps: vec![],
+        host_keys: HostKeyPolicy::Strict,
+    }
 }
 
 fn err(machine: &str, message: impl Into<String>, leftovers: Leftovers) -> ProvisionError {
@@ -227,10 +300,24 @@ impl Provisioner for StaticProvisioner {
         BackendKind::Static
     }
 
-    async fn create(&self, req: &MachineRequest, run: &RunContext, ledger: &dyn ResourceLedger) -> Result<Machine, ProvisionError> {
-        let candidates = req.spec.static_hosts.as_ref().map(|s| s.hosts.clone()).unwrap_or_default();
+    async fn create(
+        &self,
+        req: &MachineRequest,
+        run: &RunContext,
+        ledger: &dyn ResourceLedger,
+    ) -> Result<Machine, ProvisionError> {
+        let candidates = req
+            .spec
+            .static_hosts
+            .as_ref()
+            .map(|s| s.hosts.clone())
+            .unwrap_or_default();
         if candidates.is_empty() {
-            return Err(err(&req.name, "no `static.hosts` to choose from", Leftovers::Clear));
+            return Err(err(
+                &req.name,
+                "no `static.hosts` to choose from",
+                Leftovers::Clear,
+            ));
         }
         let key = ResourceKey(format!("{}/lease", req.name));
         ledger
@@ -241,7 +328,11 @@ impl Provisioner for StaticProvisioner {
                 machine: Some(req.name.clone()),
                 id: None,
                 client_token: None,
-                details: [("lease-dir".to_string(), self.lease_dir.display().to_string())].into(),
+                details: [(
+                    "lease-dir".to_string(),
+                    self.lease_dir.display().to_string(),
+                )]
+                .into(),
                 state: ResourceState::Intent,
             })
             .await
@@ -262,15 +353,24 @@ impl Provisioner for StaticProvisioner {
             };
             match self.try_lease(&lease) {
                 Ok(Some(path)) => {
-                    let details: BTreeMap<String, String> =
-                        [("path".to_string(), path.display().to_string()), ("host".to_string(), name.clone())].into();
-                    ledger
-                        .created(&key, name, details)
-                        .await
-                        .map_err(|e| err(&req.name, e.to_string(), Leftovers::Remaining(vec![key.clone()])))?;
+                    let details: BTreeMap<String, String> = [
+                        ("path".to_string(), path.display().to_string()),
+                        ("host".to_string(), name.clone()),
+                    ]
+                    .into();
+                    ledger.created(&key, name, details).await.map_err(|e| {
+                        err(
+                            &req.name,
+                            e.to_string(),
+                            Leftovers::Remaining(vec![key.clone()]),
+                        )
+                    })?;
                     let target = self.target(host);
                     let mut facts = BTreeMap::new();
-                    facts.insert("host".to_string(), format!("{}@{}:{}", target.user, target.host, target.port));
+                    facts.insert(
+                        "host".to_string(),
+                        format!("{}@{}:{}", target.user, target.host, target.port),
+                    );
                     facts.insert("inventory-host".to_string(), name.clone());
                     return Ok(Machine {
                         name: req.name.clone(),
@@ -283,78 +383,136 @@ impl Provisioner for StaticProvisioner {
                     });
                 }
                 Ok(None) => {
-                    let holder: Option<Lease> = std::fs::read(self.lease_dir.join(lease_file_name(name)))
-                        .ok()
-                        .and_then(|b| serde_json::from_slice(&b).ok());
+                    let holder: Option<Lease> =
+                        std::fs::read(self.lease_dir.join(lease_file_name(name)))
+                            .ok()
+                            .and_then(|b| serde_json::from_slice(&b).ok());
                     busy.push(match holder {
-                        Some(h) => format!("{name}: leased by run {} (pid {} on {})", h.run_id, h.pid, h.holder_host),
+                        Some(h) => format!(
+                            "{name}: leased by run {} (pid {} on {})",
+                            h.run_id, h.pid, h.holder_host
+                        ),
                         None => format!("{name}: leased"),
                     });
                 }
-                Err(e) => busy.push(format!("{name}: cannot write lease in {}: {e}", self.lease_dir.display())),
+                Err(e) => busy.push(format!(
+                    "{name}: cannot write lease in {}: {e}",
+                    self.lease_dir.display()
+                )),
             }
         }
         let _ = ledger.destroyed(&key).await;
         Err(err(
             &req.name,
-            format!("no host is free: {}; wait for those runs or add hosts to the inventory", busy.join("; ")),
+            format!(
+                "no host is free: {}; wait for those runs or add hosts to the inventory",
+                busy.join("; ")
+            ),
             Leftovers::Clear,
         ))
     }
 
-    async fn wait_ready(&self, machine: &Machine, _deadline: Duration) -> Result<(), ProvisionError> {
+    async fn wait_ready(
+        &self,
+        machine: &Machine,
+        _deadline: Duration,
+    ) -> Result<(), ProvisionError> {
         let host_name = machine.facts.get("inventory-host").cloned();
         let Access::Ssh(t) = &machine.access else {
-            return Err(err(&machine.name, "a static machine is reached over SSH", Leftovers::Unknown));
+            return Err(err(
+                &machine.name,
+                "a static machine is reached over SSH",
+                Leftovers::Unknown,
+            ));
         };
-        let host = host_name
-            .and_then(|n| self.host(&n).cloned())
-            .or_else(|| self.inventory.iter().find(|h| h.host.as_deref().unwrap_or(&h.name) == t.host && h.port.unwrap_or(22) == t.port).cloned());
+        let host = host_name.and_then(|n| self.host(&n).cloned()).or_else(|| {
+            self.inventory
+                .iter()
+                .find(|h| {
+                    h.host.as_deref().unwrap_or(&h.name) == t.host && h.port.unwrap_or(22) == t.port
+                })
+                .cloned()
+        });
         let Some(host) = host else { return Ok(()) };
         match self.verify(machine, &host).await {
             Ok(()) => Ok(()),
             Err(first) => {
                 let Some(repair) = &host.repair else {
-                    return Err(err(&machine.name, format!("{}: {first}", host.name), Leftovers::Remaining(machine.resources.clone())));
+                    return Err(err(
+                        &machine.name,
+                        format!("{}: {first}", host.name),
+                        Leftovers::Remaining(machine.resources.clone()),
+                    ));
                 };
                 tracing::warn!(host = %host.name, "verification failed ({first}); running the repair command");
                 if let Some(c) = &self.connector {
                     if let Ok(x) = c.connect(machine).await {
-                        let cmd = CommandSpec { command: repair.clone(), timeout: Some(Duration::from_secs(600)), workdir: Some("/".into()), ..Default::default() };
-                        let _ = x.run(&cmd, Arc::new(DiscardOutput), CancellationToken::new()).await;
+                        let cmd = CommandSpec {
+                            command: repair.clone(),
+                            timeout: Some(Duration::from_secs(600)),
+                            workdir: Some("/".into()),
+                            ..Default::default()
+                        };
+                        let _ = x
+                            .run(&cmd, Arc::new(DiscardOutput), CancellationToken::new())
+                            .await;
                     }
                 }
                 self.verify(machine, &host).await.map_err(|second| {
-                    err(&machine.name, format!("{}: {first}; after repair: {second}", host.name), Leftovers::Remaining(machine.resources.clone()))
+                    err(
+                        &machine.name,
+                        format!("{}: {first}; after repair: {second}", host.name),
+                        Leftovers::Remaining(machine.resources.clone()),
+                    )
                 })
             }
         }
     }
 
-    async fn destroy(&self, resources: &[Resource], ledger: &dyn ResourceLedger) -> Result<(), ProvisionError> {
-        for r in resources.iter().filter(|r| r.backend == BackendKind::Static && r.kind == LEASE_KIND) {
+    async fn destroy(
+        &self,
+        resources: &[Resource],
+        ledger: &dyn ResourceLedger,
+    ) -> Result<(), ProvisionError> {
+        for r in resources
+            .iter()
+            .filter(|r| r.backend == BackendKind::Static && r.kind == LEASE_KIND)
+        {
             if r.state == ResourceState::Destroyed {
                 continue;
             }
             if let Some(path) = r.details.get("path") {
                 // Release only a lease this run holds: read its holder first.
-                let holder: Option<Lease> = std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+                let holder: Option<Lease> = std::fs::read(path)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok());
                 if let Some(h) = holder.filter(|h| Some(&h.machine) == r.machine.as_ref()) {
                     self.release(Path::new(path), Some(&h.run_id), None)
-                        .map_err(|e| err(r.machine.as_deref().unwrap_or("?"), format!("cannot release lease {path}: {e}"), Leftovers::Remaining(vec![r.key.clone()])))?;
+                        .map_err(|e| {
+                            err(
+                                r.machine.as_deref().unwrap_or("?"),
+                                format!("cannot release lease {path}: {e}"),
+                                Leftovers::Remaining(vec![r.key.clone()]),
+                            )
+                        })?;
                 }
             }
-            ledger
-                .destroyed(&r.key)
-                .await
-                .map_err(|e| err(r.machine.as_deref().unwrap_or("?"), e.to_string(), Leftovers::Clear))?;
+            ledger.destroyed(&r.key).await.map_err(|e| {
+                err(
+                    r.machine.as_deref().unwrap_or("?"),
+                    e.to_string(),
+                    Leftovers::Clear,
+                )
+            })?;
         }
         Ok(())
     }
 
     async fn sweep(&self, test_id: &TestId) -> Result<Vec<String>, ProvisionError> {
         let mut out = Vec::new();
-        let Ok(entries) = std::fs::read_dir(&self.lease_dir) else { return Ok(out) };
+        let Ok(entries) = std::fs::read_dir(&self.lease_dir) else {
+            return Ok(out);
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.extension().and_then(|x| x.to_str()) != Some("lease") {
@@ -363,7 +521,14 @@ impl Provisioner for StaticProvisioner {
             match self.release(&p, None, Some(&test_id.0)) {
                 Ok(true) => out.push(format!("static lease {}", p.display())),
                 Ok(false) => {}
-                Err(e) => return Err(ProvisionError::new(BackendKind::Static, None, format!("{}: {e}", p.display()), Leftovers::Unknown)),
+                Err(e) => {
+                    return Err(ProvisionError::new(
+                        BackendKind::Static,
+                        None,
+                        format!("{}: {e}", p.display()),
+                        Leftovers::Unknown,
+                    ));
+                }
             }
         }
         Ok(out)
@@ -401,7 +566,9 @@ mod tests {
             role: name.into(),
             spec: MachineSpec {
                 name: name.into(),
-                static_hosts: Some(StaticMachine { hosts: hosts.iter().map(|s| s.to_string()).collect() }),
+                static_hosts: Some(StaticMachine {
+                    hosts: hosts.iter().map(|s| s.to_string()).collect(),
+                }),
                 ..Default::default()
             },
             placement: None,
@@ -422,20 +589,47 @@ mod tests {
     async fn two_runs_never_get_the_same_host() {
         let dir = tempfile::tempdir().unwrap();
         let p = StaticProvisioner::new(vec![host("h1"), host("h2")], dir.path());
-        let (l1, l2, l3) = (MemoryLedger::default(), MemoryLedger::default(), MemoryLedger::default());
-        let a = p.create(&request("m", &["h1", "h2"]), &run("r1"), &l1).await.unwrap();
-        let b = p.create(&request("m", &["h1", "h2"]), &run("r2"), &l2).await.unwrap();
+        let (l1, l2, l3) = (
+            MemoryLedger::default(),
+            MemoryLedger::default(),
+            MemoryLedger::default(),
+        );
+        let a = p
+            .create(&request("m", &["h1", "h2"]), &run("r1"), &l1)
+            .await
+            .unwrap();
+        let b = p
+            .create(&request("m", &["h1", "h2"]), &run("r2"), &l2)
+            .await
+            .unwrap();
         assert_ne!(a.facts["host"], "");
-        assert_ne!(l1.resources()[0].id, l2.resources()[0].id, "different hosts");
-        let e = p.create(&request("m", &["h1", "h2"]), &run("r3"), &l3).await.unwrap_err();
-        assert!(e.message.contains("no host is free") && e.message.contains("leased by run r1"), "{e}");
-        assert_eq!(l3.resources()[0].state, ResourceState::Destroyed, "the failed create leaves nothing");
+        assert_ne!(
+            l1.resources()[0].id,
+            l2.resources()[0].id,
+            "different hosts"
+        );
+        let e = p
+            .create(&request("m", &["h1", "h2"]), &run("r3"), &l3)
+            .await
+            .unwrap_err();
+        assert!(
+            e.message.contains("no host is free") && e.message.contains("leased by run r1"),
+            "{e}"
+        );
+        assert_eq!(
+            l3.resources()[0].state,
+            ResourceState::Destroyed,
+            "the failed create leaves nothing"
+        );
 
         // Releasing r1's machine frees its host for r3; destroy is idempotent.
         p.destroy(&l1.resources(), &l1).await.unwrap();
         p.destroy(&l1.resources(), &l1).await.unwrap();
         let l4 = MemoryLedger::default();
-        let c = p.create(&request("m", &["h1", "h2"]), &run("r3"), &l4).await.unwrap();
+        let c = p
+            .create(&request("m", &["h1", "h2"]), &run("r3"), &l4)
+            .await
+            .unwrap();
         assert_eq!(c.facts["host"], a.facts["host"]);
         drop(b);
     }
@@ -451,10 +645,16 @@ mod tests {
             pid: u32::MAX - 1,
             holder_host: this_host(),
         };
-        std::fs::write(dir.path().join("h1.lease"), serde_json::to_vec(&stale).unwrap()).unwrap();
+        std::fs::write(
+            dir.path().join("h1.lease"),
+            serde_json::to_vec(&stale).unwrap(),
+        )
+        .unwrap();
         let p = StaticProvisioner::new(vec![host("h1")], dir.path());
         let l = MemoryLedger::default();
-        p.create(&request("m", &["h1"]), &run("r1"), &l).await.unwrap();
+        p.create(&request("m", &["h1"]), &run("r1"), &l)
+            .await
+            .unwrap();
         assert_eq!(p.sweep(&TestId("t-other".into())).await.unwrap().len(), 0);
         assert_eq!(p.sweep(&TestId("t-r1".into())).await.unwrap().len(), 1);
         assert!(!dir.path().join("h1.lease").exists());
@@ -480,21 +680,31 @@ mod tests {
         let p = StaticProvisioner::new(vec![h.clone()], dir.path().join("leases"))
             .with_connector(Arc::new(SandboxConnector(dir.path().to_path_buf())));
         let l = MemoryLedger::default();
-        let m = p.create(&request("m", &["h1"]), &run("r1"), &l).await.unwrap();
+        let m = p
+            .create(&request("m", &["h1"]), &run("r1"), &l)
+            .await
+            .unwrap();
         let e = p.wait_ready(&m, Duration::from_secs(5)).await.unwrap_err();
-        assert!(e.message.contains("missing command: qa-run-test-missing-command"), "{e}");
+        assert!(
+            e.message
+                .contains("missing command: qa-run-test-missing-command"),
+            "{e}"
+        );
 
         // A repair that makes the host pass.
         h.require_commands = vec!["sh".into()];
         h.min_free_mib = Some(1);
         h.repair = Some(format!("touch '{}'", marker.display()));
         let mut bad = h.clone();
-        bad.require_commands.push(format!("test-repair-{}", std::process::id()));
-        let p2 = StaticProvisioner::new(vec![bad], dir.path().join("leases2")).with_connector(Arc::new(SandboxConnector(dir.path().to_path_buf())));
+        bad.require_commands
+            .push(format!("test-repair-{}", std::process::id()));
+        let p2 = StaticProvisioner::new(vec![bad], dir.path().join("leases2"))
+            .with_connector(Arc::new(SandboxConnector(dir.path().to_path_buf())));
         let e = p2.wait_ready(&m, Duration::from_secs(5)).await.unwrap_err();
         assert!(marker.exists(), "the repair command ran");
         assert!(e.message.contains("after repair"), "{e}");
-        let p3 = StaticProvisioner::new(vec![h], dir.path().join("leases3")).with_connector(Arc::new(SandboxConnector(dir.path().to_path_buf())));
+        let p3 = StaticProvisioner::new(vec![h], dir.path().join("leases3"))
+            .with_connector(Arc::new(SandboxConnector(dir.path().to_path_buf())));
         p3.wait_ready(&m, Duration::from_secs(5)).await.unwrap();
     }
 
@@ -505,7 +715,17 @@ mod tests {
         let p = StaticProvisioner::new(vec![host("bastion"), guest.clone()], "/nonexistent");
         let t = p.target(&guest);
         assert_eq!(t.jumps.len(), 2);
-        assert_eq!((t.jumps[0].host.as_str(), t.jumps[0].port), ("127.0.0.1", 2200));
-        assert_eq!((t.jumps[1].user.as_str(), t.jumps[1].host.as_str(), t.jumps[1].port), ("ops", "10.1.2.3", 2222));
+        assert_eq!(
+            (t.jumps[0].host.as_str(), t.jumps[0].port),
+            ("127.0.0.1", 2200)
+        );
+        assert_eq!(
+            (
+                t.jumps[1].user.as_str(),
+                t.jumps[1].host.as_str(),
+                t.jumps[1].port
+            ),
+            ("ops", "10.1.2.3", 2222)
+        );
     }
 }

@@ -30,7 +30,12 @@ pub struct PlanError {
 impl fmt::Display for PlanError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.diagnostics.len();
-        writeln!(f, "{}: {n} problem{} in plan", self.file.display(), if n == 1 { "" } else { "s" })?;
+        writeln!(
+            f,
+            "{}: {n} problem{} in plan",
+            self.file.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
         for d in &self.diagnostics {
             write!(f, "{}", self.file.display())?;
             if let Some(l) = d.line {

@@ -29,15 +29,24 @@ impl PlanDuration {
         let mut rest = t;
         while !rest.is_empty() {
             rest = rest.trim_start();
-            let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit() && c != '.')
+                .unwrap_or(rest.len());
             if digits == 0 {
-                return Err(format!("`{text}` is not a duration: expected a number at `{rest}` (write e.g. 90s, 2m, 1h30m)"));
+                return Err(format!(
+                    "`{text}` is not a duration: expected a number at `{rest}` (write e.g. 90s, 2m, 1h30m)"
+                ));
             }
-            let number: f64 = rest[..digits]
-                .parse()
-                .map_err(|_| format!("`{text}` is not a duration: bad number `{}`", &rest[..digits]))?;
+            let number: f64 = rest[..digits].parse().map_err(|_| {
+                format!(
+                    "`{text}` is not a duration: bad number `{}`",
+                    &rest[..digits]
+                )
+            })?;
             rest = rest[digits..].trim_start();
-            let unit_len = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
+            let unit_len = rest
+                .find(|c: char| !c.is_ascii_alphabetic())
+                .unwrap_or(rest.len());
             let unit = &rest[..unit_len];
             let secs = match unit {
                 "ms" => 0.001,

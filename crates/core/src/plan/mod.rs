@@ -14,9 +14,9 @@
 mod diag;
 mod duration;
 mod load;
+mod model;
 mod schema;
 mod tree;
-mod model;
 
 pub use diag::{Diagnostic, PlanError};
 pub use duration::PlanDuration;

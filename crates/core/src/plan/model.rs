@@ -183,7 +183,9 @@ impl MachineSpec {
         if self.count <= 1 {
             vec![self.name.clone()]
         } else {
-            (1..=self.count).map(|i| format!("{}-{i}", self.name)).collect()
+            (1..=self.count)
+                .map(|i| format!("{}-{i}", self.name))
+                .collect()
         }
     }
 }

@@ -27,7 +27,10 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
 /// snapshots are the same on every machine.
 fn rendered_error(plan: &Path) -> String {
     let err = match load_file(plan) {
-        Ok(_) => panic!("{} loaded, but it is in the corpus of bad plans", plan.display()),
+        Ok(_) => panic!(
+            "{} loaded, but it is in the corpus of bad plans",
+            plan.display()
+        ),
         Err(e) => e,
     };
     let prefix = format!("{}/", manifest_dir().display());
@@ -37,7 +40,11 @@ fn rendered_error(plan: &Path) -> String {
 #[test]
 fn every_bad_plan_is_rejected_with_its_exact_messages() {
     let plans = yaml_files(&manifest_dir().join("tests/bad-plans"));
-    assert!(plans.len() >= 15, "the corpus of bad plans shrank to {}", plans.len());
+    assert!(
+        plans.len() >= 15,
+        "the corpus of bad plans shrank to {}",
+        plans.len()
+    );
     let mut settings = insta::Settings::clone_current();
     settings.set_prepend_module_to_snapshot(false);
     settings.set_snapshot_path("snapshots");
@@ -56,10 +63,18 @@ fn every_problem_has_a_place_in_the_file() {
     for plan in yaml_files(&manifest_dir().join("tests/bad-plans")) {
         let err = load_file(&plan).unwrap_err();
         for d in &err.diagnostics {
-            assert!(d.line.is_some() && d.column.is_some(), "{}: no place for {d:?}", plan.display());
+            assert!(
+                d.line.is_some() && d.column.is_some(),
+                "{}: no place for {d:?}",
+                plan.display()
+            );
         }
         let places: Vec<_> = err.diagnostics.iter().map(|d| (d.line, d.column)).collect();
-        assert!(places.is_sorted(), "{}: diagnostics are not in file order: {places:?}", plan.display());
+        assert!(
+            places.is_sorted(),
+            "{}: diagnostics are not in file order: {places:?}",
+            plan.display()
+        );
     }
 }
 
@@ -67,14 +82,30 @@ fn every_problem_has_a_place_in_the_file() {
 fn an_unreadable_plan_says_so() {
     let err = load_file(Path::new("no/such/plan.yaml")).unwrap_err();
     assert_eq!(err.diagnostics.len(), 1);
-    assert!(err.diagnostics[0].message.starts_with("cannot read the plan file"), "{err}");
+    assert!(
+        err.diagnostics[0]
+            .message
+            .starts_with("cannot read the plan file"),
+        "{err}"
+    );
 }
 
 #[test]
 fn every_example_plan_loads() {
     let dir = manifest_dir().join("../../examples/plans");
     let plans = yaml_files(&dir);
-    let failures: Vec<String> = plans.iter().filter_map(|p| load_file(p).err().map(|e| e.to_string())).collect();
-    assert!(failures.is_empty(), "example plans that do not load:\n{}", failures.join("\n"));
-    assert!(!plans.is_empty(), "no example plans found in {}", dir.display());
+    let failures: Vec<String> = plans
+        .iter()
+        .filter_map(|p| load_file(p).err().map(|e| e.to_string()))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "example plans that do not load:\n{}",
+        failures.join("\n")
+    );
+    assert!(
+        !plans.is_empty(),
+        "no example plans found in {}",
+        dir.display()
+    );
 }
