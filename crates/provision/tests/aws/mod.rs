@@ -1,0 +1,130 @@
+//! The EC2 emulator the AWS tests run against: moto's server mode on a loopback port, with
+//! [`proxy::Ec2Proxy`] in front of it. Nothing here talks to a real AWS endpoint: the SDK is
+//! pointed at the proxy with `endpoint_url`, and credentials are dummy values.
+//!
+//! moto comes from PyPI: `python3 -m pip install "moto[server]"`.
+
+#![allow(dead_code)]
+
+pub mod proxy;
+
+use std::net::{SocketAddr, TcpStream as StdTcpStream};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_ec2::config::Credentials;
+use tokio::process::{Child, Command};
+
+pub use proxy::Ec2Proxy;
+
+/// moto's server, killed when dropped.
+pub struct Moto {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Moto {
+    pub async fn start() -> Moto {
+        let mut last = String::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let mut child = Command::new("python3")
+                .args([
+                    "-m",
+                    "moto.server",
+                    "-H",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("python3 runs (moto needs: python3 -m pip install \"moto[server]\")");
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let mut err = String::new();
+                    if let Some(mut e) = child.stderr.take() {
+                        use tokio::io::AsyncReadExt;
+                        let _ = e.read_to_string(&mut err).await;
+                    }
+                    last = format!("moto exited with {status}: {err}");
+                    break;
+                }
+                if StdTcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                    // Drain stderr so moto's request log never blocks it.
+                    if let Some(mut e) = child.stderr.take() {
+                        tokio::spawn(async move {
+                            let _ = tokio::io::copy(&mut e, &mut tokio::io::sink()).await;
+                        });
+                    }
+                    return Moto { child, addr };
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let _ = child.start_kill();
+        }
+        panic!(
+            "moto did not start ({last}); install it with: python3 -m pip install \"moto[server]\""
+        );
+    }
+}
+
+/// moto plus the layer in front of it.
+pub struct Ec2Emulator {
+    pub proxy: Ec2Proxy,
+    pub moto: Moto,
+}
+
+impl Ec2Emulator {
+    pub async fn start() -> Ec2Emulator {
+        let moto = Moto::start().await;
+        let proxy = Ec2Proxy::start(moto.addr).await;
+        Ec2Emulator { proxy, moto }
+    }
+
+    /// The proxy's URL, for `endpoint_url`.
+    pub fn url(&self) -> String {
+        self.proxy.url()
+    }
+
+    /// An SDK configuration for `region` that reaches only the emulator, with dummy credentials.
+    pub async fn sdk_config(&self, region: &str) -> SdkConfig {
+        aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(region.to_string()))
+            .endpoint_url(self.url())
+            .credentials_provider(Credentials::new(
+                "AKIDQARUNTEST",
+                "qa-run-test-secret",
+                None,
+                None,
+                "qa-run-tests",
+            ))
+            .load()
+            .await
+    }
+
+    /// A client for `region` (for checks the code under test does not make).
+    pub async fn client(&self, region: &str) -> aws_sdk_ec2::Client {
+        aws_sdk_ec2::Client::new(&self.sdk_config(region).await)
+    }
+}
