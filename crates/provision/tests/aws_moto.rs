@@ -1,0 +1,572 @@
+//! The EC2 provisioner against moto with the harness's EC2 layer in front of it (`tests/aws`).
+//! Needs `python3 -m pip install "moto[server]"`; run with
+//! `cargo test -p qa-provision --features aws --test aws_moto`.
+
+mod aws;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws::Ec2Emulator;
+use aws::proxy::State;
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::types::Filter;
+use qa_core::conformance::CheckingLedger;
+use qa_core::journal::ResourceLedger;
+use qa_core::plan::{AwsMachine, MachineSpec, VolumeSpec};
+use qa_core::types::{Access, HostKeyPolicy, Leftovers, ResourceState, RunId};
+use qa_core::{MachineRequest, Placement, Provisioner, RunContext, TestId};
+use qa_provision::aws::{AwsProvisioner, AwsProvisionerOptions, TEST_ID_TAG};
+
+const REGION: &str = "us-east-1";
+const IMAGE: &str = "ami-12c6146b";
+
+/// Answers like an SSH server's first line, so readiness checks have something local to reach.
+async fn banner_server() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            use tokio::io::AsyncWriteExt;
+            let _ = s.write_all(b"SSH-2.0-qa-run-test\r\n").await;
+        }
+    });
+    addr
+}
+
+struct Setup {
+    emu: Ec2Emulator,
+    dir: tempfile::TempDir,
+    ssh: SocketAddr,
+}
+
+async fn setup() -> Setup {
+    Setup {
+        emu: Ec2Emulator::start().await,
+        dir: tempfile::tempdir().unwrap(),
+        ssh: banner_server().await,
+    }
+}
+
+impl Setup {
+    async fn provisioner(&self) -> AwsProvisioner {
+        let options = AwsProvisionerOptions {
+            ssh_cidr: Some("127.0.0.1/32".into()),
+            address_overrides: [("*".to_string(), self.ssh)].into_iter().collect(),
+            poll_interval: Duration::from_millis(100),
+            state_timeout: Duration::from_secs(30),
+            ..Default::default()
+        };
+        AwsProvisioner::from_sdk_config(&self.emu.sdk_config(REGION).await, options).unwrap()
+    }
+
+    fn run(&self, test_id: &str) -> RunContext {
+        let run_id = RunId(format!("{test_id}-20261123T000000Z-0001"));
+        let tags: BTreeMap<String, String> = [
+            (TEST_ID_TAG, test_id),
+            ("qa-run:run-id", run_id.0.as_str()),
+            ("qa-run:plan", "aws-tests"),
+            ("qa-run:user", "tester"),
+            ("created-by", "qa-run"),
+            ("qa-run:keep-until", "2026-11-24T00:00:00Z"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        RunContext {
+            run_id,
+            test_id: TestId(test_id.into()),
+            plan_name: "aws-tests".into(),
+            run_dir: self.dir.path().to_path_buf(),
+            tags,
+        }
+    }
+
+    async fn client(&self) -> Client {
+        self.emu.client(REGION).await
+    }
+}
+
+fn aws_spec(instance_type: &str) -> AwsMachine {
+    AwsMachine {
+        region: None,
+        instance_type: instance_type.into(),
+        image: IMAGE.into(),
+        zones: Vec::new(),
+        spot: false,
+        spot_fallback: false,
+        reserve: false,
+        volumes: Vec::new(),
+        ssh_user: Some("fedora".into()),
+        ssh_cidr: None,
+        subnet: None,
+        placement_group: None,
+    }
+}
+
+fn request(name: &str, aws: AwsMachine, placement: Option<Placement>) -> MachineRequest {
+    MachineRequest {
+        name: name.into(),
+        role: "sut".into(),
+        spec: MachineSpec {
+            name: name.into(),
+            aws: Some(aws),
+            ..Default::default()
+        },
+        placement,
+    }
+}
+
+fn tag_filter(test_id: &str) -> Filter {
+    Filter::builder()
+        .name(format!("tag:{TEST_ID_TAG}"))
+        .values(test_id)
+        .build()
+}
+
+/// Everything in moto (and the layer) that carries the test id and is still alive.
+async fn alive(setup: &Setup, test_id: &str) -> Vec<String> {
+    let c = setup.client().await;
+    let mut out = Vec::new();
+    let inst = c
+        .describe_instances()
+        .filters(tag_filter(test_id))
+        .send()
+        .await
+        .unwrap();
+    for i in inst.reservations().iter().flat_map(|r| r.instances()) {
+        let state = i
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_string())
+            .unwrap_or_default();
+        if state != "terminated" {
+            out.push(format!(
+                "instance {} {state}",
+                i.instance_id().unwrap_or_default()
+            ));
+        }
+    }
+    let vols = c
+        .describe_volumes()
+        .filters(tag_filter(test_id))
+        .send()
+        .await
+        .unwrap();
+    out.extend(
+        vols.volumes()
+            .iter()
+            .map(|v| format!("volume {}", v.volume_id().unwrap_or_default())),
+    );
+    let sgs = c
+        .describe_security_groups()
+        .filters(tag_filter(test_id))
+        .send()
+        .await
+        .unwrap();
+    out.extend(
+        sgs.security_groups()
+            .iter()
+            .map(|g| format!("security-group {}", g.group_id().unwrap_or_default())),
+    );
+    let keys = c.describe_key_pairs().send().await.unwrap();
+    out.extend(
+        keys.key_pairs()
+            .iter()
+            .filter(|k| k.key_name().is_some_and(|n| n.contains(test_id)))
+            .map(|k| format!("key-pair {}", k.key_name().unwrap_or_default())),
+    );
+    let st = setup.emu.proxy.lock();
+    out.extend(
+        st.groups
+            .iter()
+            .filter(|g| g.tags.iter().any(|(k, v)| k == TEST_ID_TAG && v == test_id))
+            .map(|g| format!("placement-group {}", g.name)),
+    );
+    out
+}
+
+/// Fails an intent recorded after the layer already saw the call that makes the resource.
+fn probe(state: Arc<Mutex<State>>) -> qa_core::conformance::ledger::IntentProbe {
+    Box::new(move |r| {
+        let st = state.lock().unwrap();
+        let seen = st.calls.iter().any(|c| match r.kind.as_str() {
+            "instance" => {
+                c.action == "RunInstances" && c.params.get("ClientToken") == r.client_token.as_ref()
+            }
+            "key-pair" => {
+                c.action == "CreateKeyPair" && c.params.get("KeyName") == r.details.get("name")
+            }
+            "security-group" => {
+                c.action == "CreateSecurityGroup"
+                    && c.params.get("GroupName") == r.details.get("name")
+            }
+            "placement-group" => {
+                c.action == "CreatePlacementGroup"
+                    && c.params.get("GroupName") == r.details.get("name")
+            }
+            _ => false,
+        });
+        if seen {
+            Err(format!("{} was already requested", r.key))
+        } else {
+            Ok(())
+        }
+    })
+}
+
+#[tokio::test]
+async fn conformance_and_nothing_left_in_the_emulator() {
+    let s = setup().await;
+    let p = s.provisioner().await;
+    let fresh = s.provisioner().await;
+    let mut spec = aws_spec("t3.micro");
+    spec.volumes = vec![VolumeSpec {
+        r#type: Some("gp3".into()),
+        size_gb: 20,
+        count: 2,
+    }];
+    spec.placement_group = Some("cluster".into());
+    let run = s.run("conformance");
+    qa_core::conformance::provisioner::run_all(&p, &fresh, &request("vm", spec, None), &run).await;
+    let left = alive(&s, "conformance").await;
+    assert!(left.is_empty(), "left behind: {left:?}");
+    // The suite really made things: four machines' worth of instances and groups.
+    let st = s.emu.proxy.lock();
+    assert!(st.calls_of("RunInstances").len() >= 4);
+    assert!(st.calls_of("CreatePlacementGroup").len() >= 4);
+}
+
+#[tokio::test]
+async fn btrfsqa_shaped_machine_is_tagged_locked_down_and_journaled_intent_first() {
+    let s = setup().await;
+    let p = s.provisioner().await;
+    let mut spec = aws_spec("r5.large");
+    spec.volumes = vec![VolumeSpec {
+        r#type: Some("gp3".into()),
+        size_gb: 20,
+        count: 6,
+    }];
+    let run = s.run("btrfsqa");
+    let ledger = CheckingLedger::new().with_intent_probe(probe(s.emu.proxy.state.clone()));
+    let m = p
+        .create(&request("btrfs", spec, None), &run, &ledger)
+        .await
+        .unwrap();
+    ledger.assert_clean("create");
+    p.wait_ready(&m, Duration::from_secs(10)).await.unwrap();
+
+    let Access::Ssh(t) = &m.access else {
+        panic!("{:?}", m.access)
+    };
+    assert_eq!((t.host.as_str(), t.port), ("127.0.0.1", s.ssh.port()));
+    assert_eq!(t.user, "fedora");
+    assert_eq!(
+        t.host_keys,
+        HostKeyPolicy::TrustFirstUse {
+            known_hosts: s.dir.path().join("known_hosts")
+        }
+    );
+    let key = t.identity_file.clone().unwrap();
+    assert!(key.starts_with(s.dir.path()));
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        std::fs::read_to_string(&key)
+            .unwrap()
+            .contains("PRIVATE KEY")
+    );
+    for f in ["zone", "instance-type", "instance-id", "address"] {
+        assert!(m.facts.contains_key(f), "fact {f} missing: {:?}", m.facts);
+    }
+
+    let c = s.client().await;
+    let id = &m.facts["instance-id"];
+    let inst = c
+        .describe_instances()
+        .instance_ids(id)
+        .send()
+        .await
+        .unwrap();
+    let i = inst.reservations()[0].instances()[0].clone();
+    for (k, v) in &run.tags {
+        assert!(
+            i.tags()
+                .iter()
+                .any(|t| t.key() == Some(k) && t.value() == Some(v)),
+            "instance lacks tag {k}={v}"
+        );
+    }
+    let vols = c
+        .describe_volumes()
+        .filters(
+            Filter::builder()
+                .name("attachment.instance-id")
+                .values(id)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let extra: Vec<_> = vols
+        .volumes()
+        .iter()
+        .filter(|v| v.size() == Some(20))
+        .collect();
+    assert_eq!(extra.len(), 6, "six 20 GB volumes: {:?}", vols.volumes());
+    for v in &extra {
+        assert!(
+            v.tags()
+                .iter()
+                .any(|t| t.key() == Some(TEST_ID_TAG) && t.value() == Some("btrfsqa")),
+            "{v:?}"
+        );
+    }
+
+    let sg = i.security_groups()[0].group_id().unwrap().to_string();
+    let groups = c
+        .describe_security_groups()
+        .group_ids(&sg)
+        .send()
+        .await
+        .unwrap();
+    let perms = groups.security_groups()[0].ip_permissions();
+    assert_eq!(perms.len(), 1, "{perms:?}");
+    assert_eq!(
+        (perms[0].from_port(), perms[0].to_port()),
+        (Some(22), Some(22))
+    );
+    let cidrs: Vec<_> = perms[0]
+        .ip_ranges()
+        .iter()
+        .filter_map(|r| r.cidr_ip())
+        .collect();
+    assert_eq!(cidrs, ["127.0.0.1/32"]);
+
+    // A second machine of the run shares the key pair and the security group.
+    let m2 = p
+        .create(
+            &request("btrfs-2", aws_spec("t3.micro"), None),
+            &run,
+            &ledger,
+        )
+        .await
+        .unwrap();
+    ledger.assert_clean("second create");
+    assert_eq!(s.emu.proxy.lock().calls_of("CreateKeyPair").len(), 1);
+    assert_eq!(s.emu.proxy.lock().calls_of("CreateSecurityGroup").len(), 1);
+    assert_eq!(
+        m2.access, m.access,
+        "same key, user, known_hosts and (overridden) address"
+    );
+
+    p.destroy(&ledger.resources(), &ledger).await.unwrap();
+    ledger.assert_clean("destroy");
+    assert!(
+        ledger
+            .resources()
+            .iter()
+            .all(|r| r.state == ResourceState::Destroyed)
+    );
+    let left = alive(&s, "btrfsqa").await;
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(
+        !key.exists(),
+        "the private key is removed with its key pair"
+    );
+}
+
+#[tokio::test]
+async fn spot_falls_back_to_on_demand_only_when_allowed() {
+    let s = setup().await;
+    s.emu
+        .proxy
+        .lock()
+        .no_spot_capacity
+        .insert("r5.large".into());
+    let p = s.provisioner().await;
+    let run = s.run("spot");
+
+    let mut spec = aws_spec("r5.large");
+    spec.spot = true;
+    spec.spot_fallback = true;
+    let ledger = CheckingLedger::new();
+    let m = p
+        .create(&request("spot-ok", spec.clone(), None), &run, &ledger)
+        .await
+        .unwrap();
+    ledger.assert_clean("create with fallback");
+    assert_eq!(m.facts["lifecycle"], "on-demand");
+    let runs = s.emu.proxy.lock().calls_of("RunInstances");
+    assert_eq!(
+        runs.len(),
+        2,
+        "one spot try (not retried), one on-demand launch"
+    );
+    assert_eq!(
+        runs[0]
+            .params
+            .get("InstanceMarketOptions.MarketType")
+            .map(String::as_str),
+        Some("spot")
+    );
+    assert!(
+        !runs[1]
+            .params
+            .contains_key("InstanceMarketOptions.MarketType")
+    );
+    assert_ne!(runs[0].params["ClientToken"], runs[1].params["ClientToken"]);
+
+    spec.spot_fallback = false;
+    let e = p
+        .create(&request("spot-no", spec, None), &run, &ledger)
+        .await
+        .unwrap_err();
+    assert!(e.message.contains("InsufficientInstanceCapacity"), "{e}");
+    let Leftovers::Remaining(keys) = &e.leftovers else {
+        panic!("{:?}", e.leftovers)
+    };
+    assert!(
+        keys.iter().all(|k| !k.0.contains("/instance/")),
+        "a refused launch leaves no instance: {keys:?}"
+    );
+    assert_eq!(s.emu.proxy.lock().calls_of("RunInstances").len(), 3);
+
+    p.destroy(&ledger.resources(), &ledger).await.unwrap();
+    assert!(alive(&s, "spot").await.is_empty());
+}
+
+#[tokio::test]
+async fn instances_launch_into_their_zone_and_capacity_reservation() {
+    let s = setup().await;
+    let c = s.client().await;
+    let cr = c
+        .create_capacity_reservation()
+        .instance_type("m5.large")
+        .instance_platform(aws_sdk_ec2::types::CapacityReservationInstancePlatform::LinuxUnix)
+        .availability_zone("us-east-1b")
+        .instance_count(1)
+        .instance_match_criteria(aws_sdk_ec2::types::InstanceMatchCriteria::Targeted)
+        .send()
+        .await
+        .unwrap();
+    let cr_id = cr
+        .capacity_reservation()
+        .unwrap()
+        .capacity_reservation_id()
+        .unwrap()
+        .to_string();
+    let placement = Placement {
+        zone: "us-east-1b".into(),
+        reservations: [("m5.large".to_string(), cr_id.clone())]
+            .into_iter()
+            .collect(),
+    };
+    let p = s.provisioner().await;
+    let run = s.run("reserved");
+    let ledger = CheckingLedger::new();
+    let m = p
+        .create(
+            &request("db", aws_spec("m5.large"), Some(placement)),
+            &run,
+            &ledger,
+        )
+        .await
+        .unwrap();
+    assert_eq!(m.facts["zone"], "us-east-1b");
+    assert_eq!(m.facts["capacity-reservation"], cr_id);
+    let runs = s.emu.proxy.lock().calls_of("RunInstances");
+    assert_eq!(
+        runs[0].params.get(
+            "CapacityReservationSpecification.CapacityReservationTarget.CapacityReservationId"
+        ),
+        Some(&cr_id)
+    );
+    assert_eq!(
+        runs[0]
+            .params
+            .get("Placement.AvailabilityZone")
+            .map(String::as_str),
+        Some("us-east-1b")
+    );
+    p.destroy(&ledger.resources(), &ledger).await.unwrap();
+    assert!(alive(&s, "reserved").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_crash_after_run_instances_is_cleaned_up_from_the_intent_alone() {
+    let s = setup().await;
+    let p = s.provisioner().await;
+    let run = s.run("crash");
+    let ledger = CheckingLedger::new();
+    p.create(&request("vm", aws_spec("t3.micro"), None), &run, &ledger)
+        .await
+        .unwrap();
+    // What a journal written just before each create call would hold.
+    let intents = ledger.intents();
+    assert_eq!(
+        intents.len(),
+        3,
+        "key pair, security group, instance: {intents:?}"
+    );
+    let journal = CheckingLedger::from_resources(intents.clone());
+    s.provisioner()
+        .await
+        .destroy(&intents, &journal)
+        .await
+        .unwrap();
+    journal.assert_clean("destroy from intents");
+    let left = alive(&s, "crash").await;
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[tokio::test]
+async fn sweep_removes_only_what_carries_the_test_id() {
+    let s = setup().await;
+    let p = s.provisioner().await;
+    let mine = s.run("sweep-mine");
+    let theirs = s.run("sweep-theirs");
+    let mut spec = aws_spec("t3.micro");
+    spec.volumes = vec![VolumeSpec {
+        r#type: None,
+        size_gb: 8,
+        count: 1,
+    }];
+    spec.placement_group = Some("spread".into());
+    p.create(
+        &request("a", spec.clone(), None),
+        &mine,
+        &CheckingLedger::new(),
+    )
+    .await
+    .unwrap();
+    p.create(&request("b", spec, None), &theirs, &CheckingLedger::new())
+        .await
+        .unwrap();
+    let removed = p.sweep(&TestId("sweep-mine".into())).await.unwrap();
+    for kind in ["instance", "security-group", "key-pair", "placement-group"] {
+        assert!(
+            removed.iter().any(|l| l.starts_with(kind)),
+            "{kind} not swept: {removed:?}"
+        );
+    }
+    assert!(alive(&s, "sweep-mine").await.is_empty());
+    let theirs_left = alive(&s, "sweep-theirs").await;
+    for kind in ["instance", "security-group", "key-pair", "placement-group"] {
+        assert!(
+            theirs_left.iter().any(|l| l.starts_with(kind)),
+            "another test's {kind} was swept: {theirs_left:?}"
+        );
+    }
+    assert!(
+        p.sweep(&TestId("sweep-mine".into()))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
