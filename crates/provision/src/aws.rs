@@ -57,6 +57,8 @@ use qa_core::{
 };
 use tokio::io::AsyncReadExt;
 
+pub mod cost;
+
 /// The tag that carries the test id on every resource.
 pub const TEST_ID_TAG: &str = "qa-run:test-id";
 /// The tag that carries an instance's client token (on the instance and its volumes).
@@ -638,6 +640,16 @@ impl AwsProvisioner {
         if let Some(r) = &reservation {
             d.insert("capacity-reservation".into(), r.clone());
         }
+        // For the cost estimate: what the instance carries and since when.
+        let volume_list: Vec<String> = spec
+            .volumes
+            .iter()
+            .flat_map(|v| {
+                let t = v.r#type.clone().unwrap_or_else(|| "gp3".into());
+                std::iter::repeat_n(format!("{t}:{}", v.size_gb), v.count as usize)
+            })
+            .collect();
+        d.insert("volumes".into(), volume_list.join(","));
         intent(
             ledger,
             &key,
@@ -755,6 +767,7 @@ impl AwsProvisioner {
                 if let Some(z) = instance.placement().and_then(|p| p.availability_zone()) {
                     d.insert("zone".into(), z.to_string());
                 }
+                d.insert("launched-at".into(), cost::now_unix().to_string());
                 created(ledger, &key, &id, d).await;
                 Ok((key, instance))
             }
@@ -1082,10 +1095,8 @@ impl AwsProvisioner {
                     let _ = std::fs::remove_file(path);
                 }
             }
-            KIND_PLACEMENT_GROUP => {
-                if !name.is_empty() {
-                    self.delete_placement_group(client, &name).await?;
-                }
+            KIND_PLACEMENT_GROUP if !name.is_empty() => {
+                self.delete_placement_group(client, &name).await?;
             }
             _ => {}
         }
@@ -1214,7 +1225,7 @@ async fn caller_address(url: &str) -> std::io::Result<String> {
         let (head, body) = text
             .split_once("\r\n\r\n")
             .ok_or_else(|| std::io::Error::other("no HTTP body"))?;
-        if !head.split(' ').nth(1).is_some_and(|c| c == "200") {
+        if head.split(' ').nth(1).is_none_or(|c| c != "200") {
             return Err(std::io::Error::other(format!(
                 "answer: {}",
                 head.lines().next().unwrap_or("")
@@ -1281,7 +1292,7 @@ impl Provisioner for AwsProvisioner {
             let (sg_key, group_id) = self
                 .ensure_security_group(&client, &region, spec, run, ledger)
                 .await
-                .map_err(|e| with_leftovers(named(e, name), &[kp_key.clone()]))?;
+                .map_err(|e| with_leftovers(named(e, name), std::slice::from_ref(&kp_key)))?;
             let mut keys = vec![kp_key, sg_key];
             let placement_group = match &spec.placement_group {
                 Some(strategy) => {

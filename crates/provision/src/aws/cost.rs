@@ -1,0 +1,344 @@
+//! What a run's EC2 machines cost: instance-hours and volume GB-hours from the journal, priced
+//! from a table the user can override.
+//!
+//! The journal's instance records carry `launched-at` (unix seconds), `instance-type`,
+//! `lifecycle` (`spot` or `on-demand`) and `volumes` (`type:GiB,…`). The estimate runs each
+//! instance from its launch to the end the caller gives (the run's teardown), bills at least a
+//! minute as EC2 does for Linux, and prices extra volumes per GB-month. Types the table does not
+//! know are counted in hours but listed as unpriced rather than guessed.
+//!
+//! ```
+//! use qa_provision::aws::cost::{estimate, PriceTable};
+//! let prices = PriceTable::builtin();
+//! let report = estimate(&[], 0, &prices);
+//! assert_eq!(report.instance_hours, 0.0);
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use qa_core::plan::BackendKind;
+use qa_core::types::{Resource, ResourceState};
+use serde::{Deserialize, Serialize};
+
+/// Hours in the month AWS prices volumes by.
+const HOURS_PER_MONTH: f64 = 730.0;
+/// EC2 bills Linux instances per second with a one-minute minimum.
+const MIN_BILLED_SECONDS: i64 = 60;
+
+/// Prices in USD. Every field can be overridden from a JSON file ([`PriceTable::load_overrides`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PriceTable {
+    /// On-demand price per instance-hour, by instance type.
+    #[serde(default)]
+    pub on_demand_hourly: BTreeMap<String, f64>,
+    /// Spot price per instance-hour, by instance type (default: `spot-fraction` of on demand).
+    #[serde(default)]
+    pub spot_hourly: BTreeMap<String, f64>,
+    /// Share of the on-demand price a spot hour is assumed to cost when no spot price is given.
+    #[serde(default = "default_spot_fraction")]
+    pub spot_fraction: f64,
+    /// Price per GB-month, by EBS volume type.
+    #[serde(default)]
+    pub volume_gb_month: BTreeMap<String, f64>,
+}
+
+fn default_spot_fraction() -> f64 {
+    0.35
+}
+
+impl PriceTable {
+    /// us-east-1 list prices (Linux, on demand) of common test instance types and EBS volumes.
+    pub fn builtin() -> Self {
+        let hourly = [
+            ("t3.micro", 0.0104),
+            ("t3.small", 0.0208),
+            ("t3.medium", 0.0416),
+            ("t3.large", 0.0832),
+            ("m5.large", 0.096),
+            ("m5.xlarge", 0.192),
+            ("m5.2xlarge", 0.384),
+            ("c5.large", 0.085),
+            ("c5.xlarge", 0.17),
+            ("r4.large", 0.133),
+            ("r5.large", 0.126),
+            ("r5.xlarge", 0.252),
+            ("r5.2xlarge", 0.504),
+            ("i3.large", 0.156),
+            ("i4i.large", 0.172),
+        ];
+        let volumes = [
+            ("gp2", 0.10),
+            ("gp3", 0.08),
+            ("io1", 0.125),
+            ("io2", 0.125),
+            ("st1", 0.045),
+            ("sc1", 0.015),
+            ("standard", 0.05),
+        ];
+        PriceTable {
+            on_demand_hourly: hourly.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            spot_hourly: BTreeMap::new(),
+            spot_fraction: default_spot_fraction(),
+            volume_gb_month: volumes.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }
+    }
+
+    /// The built-in table with the entries of a JSON file laid over it.
+    pub fn load_overrides(path: &Path) -> Result<Self, PriceTableError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PriceTableError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let over: PriceTable =
+            serde_json::from_str(&text).map_err(|source| PriceTableError::Parse {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Self::builtin().overridden_by(over))
+    }
+
+    /// This table with every entry of `other` replacing or adding to it.
+    pub fn overridden_by(mut self, other: PriceTable) -> Self {
+        self.on_demand_hourly.extend(other.on_demand_hourly);
+        self.spot_hourly.extend(other.spot_hourly);
+        self.volume_gb_month.extend(other.volume_gb_month);
+        self.spot_fraction = other.spot_fraction;
+        self
+    }
+
+    fn instance_hourly(&self, instance_type: &str, spot: bool) -> Option<f64> {
+        if spot {
+            if let Some(p) = self.spot_hourly.get(instance_type) {
+                return Some(*p);
+            }
+            return self
+                .on_demand_hourly
+                .get(instance_type)
+                .map(|p| p * self.spot_fraction);
+        }
+        self.on_demand_hourly.get(instance_type).copied()
+    }
+}
+
+/// Why a price table could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PriceTableError {
+    /// The file could not be read.
+    #[error("cannot read price table {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a valid price table.
+    #[error("price table {}: {source}", path.display())]
+    Parse {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause (with line and column).
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// One priced item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct CostLine {
+    /// Machine the item belongs to.
+    pub machine: String,
+    /// `instance r5.large (spot)` or `volume gp3 20 GB`.
+    pub item: String,
+    /// Instance-hours, or GB-hours for a volume.
+    pub quantity: f64,
+    /// USD, if the table has a price.
+    pub usd: Option<f64>,
+}
+
+/// The estimate of one run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct CostEstimate {
+    /// Sum of instance-hours.
+    pub instance_hours: f64,
+    /// Sum of extra-volume GB-hours.
+    pub volume_gb_hours: f64,
+    /// Sum of the priced lines, USD.
+    pub usd: f64,
+    /// Instance and volume types the table has no price for.
+    pub unpriced: Vec<String>,
+    /// Every item.
+    pub lines: Vec<CostLine>,
+}
+
+/// Seconds since the epoch, now.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Estimates the cost of the EC2 instances in `resources`, each running until `end_unix`.
+pub fn estimate(resources: &[Resource], end_unix: i64, prices: &PriceTable) -> CostEstimate {
+    let mut out = CostEstimate::default();
+    for r in resources.iter().filter(|r| {
+        r.backend == BackendKind::Aws
+            && r.kind == "instance"
+            && matches!(r.state, ResourceState::Created | ResourceState::Destroyed)
+            && r.id.is_some()
+    }) {
+        let Some(start) = r
+            .details
+            .get("launched-at")
+            .and_then(|s| s.parse::<i64>().ok())
+        else {
+            continue;
+        };
+        let seconds = (end_unix - start).max(MIN_BILLED_SECONDS);
+        let hours = seconds as f64 / 3600.0;
+        let machine = r.machine.clone().unwrap_or_else(|| r.key.0.clone());
+        let instance_type = r.details.get("instance-type").cloned().unwrap_or_default();
+        let spot = r.details.get("lifecycle").is_some_and(|l| l == "spot");
+        let usd = prices
+            .instance_hourly(&instance_type, spot)
+            .map(|p| p * hours);
+        if usd.is_none() && !out.unpriced.contains(&instance_type) {
+            out.unpriced.push(instance_type.clone());
+        }
+        out.instance_hours += hours;
+        out.lines.push(CostLine {
+            machine: machine.clone(),
+            item: format!(
+                "instance {instance_type} ({})",
+                if spot { "spot" } else { "on-demand" }
+            ),
+            quantity: hours,
+            usd,
+        });
+        for v in r
+            .details
+            .get("volumes")
+            .map(|s| s.split(',').filter(|v| !v.is_empty()).collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
+            let (vtype, size) = v.split_once(':').unwrap_or(("gp3", v));
+            let Ok(size) = size.parse::<f64>() else {
+                continue;
+            };
+            let gb_hours = size * hours;
+            let usd = prices
+                .volume_gb_month
+                .get(vtype)
+                .map(|p| p * gb_hours / HOURS_PER_MONTH);
+            if usd.is_none() && !out.unpriced.contains(&vtype.to_string()) {
+                out.unpriced.push(vtype.to_string());
+            }
+            out.volume_gb_hours += gb_hours;
+            out.lines.push(CostLine {
+                machine: machine.clone(),
+                item: format!("volume {vtype} {size} GB"),
+                quantity: gb_hours,
+                usd,
+            });
+        }
+    }
+    out.usd = out.lines.iter().filter_map(|l| l.usd).sum();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use qa_core::types::ResourceKey;
+
+    use super::*;
+
+    fn instance(kind_type: &str, lifecycle: &str, launched: i64, volumes: &str) -> Resource {
+        Resource {
+            key: ResourceKey(format!("aws/instance/us-east-1/vm/{kind_type}")),
+            backend: BackendKind::Aws,
+            kind: "instance".into(),
+            machine: Some("vm".into()),
+            id: Some("i-1".into()),
+            client_token: Some("t".into()),
+            details: [
+                ("instance-type", kind_type),
+                ("lifecycle", lifecycle),
+                ("volumes", volumes),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .chain([("launched-at".to_string(), launched.to_string())])
+            .collect(),
+            state: ResourceState::Destroyed,
+        }
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn btrfsqa_shaped_run_is_priced_by_hours_and_gb_hours() {
+        let vols = vec!["gp3:20"; 6].join(",");
+        let r = instance("r5.large", "spot", 0, &vols);
+        let e = estimate(&[r], 2 * 3600, &PriceTable::builtin());
+        assert!(close(e.instance_hours, 2.0));
+        assert!(close(e.volume_gb_hours, 6.0 * 20.0 * 2.0));
+        let expected = 0.126 * 0.35 * 2.0 + 240.0 * 0.08 / 730.0;
+        assert!(close(e.usd, expected), "{} != {expected}", e.usd);
+        assert_eq!(e.lines.len(), 7);
+        assert!(e.unpriced.is_empty());
+    }
+
+    #[test]
+    fn overrides_replace_prices_and_unknown_types_are_listed_not_guessed() {
+        let over: PriceTable = serde_json::from_str(
+            r#"{"on-demand-hourly": {"m5.large": 1.0}, "spot-fraction": 0.5}"#,
+        )
+        .unwrap();
+        let prices = PriceTable::builtin().overridden_by(over);
+        let e = estimate(
+            &[
+                instance("m5.large", "on-demand", 0, ""),
+                instance("x9.huge", "on-demand", 0, "io9:10"),
+            ],
+            3600,
+            &prices,
+        );
+        assert!(close(e.usd, 1.0));
+        assert_eq!(e.unpriced, vec!["x9.huge", "io9"]);
+        assert!(close(e.instance_hours, 2.0));
+    }
+
+    #[test]
+    fn a_short_run_is_billed_a_minute_and_intents_are_not_billed() {
+        let mut never = instance("m5.large", "on-demand", 0, "");
+        never.state = ResourceState::Intent;
+        never.id = None;
+        let e = estimate(
+            &[instance("m5.large", "on-demand", 100, ""), never],
+            110,
+            &PriceTable::builtin(),
+        );
+        assert!(close(e.instance_hours, 60.0 / 3600.0));
+        assert_eq!(e.lines.len(), 1);
+    }
+
+    #[test]
+    fn a_typo_in_the_price_file_is_an_error_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("prices.json");
+        std::fs::write(&path, r#"{"on-demand-hourley": {}}"#).unwrap();
+        let e = PriceTable::load_overrides(&path).unwrap_err();
+        assert!(
+            e.to_string().contains("prices.json") && e.to_string().contains("on-demand-hourley"),
+            "{e}"
+        );
+    }
+}
