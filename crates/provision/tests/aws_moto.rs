@@ -570,3 +570,86 @@ async fn sweep_removes_only_what_carries_the_test_id() {
             .is_empty()
     );
 }
+
+/// The machine's SSH access works as given, through a real OpenSSH server standing in for the
+/// instance: the key pair's private key (as EC2 returned it), the user, the port, and a
+/// trust-on-first-use known_hosts in the run directory.
+#[tokio::test]
+async fn the_machine_is_reachable_over_ssh_with_its_own_key() {
+    let Some(sshd) = qa_testkit::TestSshd::start_or_skip() else {
+        return;
+    };
+    let emu = Ec2Emulator::start().await;
+    let s = Setup {
+        emu,
+        dir: tempfile::tempdir().unwrap(),
+        ssh: sshd.addr(),
+    };
+    let p = s.provisioner().await;
+    let mut spec = aws_spec("t3.micro");
+    spec.ssh_user = Some(sshd.user());
+    let run = s.run("ssh");
+    let ledger = CheckingLedger::new();
+    let m = p
+        .create(&request("vm", spec, None), &run, &ledger)
+        .await
+        .unwrap();
+    p.wait_ready(&m, Duration::from_secs(20)).await.unwrap();
+    let Access::Ssh(t) = &m.access else { panic!() };
+    let key = t.identity_file.clone().unwrap();
+    let HostKeyPolicy::TrustFirstUse { known_hosts } = &t.host_keys else {
+        panic!()
+    };
+
+    let public = std::process::Command::new("ssh-keygen")
+        .arg("-y")
+        .arg("-f")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        public.status.success(),
+        "the saved key is not a usable private key: {}",
+        String::from_utf8_lossy(&public.stderr)
+    );
+    let pub_line = String::from_utf8(public.stdout).unwrap();
+    assert!(pub_line.starts_with("ssh-ed25519 "), "{pub_line}");
+    let auth = sshd.dir().join("authorized_keys");
+    let mut keys = std::fs::read_to_string(&auth).unwrap();
+    keys.push_str(&pub_line);
+    std::fs::write(&auth, keys).unwrap();
+
+    let out = std::process::Command::new("ssh")
+        .args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+        ])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+        .arg("-i")
+        .arg(&key)
+        .arg("-p")
+        .arg(t.port.to_string())
+        .arg(format!("{}@{}", t.user, t.host))
+        .arg("echo reached")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("reached"),
+        "ssh with the machine's access failed: {}\nsshd log: {}",
+        String::from_utf8_lossy(&out.stderr),
+        sshd.log()
+    );
+    assert!(
+        known_hosts.exists(),
+        "the host key was recorded on first use"
+    );
+    p.destroy(&ledger.resources(), &ledger).await.unwrap();
+    assert!(alive(&s, "ssh").await.is_empty());
+}
