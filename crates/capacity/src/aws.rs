@@ -171,10 +171,10 @@ impl AwsCapacity {
 
     /// Active reservations tagged with the test id that cover the whole request in one zone.
     async fn reusable(
-        &self,
+        client: &Client,
         request: &CapacityRequest,
     ) -> Result<Option<Placement>, CapacityError> {
-        let existing = Self::tagged(&self.client, &request.test_id).await?;
+        let existing = Self::tagged(client, &request.test_id).await?;
         let mut by_zone: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         for r in existing.iter().filter(|r| is_live(r)) {
             let (Some(zone), Some(t), Some(id)) = (
@@ -315,8 +315,15 @@ fn new_client_token() -> String {
     format!("qa-{:032x}", rand::random::<u128>())
 }
 
+/// Reservations in the request's region (which may differ from the configured one).
+struct RegionReserver<'a> {
+    cap: &'a AwsCapacity,
+    client: Client,
+    region: String,
+}
+
 #[async_trait]
-impl ZoneReserver for AwsCapacity {
+impl ZoneReserver for RegionReserver<'_> {
     async fn zones_offering(
         &self,
         request: &CapacityRequest,
@@ -409,7 +416,7 @@ impl ZoneReserver for AwsCapacity {
             .create_capacity_reservation()
             .client_token(token)
             .instance_type(instance_type)
-            .instance_platform(self.platform.clone())
+            .instance_platform(self.cap.platform.clone())
             .availability_zone(zone)
             .instance_count(count as i32)
             .instance_match_criteria(InstanceMatchCriteria::Targeted)
@@ -449,7 +456,8 @@ impl ZoneReserver for AwsCapacity {
                 if let Err(e) = ledger.created(&key, &id, details).await {
                     tracing::warn!(%id, "journal: {e}; the reservation carries the test id tag");
                 }
-                self.ids
+                self.cap
+                    .ids
                     .lock()
                     .expect("ids lock")
                     .insert((zone.to_string(), instance_type.to_string()), id.clone());
@@ -483,7 +491,11 @@ impl ZoneReserver for AwsCapacity {
         ledger: &dyn ResourceLedger,
     ) -> Result<(), CapacityError> {
         cancel_one(&self.client, id).await?;
-        self.ids.lock().expect("ids lock").retain(|_, v| v != id);
+        self.cap
+            .ids
+            .lock()
+            .expect("ids lock")
+            .retain(|_, v| v != id);
         for r in ledger.resources() {
             if r.id.as_deref() == Some(id) && r.state != ResourceState::Destroyed {
                 let _ = ledger.destroyed(&r.key).await;
@@ -508,7 +520,20 @@ impl CapacityReservation for AwsCapacity {
         request: &CapacityRequest,
         ledger: &dyn ResourceLedger,
     ) -> Result<Placement, CapacityError> {
-        if let Some(found) = self.reusable(request).await? {
+        let region = request
+            .region
+            .clone()
+            .unwrap_or_else(|| self.region.clone());
+        let reserver = RegionReserver {
+            cap: self,
+            client: if region == self.region {
+                self.client.clone()
+            } else {
+                self.client_for(&region)
+            },
+            region,
+        };
+        if let Some(found) = Self::reusable(&reserver.client, request).await? {
             tracing::info!(zone = %found.zone, "reusing reservations already tagged {TEST_ID_TAG}={}", request.test_id);
             let mut ids = self.ids.lock().expect("ids lock");
             for (t, id) in &found.reservations {
@@ -516,7 +541,7 @@ impl CapacityReservation for AwsCapacity {
             }
             return Ok(found);
         }
-        reserve_with_fallback(self, request, ledger).await
+        reserve_with_fallback(&reserver, request, ledger).await
     }
 
     fn get_id(&self, zone: &str, instance_type: &str) -> Option<String> {
