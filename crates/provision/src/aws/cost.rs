@@ -285,7 +285,7 @@ mod tests {
 
     #[test]
     fn btrfsqa_shaped_run_is_priced_by_hours_and_gb_hours() {
-        let vols = vec!["gp3:20"; 6].join(",");
+        let vols = ["gp3:20"; 6].join(",");
         let r = instance("r5.large", "spot", 0, &vols);
         let e = estimate(&[r], 2 * 3600, &PriceTable::builtin());
         assert!(close(e.instance_hours, 2.0));
