@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use aws::Ec2Emulator;
 use qa_capacity::aws::{AwsCapacity, TEST_ID_TAG};
+use qa_core::conformance::CheckingLedger;
 use qa_core::journal::{MemoryLedger, ResourceLedger};
 use qa_core::types::ResourceState;
 use qa_core::{CapacityError, CapacityRequest, CapacityReservation, TestId};
@@ -58,11 +59,24 @@ async fn zone_without_capacity_for_one_type_is_released_and_the_next_zone_used()
         .no_capacity
         .insert(("us-east-1a".into(), "r5.large".into()));
     let cap = capacity(&emu, REGION).await;
-    let ledger = MemoryLedger::default();
+    // Each intent must be journaled before EC2 sees a request with its client token.
+    let calls = emu.proxy.state.clone();
+    let ledger = CheckingLedger::new().with_intent_probe(Box::new(move |r| {
+        let seen = calls.lock().unwrap().calls.iter().any(|c| {
+            c.action == "CreateCapacityReservation"
+                && c.params.get("ClientToken") == r.client_token.as_ref()
+        });
+        if seen {
+            Err("CreateCapacityReservation already sent".into())
+        } else {
+            Ok(())
+        }
+    }));
     let placement = cap
         .reserve(&request("fallback", &["us-east-1a", "us-east-1b"]), &ledger)
         .await
         .unwrap();
+    ledger.assert_clean("reserve with fallback");
     assert_eq!(placement.zone, "us-east-1b");
 
     let st = emu.proxy.lock();
