@@ -1104,6 +1104,149 @@ impl AwsProvisioner {
     }
 }
 
+/// The tag that says until when a resource may live.
+pub const KEEP_UNTIL_TAG: &str = "qa-run:keep-until";
+
+/// A resource qa-run made that outlived its `qa-run:keep-until` tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredResource {
+    /// `instance`, `volume`, `security-group`, `key-pair` or `placement-group`.
+    pub kind: String,
+    /// Its EC2 id (name, for key pairs and placement groups).
+    pub id: String,
+    /// The test id it carries.
+    pub test_id: Option<String>,
+    /// Its `qa-run:keep-until` tag.
+    pub keep_until: String,
+}
+
+fn tag_value<'a>(tags: &'a [Tag], key: &str) -> Option<&'a str> {
+    tags.iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+}
+
+fn expired_entry(
+    kind: &str,
+    id: Option<&str>,
+    tags: &[Tag],
+    now_unix: i64,
+) -> Option<ExpiredResource> {
+    let keep_until = tag_value(tags, KEEP_UNTIL_TAG)?;
+    let until =
+        time::OffsetDateTime::parse(keep_until, &time::format_description::well_known::Rfc3339)
+            .ok()?
+            .unix_timestamp();
+    (until < now_unix).then(|| ExpiredResource {
+        kind: kind.to_string(),
+        id: id.unwrap_or_default().to_string(),
+        test_id: tag_value(tags, TEST_ID_TAG).map(str::to_string),
+        keep_until: keep_until.to_string(),
+    })
+}
+
+impl AwsProvisioner {
+    /// Resources in the default region that qa-run made (`created-by=qa-run`) and whose
+    /// `qa-run:keep-until` is before `now_unix`: what a janitor lists. Terminated instances and
+    /// resources with an unreadable keep-until are left out.
+    pub async fn expired(&self, now_unix: i64) -> PResult<Vec<ExpiredResource>> {
+        let client = self.client(&self.region);
+        let ours = [
+            filter("tag:created-by", &["qa-run"]),
+            filter("tag-key", &[KEEP_UNTIL_TAG]),
+        ];
+        let mut out = Vec::new();
+        let inst = client
+            .describe_instances()
+            .set_filters(Some(ours.to_vec()))
+            .filters(filter(
+                "instance-state-name",
+                &["pending", "running", "stopping", "stopped"],
+            ))
+            .send()
+            .await
+            .map_err(|e| api_error(None, "DescribeInstances", e, Leftovers::Clear))?;
+        for i in inst.reservations().iter().flat_map(|r| r.instances()) {
+            out.extend(expired_entry(
+                KIND_INSTANCE,
+                i.instance_id(),
+                i.tags(),
+                now_unix,
+            ));
+        }
+        let vols = client
+            .describe_volumes()
+            .set_filters(Some(ours.to_vec()))
+            .send()
+            .await
+            .map_err(|e| api_error(None, "DescribeVolumes", e, Leftovers::Clear))?;
+        for v in vols.volumes() {
+            out.extend(expired_entry("volume", v.volume_id(), v.tags(), now_unix));
+        }
+        let sgs = client
+            .describe_security_groups()
+            .set_filters(Some(ours.to_vec()))
+            .send()
+            .await
+            .map_err(|e| api_error(None, "DescribeSecurityGroups", e, Leftovers::Clear))?;
+        for g in sgs.security_groups() {
+            out.extend(expired_entry(
+                KIND_SECURITY_GROUP,
+                g.group_id(),
+                g.tags(),
+                now_unix,
+            ));
+        }
+        let keys = client
+            .describe_key_pairs()
+            .set_filters(Some(ours.to_vec()))
+            .send()
+            .await
+            .map_err(|e| api_error(None, "DescribeKeyPairs", e, Leftovers::Clear))?;
+        for k in keys.key_pairs() {
+            out.extend(expired_entry(
+                KIND_KEY_PAIR,
+                k.key_name(),
+                k.tags(),
+                now_unix,
+            ));
+        }
+        let pgs = client
+            .describe_placement_groups()
+            .set_filters(Some(ours.to_vec()))
+            .send()
+            .await
+            .map_err(|e| api_error(None, "DescribePlacementGroups", e, Leftovers::Clear))?;
+        for g in pgs.placement_groups() {
+            out.extend(expired_entry(
+                KIND_PLACEMENT_GROUP,
+                g.group_name(),
+                g.tags(),
+                now_unix,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Sweeps every test id that has an expired resource; returns a line per resource removed.
+    /// Everything of such a test id goes, as its run is over.
+    pub async fn remove_expired(&self, now_unix: i64) -> PResult<Vec<String>> {
+        let mut test_ids: Vec<String> = self
+            .expired(now_unix)
+            .await?
+            .into_iter()
+            .filter_map(|e| e.test_id)
+            .collect();
+        test_ids.sort();
+        test_ids.dedup();
+        let mut lines = Vec::new();
+        for t in test_ids {
+            lines.extend(self.sweep(&TestId(t)).await?);
+        }
+        Ok(lines)
+    }
+}
+
 /// What the machines of one run share.
 struct Shared {
     keys: Vec<ResourceKey>,

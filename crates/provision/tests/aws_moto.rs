@@ -653,3 +653,52 @@ async fn the_machine_is_reachable_over_ssh_with_its_own_key() {
     p.destroy(&ledger.resources(), &ledger).await.unwrap();
     assert!(alive(&s, "ssh").await.is_empty());
 }
+
+#[tokio::test]
+async fn janitor_lists_and_removes_only_what_outlived_its_keep_until() {
+    let s = setup().await;
+    let p = s.provisioner().await;
+    let mut old = s.run("janitor-old");
+    old.tags
+        .insert("qa-run:keep-until".into(), "2026-01-01T00:00:00Z".into());
+    let mut young = s.run("janitor-young");
+    young
+        .tags
+        .insert("qa-run:keep-until".into(), "2099-01-01T00:00:00Z".into());
+    p.create(
+        &request("a", aws_spec("t3.micro"), None),
+        &old,
+        &CheckingLedger::new(),
+    )
+    .await
+    .unwrap();
+    p.create(
+        &request("b", aws_spec("t3.micro"), None),
+        &young,
+        &CheckingLedger::new(),
+    )
+    .await
+    .unwrap();
+
+    let now = qa_provision::aws::cost::now_unix();
+    let expired = p.expired(now).await.unwrap();
+    let kinds: Vec<&str> = expired.iter().map(|e| e.kind.as_str()).collect();
+    for kind in ["instance", "security-group", "key-pair"] {
+        assert!(kinds.contains(&kind), "{kind} not listed: {expired:?}");
+    }
+    assert!(
+        expired
+            .iter()
+            .all(|e| e.test_id.as_deref() == Some("janitor-old")),
+        "{expired:?}"
+    );
+
+    let removed = p.remove_expired(now).await.unwrap();
+    assert!(!removed.is_empty());
+    assert!(alive(&s, "janitor-old").await.is_empty());
+    assert!(
+        !alive(&s, "janitor-young").await.is_empty(),
+        "a resource within its keep-until was removed"
+    );
+    assert!(p.expired(now).await.unwrap().is_empty());
+}

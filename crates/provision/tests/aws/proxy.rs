@@ -358,6 +358,9 @@ fn list(params: &BTreeMap<String, String>, prefix: &str) -> Vec<String> {
 }
 
 fn tag_matches(tags: &[(String, String)], name: &str, values: &[String]) -> Option<bool> {
+    if name == "tag-key" {
+        return Some(tags.iter().any(|(k, _)| values.contains(k)));
+    }
     let key = name.strip_prefix("tag:")?;
     Some(tags.iter().any(|(k, v)| k == key && values.contains(v)))
 }
