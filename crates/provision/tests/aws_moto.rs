@@ -238,6 +238,15 @@ async fn conformance_and_nothing_left_in_the_emulator() {
     let st = s.emu.proxy.lock();
     assert!(st.calls_of("RunInstances").len() >= 4);
     assert!(st.calls_of("CreatePlacementGroup").len() >= 4);
+    // Every instance went into its run's placement group (the layer refuses unknown groups).
+    for c in st.calls_of("RunInstances") {
+        let group = c
+            .params
+            .get("Placement.GroupName")
+            .cloned()
+            .unwrap_or_default();
+        assert!(group.starts_with("qa-run-conformance-"), "{:?}", c.params);
+    }
 }
 
 #[tokio::test]

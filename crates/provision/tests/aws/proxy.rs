@@ -476,6 +476,19 @@ async fn handle(req: Request, moto: SocketAddr, state: &Arc<Mutex<State>>) -> Re
                     ),
                 );
             }
+            // moto knows no placement groups: the layer checks the ones it holds.
+            if let Some(g) = params.get("Placement.GroupName")
+                && !st
+                    .groups
+                    .iter()
+                    .any(|pg| &pg.name == g && pg.region == region)
+            {
+                return error(
+                    400,
+                    "InvalidPlacementGroup.Unknown",
+                    &format!("The Placement Group '{g}' is unknown."),
+                );
+            }
             if let Some(cr) = params.get(
                 "CapacityReservationSpecification.CapacityReservationTarget.CapacityReservationId",
             ) {
