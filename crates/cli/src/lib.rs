@@ -114,6 +114,21 @@ pub enum Command {
         /// The run directory.
         run_dir: PathBuf,
     },
+    /// List cloud resources qa-run made that outlived their keep-until tag; remove them with --yes.
+    #[command(after_help = "Credentials and region come from the usual AWS configuration \
+(AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL, …). Without --yes nothing is removed.")]
+    Janitor {
+        /// Only resources whose keep-until passed at least this long ago (e.g. 14h).
+        #[arg(long, default_value = "0s", value_parser = parse_duration)]
+        older_than: std::time::Duration,
+        /// Remove what is listed (default: list only).
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    qa_core::plan::PlanDuration::parse(s).map(|d| d.get())
 }
 
 /// Formats of `qa-run plan`.
@@ -198,6 +213,10 @@ pub async fn dispatch(cli: Cli) -> i32 {
                 &EngineSettings::from_cli(&cli, &cli.results, inventory),
                 sink.clone(),
             );
+            let engine = match with_clouds(engine, &clouds_of_plan(&loaded.plan)).await {
+                Ok(e) => e,
+                Err(e) => return fail(&e, exit::INFRASTRUCTURE_ERROR),
+            };
             let cancel = RunCancel::new();
             let mut opts = RunOptions::new(&cli.results);
             opts.run_id = run_id.clone().map(RunId);
@@ -217,6 +236,10 @@ pub async fn dispatch(cli: Cli) -> i32 {
                 &EngineSettings::from_cli(&cli, results, inventory),
                 sink.clone(),
             );
+            let engine = match with_clouds(engine, &clouds_of_run(run_dir)).await {
+                Ok(e) => e,
+                Err(e) => return fail(&e, exit::INFRASTRUCTURE_ERROR),
+            };
             let cancel = RunCancel::new();
             let mut opts = RunOptions::new(results);
             opts.cancel = cancel.clone();
@@ -318,6 +341,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
             }
         }
         Command::Publish { ref run_dir } => publish_again(run_dir).await,
+        Command::Janitor { older_than, yes } => janitor(older_than, yes).await,
     }
 }
 
@@ -517,6 +541,96 @@ async fn watch_signals(
     std::process::exit(exit::INTERRUPTED);
 }
 
+/// Which clouds a command needs, and their region.
+#[derive(Debug, Clone, Default)]
+pub struct Clouds {
+    /// AWS, with the region the plan names (if any).
+    pub aws: Option<Option<String>>,
+}
+
+impl Clouds {
+    fn all() -> Self {
+        Clouds { aws: Some(None) }
+    }
+}
+
+fn clouds_of_plan(plan: &qa_core::plan::Plan) -> Clouds {
+    let machines = qa_core::stages::machine_instances(plan);
+    let aws = machines.iter().find(|m| m.backend == qa_core::plan::BackendKind::Aws).map(|m| {
+        plan.machines[m.spec_index].aws.as_ref().and_then(|a| a.region.clone())
+    });
+    Clouds { aws }
+}
+
+fn clouds_of_run(run_dir: &Path) -> Clouds {
+    let Ok(state) = qa_core::journal::read_state(&run_dir.join(qa_core::journal::JOURNAL_FILE)) else {
+        return Clouds::default();
+    };
+    let aws = state.resources.iter().find(|r| r.backend == qa_core::plan::BackendKind::Aws).map(|r| r.details.get("region").cloned());
+    let from_plan = qa_core::plan::load_file(Path::new(&state.plan_path)).ok().map(|l| clouds_of_plan(&l.plan)).unwrap_or_default();
+    Clouds { aws: aws.or(from_plan.aws) }
+}
+
+/// Adds the cloud backends a command needs, with credentials from the usual places.
+#[cfg(feature = "aws")]
+pub async fn with_clouds(engine: Engine, clouds: &Clouds) -> Result<Engine, String> {
+    let Some(region) = &clouds.aws else { return Ok(engine) };
+    let p = qa_provision::aws::AwsProvisioner::from_env(qa_provision::aws::AwsProvisionerOptions {
+        region: region.clone(),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let c = qa_capacity::aws::AwsCapacity::from_env(qa_capacity::aws::AwsCapacityOptions { region: region.clone(), ..Default::default() })
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(engine.provisioner(Arc::new(p)).reservation(Arc::new(c)))
+}
+
+/// Without cloud features, plans that need a cloud are refused by the engine's check with the
+/// feature to build.
+#[cfg(not(feature = "aws"))]
+pub async fn with_clouds(engine: Engine, _clouds: &Clouds) -> Result<Engine, String> {
+    Ok(engine)
+}
+
+#[cfg(feature = "aws")]
+async fn janitor(older_than: std::time::Duration, yes: bool) -> i32 {
+    let p = match qa_provision::aws::AwsProvisioner::from_env(Default::default()).await {
+        Ok(p) => p,
+        Err(e) => return fail(&e.to_string(), exit::INFRASTRUCTURE_ERROR),
+    };
+    let cutoff = time::OffsetDateTime::now_utc().unix_timestamp() - older_than.as_secs() as i64;
+    match p.expired(cutoff).await {
+        Ok(list) if list.is_empty() => {
+            println!("nothing has outlived its keep-until in {}", p.region());
+            exit::ALL_PASSED
+        }
+        Ok(list) => {
+            for r in &list {
+                println!("{:<16} {:<24} test-id {:<30} keep-until {}", r.kind, r.id, r.test_id.as_deref().unwrap_or("-"), r.keep_until);
+            }
+            if !yes {
+                eprintln!("{} resource(s) listed; nothing removed (add --yes to remove them)", list.len());
+                return exit::ALL_PASSED;
+            }
+            match p.remove_expired(cutoff).await {
+                Ok(removed) => {
+                    removed.iter().for_each(|r| println!("removed {r}"));
+                    exit::ALL_PASSED
+                }
+                Err(e) => fail(&e.to_string(), exit::CLEANUP_INCOMPLETE),
+            }
+        }
+        Err(e) => fail(&e.to_string(), exit::INFRASTRUCTURE_ERROR),
+    }
+}
+
+#[cfg(not(feature = "aws"))]
+async fn janitor(_older_than: std::time::Duration, _yes: bool) -> i32 {
+    fail("the janitor looks at cloud resources; this build has no cloud backend (build with the `aws` feature)", exit::BAD_PLAN_OR_USAGE)
+}
+
 /// The inventory of the plan a run used, if its journal and plan can still be read.
 fn plan_inventory_of(run_dir: &Path) -> Vec<qa_core::plan::InventoryHost> {
     qa_core::journal::read_state(&run_dir.join(qa_core::journal::JOURNAL_FILE))
@@ -569,6 +683,16 @@ async fn cleanup(
     all_regions: bool,
 ) -> i32 {
     let engine = default_engine(settings, Arc::new(qa_core::events::NoEvents));
+    // A sweep by test id asks every cloud this build has; a run directory only those it used.
+    let clouds = match (run_dir, test_id) {
+        (_, Some(_)) => Clouds::all(),
+        (Some(dir), None) => clouds_of_run(dir),
+        (None, None) => Clouds::default(),
+    };
+    let engine = match with_clouds(engine, &clouds).await {
+        Ok(e) => e,
+        Err(e) => return fail(&e, exit::INFRASTRUCTURE_ERROR),
+    };
     let mut remaining = 0;
     if run_dir.is_none() && test_id.is_none() {
         return fail(
