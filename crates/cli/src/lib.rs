@@ -115,8 +115,10 @@ pub enum Command {
         run_dir: PathBuf,
     },
     /// List cloud resources qa-run made that outlived their keep-until tag; remove them with --yes.
-    #[command(after_help = "Credentials and region come from the usual AWS configuration \
-(AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL, …). Without --yes nothing is removed.")]
+    #[command(
+        after_help = "Credentials and region come from the usual AWS configuration \
+(AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL, …). Without --yes nothing is removed."
+    )]
     Janitor {
         /// Only resources whose keep-until passed at least this long ago (e.g. 14h).
         #[arg(long, default_value = "0s", value_parser = parse_duration)]
@@ -556,34 +558,55 @@ impl Clouds {
 
 fn clouds_of_plan(plan: &qa_core::plan::Plan) -> Clouds {
     let machines = qa_core::stages::machine_instances(plan);
-    let aws = machines.iter().find(|m| m.backend == qa_core::plan::BackendKind::Aws).map(|m| {
-        plan.machines[m.spec_index].aws.as_ref().and_then(|a| a.region.clone())
-    });
+    let aws = machines
+        .iter()
+        .find(|m| m.backend == qa_core::plan::BackendKind::Aws)
+        .map(|m| {
+            plan.machines[m.spec_index]
+                .aws
+                .as_ref()
+                .and_then(|a| a.region.clone())
+        });
     Clouds { aws }
 }
 
 fn clouds_of_run(run_dir: &Path) -> Clouds {
-    let Ok(state) = qa_core::journal::read_state(&run_dir.join(qa_core::journal::JOURNAL_FILE)) else {
+    let Ok(state) = qa_core::journal::read_state(&run_dir.join(qa_core::journal::JOURNAL_FILE))
+    else {
         return Clouds::default();
     };
-    let aws = state.resources.iter().find(|r| r.backend == qa_core::plan::BackendKind::Aws).map(|r| r.details.get("region").cloned());
-    let from_plan = qa_core::plan::load_file(Path::new(&state.plan_path)).ok().map(|l| clouds_of_plan(&l.plan)).unwrap_or_default();
-    Clouds { aws: aws.or(from_plan.aws) }
+    let aws = state
+        .resources
+        .iter()
+        .find(|r| r.backend == qa_core::plan::BackendKind::Aws)
+        .map(|r| r.details.get("region").cloned());
+    let from_plan = qa_core::plan::load_file(Path::new(&state.plan_path))
+        .ok()
+        .map(|l| clouds_of_plan(&l.plan))
+        .unwrap_or_default();
+    Clouds {
+        aws: aws.or(from_plan.aws),
+    }
 }
 
 /// Adds the cloud backends a command needs, with credentials from the usual places.
 #[cfg(feature = "aws")]
 pub async fn with_clouds(engine: Engine, clouds: &Clouds) -> Result<Engine, String> {
-    let Some(region) = &clouds.aws else { return Ok(engine) };
+    let Some(region) = &clouds.aws else {
+        return Ok(engine);
+    };
     let p = qa_provision::aws::AwsProvisioner::from_env(qa_provision::aws::AwsProvisionerOptions {
         region: region.clone(),
         ..Default::default()
     })
     .await
     .map_err(|e| e.to_string())?;
-    let c = qa_capacity::aws::AwsCapacity::from_env(qa_capacity::aws::AwsCapacityOptions { region: region.clone(), ..Default::default() })
-        .await
-        .map_err(|e| e.to_string())?;
+    let c = qa_capacity::aws::AwsCapacity::from_env(qa_capacity::aws::AwsCapacityOptions {
+        region: region.clone(),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| e.to_string())?;
     Ok(engine.provisioner(Arc::new(p)).reservation(Arc::new(c)))
 }
 
@@ -608,10 +631,19 @@ async fn janitor(older_than: std::time::Duration, yes: bool) -> i32 {
         }
         Ok(list) => {
             for r in &list {
-                println!("{:<16} {:<24} test-id {:<30} keep-until {}", r.kind, r.id, r.test_id.as_deref().unwrap_or("-"), r.keep_until);
+                println!(
+                    "{:<16} {:<24} test-id {:<30} keep-until {}",
+                    r.kind,
+                    r.id,
+                    r.test_id.as_deref().unwrap_or("-"),
+                    r.keep_until
+                );
             }
             if !yes {
-                eprintln!("{} resource(s) listed; nothing removed (add --yes to remove them)", list.len());
+                eprintln!(
+                    "{} resource(s) listed; nothing removed (add --yes to remove them)",
+                    list.len()
+                );
                 return exit::ALL_PASSED;
             }
             match p.remove_expired(cutoff).await {
@@ -628,7 +660,10 @@ async fn janitor(older_than: std::time::Duration, yes: bool) -> i32 {
 
 #[cfg(not(feature = "aws"))]
 async fn janitor(_older_than: std::time::Duration, _yes: bool) -> i32 {
-    fail("the janitor looks at cloud resources; this build has no cloud backend (build with the `aws` feature)", exit::BAD_PLAN_OR_USAGE)
+    fail(
+        "the janitor looks at cloud resources; this build has no cloud backend (build with the `aws` feature)",
+        exit::BAD_PLAN_OR_USAGE,
+    )
 }
 
 /// The inventory of the plan a run used, if its journal and plan can still be read.
