@@ -95,6 +95,9 @@ pub enum Command {
         /// With --test-id: every region, not only the configured one.
         #[arg(long)]
         all_regions: bool,
+        /// With --test-id: also sweep AWS (credentials from the usual AWS configuration).
+        #[arg(long)]
+        aws: bool,
     },
     /// Continue a run from its journal; steps that passed are not run again.
     Resume {
@@ -313,6 +316,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
             ref run_dir,
             ref test_id,
             all_regions,
+            aws,
         } => {
             let inventory = run_dir
                 .as_deref()
@@ -324,6 +328,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
                 run_dir.as_deref(),
                 test_id.as_deref(),
                 all_regions,
+                aws,
             )
             .await
         }
@@ -716,13 +721,14 @@ async fn cleanup(
     run_dir: Option<&Path>,
     test_id: Option<&str>,
     all_regions: bool,
+    aws: bool,
 ) -> i32 {
     let engine = default_engine(settings, Arc::new(qa_core::events::NoEvents));
-    // A sweep by test id asks every cloud this build has; a run directory only those it used.
+    // A run directory asks the clouds it used; a sweep by test id only those named (--aws).
     let clouds = match (run_dir, test_id) {
-        (_, Some(_)) => Clouds::all(),
-        (Some(dir), None) => clouds_of_run(dir),
-        (None, None) => Clouds::default(),
+        (_, Some(_)) if aws => Clouds::all(),
+        (Some(dir), _) => clouds_of_run(dir),
+        (None, _) => Clouds::default(),
     };
     let engine = match with_clouds(engine, &clouds).await {
         Ok(e) => e,
