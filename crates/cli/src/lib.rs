@@ -56,7 +56,15 @@ pub struct Cli {
 pub enum Command {
     /// Run a plan: provision, upload, run the steps, collect, publish, tear down.
     #[command(
-        after_help = "The run directory is printed at the start and the end; open its report.json, junit.xml, logs/ and casts/."
+        after_help = "The run directory is printed at the start and the end; open its report.json, junit.xml, logs/ and casts/.
+
+Cost: report.json (and junit.xml, the site, the markdown summary) carries an estimate of what the
+run's EC2 machines cost, priced from a built-in table of us-east-1 on-demand prices.
+  QA_RUN_AWS_PRICES=FILE   a JSON price table laid over the built-in one, e.g.
+                           {\"on-demand-hourly\": {\"r5.large\": 0.133}, \"spot-fraction\": 0.4,
+                            \"volume-gb-month\": {\"gp3\": 0.088}}
+                           (keys: on-demand-hourly, spot-hourly, spot-fraction, volume-gb-month;
+                           see docs/plan.md). A file that cannot be read or parsed stops the run."
     )]
     Run {
         /// The plan file (YAML).
@@ -600,8 +608,10 @@ pub async fn with_clouds(engine: Engine, clouds: &Clouds) -> Result<Engine, Stri
     let Some(region) = &clouds.aws else {
         return Ok(engine);
     };
+    let prices = aws_prices_from_env()?;
     let p = qa_provision::aws::AwsProvisioner::from_env(qa_provision::aws::AwsProvisionerOptions {
         region: region.clone(),
+        prices,
         ..Default::default()
     })
     .await
@@ -620,6 +630,35 @@ pub async fn with_clouds(engine: Engine, clouds: &Clouds) -> Result<Engine, Stri
 #[cfg(not(feature = "aws"))]
 pub async fn with_clouds(engine: Engine, _clouds: &Clouds) -> Result<Engine, String> {
     Ok(engine)
+}
+
+/// Names a JSON file of EC2 prices laid over the built-in table (`qa-run run --help`).
+#[cfg(feature = "aws")]
+pub const AWS_PRICES_ENV: &str = "QA_RUN_AWS_PRICES";
+
+/// The EC2 price table of cost estimates: the built-in one, with the file [`AWS_PRICES_ENV`]
+/// names (when set and not empty) laid over it.
+#[cfg(feature = "aws")]
+pub fn aws_prices_from_env() -> Result<qa_provision::aws::cost::PriceTable, String> {
+    let path = std::env::var_os(AWS_PRICES_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    aws_prices(path.as_deref())
+}
+
+/// The built-in EC2 price table with the JSON file `path` laid over it. The error names the
+/// variable and the file and says what is wrong where (line and column, unknown key).
+#[cfg(feature = "aws")]
+pub fn aws_prices(path: Option<&Path>) -> Result<qa_provision::aws::cost::PriceTable, String> {
+    use qa_provision::aws::cost::PriceTable;
+    let Some(path) = path else {
+        return Ok(PriceTable::builtin());
+    };
+    PriceTable::load_overrides(path).map_err(|e| {
+        format!(
+            "{AWS_PRICES_ENV}: {e} (see `qa-run run --help`; unset {AWS_PRICES_ENV} for the built-in prices)"
+        )
+    })
 }
 
 #[cfg(feature = "aws")]
@@ -886,6 +925,60 @@ mod tests {
             resolve_inventory(&[missing], dir.path())
                 .unwrap_err()
                 .contains("inventory host `x`")
+        );
+    }
+
+    #[cfg(feature = "aws")]
+    #[test]
+    fn a_bad_price_file_is_an_error_naming_the_variable_the_file_and_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let builtin = qa_provision::aws::cost::PriceTable::builtin();
+        assert_eq!(aws_prices(None).unwrap(), builtin);
+
+        let good = dir.path().join("good.json");
+        std::fs::write(&good, r#"{"on-demand-hourly": {"t3.micro": 1.5}}"#).unwrap();
+        let table = aws_prices(Some(&good)).unwrap();
+        assert_eq!(table.on_demand_hourly["t3.micro"], 1.5);
+        assert_eq!(
+            table.on_demand_hourly["m5.large"],
+            builtin.on_demand_hourly["m5.large"]
+        );
+
+        let typo = dir.path().join("typo.json");
+        std::fs::write(&typo, "{\n  \"on-demand-hourley\": {}\n}").unwrap();
+        let e = aws_prices(Some(&typo)).unwrap_err();
+        for part in [
+            "QA_RUN_AWS_PRICES",
+            "typo.json",
+            "unknown field `on-demand-hourley`",
+            "line 2",
+        ] {
+            assert!(e.contains(part), "`{part}` missing from: {e}");
+        }
+
+        let text = dir.path().join("text.json");
+        std::fs::write(&text, r#"{"on-demand-hourly": {"t3.micro": "cheap"}}"#).unwrap();
+        let e = aws_prices(Some(&text)).unwrap_err();
+        assert!(e.contains("text.json") && e.contains("invalid type"), "{e}");
+
+        let negative = dir.path().join("negative.json");
+        std::fs::write(
+            &negative,
+            r#"{"volume-gb-month": {"gp3": -1}, "spot-fraction": 2}"#,
+        )
+        .unwrap();
+        let e = aws_prices(Some(&negative)).unwrap_err();
+        assert!(
+            e.contains("negative.json")
+                && e.contains("volume-gb-month.gp3")
+                && e.contains("spot-fraction"),
+            "{e}"
+        );
+
+        let e = aws_prices(Some(&dir.path().join("missing.json"))).unwrap_err();
+        assert!(
+            e.contains("cannot read") && e.contains("missing.json"),
+            "{e}"
         );
     }
 }

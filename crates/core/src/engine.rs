@@ -39,9 +39,11 @@ use crate::publish::ResultPublisher;
 use crate::recorder::StepRecorder;
 use crate::redact::Redactor;
 use crate::remote::{CommandSpec, Connector, ExitInfo, OutputSink, RemoteError, RemoteExecutor};
-use crate::report::{MachineReport, REPORT_SCHEMA_VERSION, Report, StepReport, TaskReport};
+use crate::report::{
+    CostEstimate, MachineReport, REPORT_SCHEMA_VERSION, Report, StepReport, TaskReport,
+};
 use crate::stages::{self, MachineInstance, Stage};
-use crate::types::{Machine, ResourceState, RunId, TestId, Verdict};
+use crate::types::{Machine, Resource, ResourceState, RunId, TestId, Verdict};
 
 /// Default step timeout when neither the step nor `defaults.timeout` sets one.
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -917,6 +919,7 @@ impl RunExec {
             .get(&m.backend)
             .cloned()
             .expect("checked before the run");
+        let until = std::time::Instant::now() + READY_DEADLINE;
         if let Err(e) = p.wait_ready(&m, READY_DEADLINE).await {
             return TaskResult::new(Verdict::Error, e.to_string());
         }
@@ -925,16 +928,31 @@ impl RunExec {
             .connector
             .clone()
             .expect("checked before the run");
-        match connector.connect(&m).await {
-            Ok(x) => {
-                self.state
-                    .lock()
-                    .expect("run state")
-                    .executors
-                    .insert(machine.to_string(), x);
-                TaskResult::pass()
+        // A machine the cloud has just made can answer on port 22 before its first-boot setup
+        // has installed the run's key: refused logins and dropped connections are tried again
+        // until the ready deadline. A host-key problem never is.
+        let fresh = m.backend.is_cloud();
+        let mut pause = Duration::from_millis(500);
+        loop {
+            match connector.connect(&m).await {
+                Ok(x) => {
+                    self.state
+                        .lock()
+                        .expect("run state")
+                        .executors
+                        .insert(machine.to_string(), x);
+                    return TaskResult::pass();
+                }
+                Err(
+                    e @ (crate::remote::RemoteError::Connect { .. }
+                    | crate::remote::RemoteError::Disconnected { .. }),
+                ) if fresh && std::time::Instant::now() + pause < until => {
+                    tracing::info!(machine, "not accepting the run's login yet ({e}); retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return TaskResult::new(Verdict::Error, e.to_string()),
             }
-            Err(e) => TaskResult::new(Verdict::Error, e.to_string()),
         }
     }
 
@@ -1352,7 +1370,26 @@ impl RunExec {
         Ok(())
     }
 
+    /// What the run's resources cost so far, summed over the provisioners that can price them.
+    /// The journal does not record when a resource was destroyed, so every resource counts until
+    /// now; the report written after teardown therefore has the run's whole cost, the one
+    /// publishers get (written before teardown) the cost up to then.
+    fn estimate_cost(&self) -> Option<CostEstimate> {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let mut by_backend: BTreeMap<BackendKind, Vec<Resource>> = BTreeMap::new();
+        for r in self.journal.resources() {
+            by_backend.entry(r.backend).or_default().push(r);
+        }
+        CostEstimate::sum(by_backend.iter().filter_map(|(backend, resources)| {
+            self.engine
+                .provisioners
+                .get(backend)?
+                .estimate_cost(resources, now)
+        }))
+    }
+
     fn build_report(&self, outcomes: &HashMap<String, TaskOutcome>) -> Report {
+        let cost = self.estimate_cost();
         let g = self.state.lock().expect("run state");
         let plan = &self.loaded.plan;
         let mut steps = Vec::new();
@@ -1441,7 +1478,7 @@ impl RunExec {
             machines,
             steps,
             infrastructure,
-            cost: None,
+            cost,
         }
     }
 }

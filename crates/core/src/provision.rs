@@ -9,6 +9,7 @@ use async_trait::async_trait;
 
 use crate::journal::ResourceLedger;
 use crate::plan::{BackendKind, MachineSpec};
+use crate::report::CostEstimate;
 use crate::types::{Leftovers, Machine, Resource, RunId, TestId};
 
 /// One machine to make.
@@ -97,6 +98,8 @@ impl ProvisionError {
 /// - `sweep` removes everything carrying the test id tag, for when the journal is lost.
 /// - Cancellation (dropping a future) may leave a resource in `Intent` state; teardown treats it
 ///   as possibly existing.
+/// - `estimate_cost` is optional (the default prices nothing). It works from journal records
+///   alone and never calls the backend's API: the engine calls it while it writes the report.
 #[async_trait]
 pub trait Provisioner: Send + Sync + Debug + 'static {
     /// The backend this provisioner serves.
@@ -123,4 +126,17 @@ pub trait Provisioner: Send + Sync + Debug + 'static {
 
     /// Destroys everything tagged with `test_id`; returns a line per resource removed.
     async fn sweep(&self, test_id: &TestId) -> Result<Vec<String>, ProvisionError>;
+
+    /// Estimates what `resources` cost: this backend's records from a run's journal, in any
+    /// state. A resource still alive (or whose end the journal does not know) counts until
+    /// `end_unix` (seconds since the epoch; the engine passes the time the report is written).
+    ///
+    /// `None` (the default) means the backend has no prices, and the report shows no cost for
+    /// it; `Some` with a zero total means it has prices and nothing was billed. It must be quick
+    /// and must not call the backend's API; it may be called more than once per run, each time
+    /// with a later `end_unix`.
+    fn estimate_cost(&self, resources: &[Resource], end_unix: i64) -> Option<CostEstimate> {
+        let _ = (resources, end_unix);
+        None
+    }
 }

@@ -128,9 +128,65 @@ pub struct CostEstimate {
     pub items: Vec<(String, f64)>,
 }
 
+impl CostEstimate {
+    /// The sum of several estimates (one per backend, say): totals and items of the first
+    /// estimate's currency are added up; an estimate in another currency cannot be added, so it
+    /// becomes one item of amount 0 that says what it was. `None` when there is no estimate.
+    pub fn sum(estimates: impl IntoIterator<Item = CostEstimate>) -> Option<CostEstimate> {
+        let mut estimates = estimates.into_iter();
+        let mut out = estimates.next()?;
+        for e in estimates {
+            if e.currency == out.currency {
+                out.total += e.total;
+                out.items.extend(e.items);
+            } else {
+                out.items.push((
+                    format!(
+                        "{:.2} {} estimated besides, not in the total (another currency)",
+                        e.total, e.currency
+                    ),
+                    0.0,
+                ));
+            }
+        }
+        Some(out)
+    }
+}
+
 impl Report {
     /// Whether every step passed.
     pub fn passed(&self) -> bool {
         self.outcome == Verdict::Pass
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usd(total: f64, item: &str) -> CostEstimate {
+        CostEstimate {
+            currency: "USD".into(),
+            total,
+            items: vec![(item.into(), total)],
+        }
+    }
+
+    #[test]
+    fn estimates_of_one_currency_add_up_and_others_are_listed_not_added() {
+        assert_eq!(CostEstimate::sum([]), None);
+        let eur = CostEstimate {
+            currency: "EUR".into(),
+            total: 2.0,
+            items: vec![("vm".into(), 2.0)],
+        };
+        let sum = CostEstimate::sum([usd(1.5, "a"), eur, usd(0.25, "b")]).unwrap();
+        assert_eq!(sum.currency, "USD");
+        assert_eq!(sum.total, 1.75);
+        assert_eq!(sum.items.len(), 3);
+        assert_eq!(sum.items[0], ("a".to_string(), 1.5));
+        assert!(sum.items[1].0.contains("2.00 EUR"), "{:?}", sum.items);
+        assert_eq!(sum.items[1].1, 0.0);
+        assert_eq!(sum.items[2], ("b".to_string(), 0.25));
     }
 }

@@ -88,6 +88,8 @@ pub struct AwsProvisionerOptions {
     pub poll_interval: Duration,
     /// How long to wait for an instance to be running, or terminated.
     pub state_timeout: Duration,
+    /// What cost estimates are priced from (default: [`cost::PriceTable::builtin`]).
+    pub prices: cost::PriceTable,
 }
 
 impl Default for AwsProvisionerOptions {
@@ -100,6 +102,7 @@ impl Default for AwsProvisionerOptions {
             address_overrides: BTreeMap::new(),
             poll_interval: Duration::from_secs(5),
             state_timeout: Duration::from_secs(600),
+            prices: cost::PriceTable::builtin(),
         }
     }
 }
@@ -1407,6 +1410,14 @@ async fn ssh_banner(host: &str, port: u16) -> std::io::Result<()> {
 impl Provisioner for AwsProvisioner {
     fn backend(&self) -> BackendKind {
         BackendKind::Aws
+    }
+
+    fn estimate_cost(
+        &self,
+        resources: &[Resource],
+        end_unix: i64,
+    ) -> Option<qa_core::report::CostEstimate> {
+        Some(cost::estimate(resources, end_unix, &self.options.prices).to_report())
     }
 
     async fn create(

@@ -711,3 +711,74 @@ async fn janitor_lists_and_removes_only_what_outlived_its_keep_until() {
     );
     assert!(p.expired(now).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_machine_is_priced_from_its_journal_records_with_the_table_it_is_given() {
+    use qa_provision::aws::cost::PriceTable;
+    let s = setup().await;
+    let p = s.provisioner().await;
+    let mut spec = aws_spec("t3.micro");
+    spec.volumes = vec![VolumeSpec {
+        r#type: Some("gp3".into()),
+        size_gb: 20,
+        count: 2,
+    }];
+    let run = s.run("cost");
+    let ledger = CheckingLedger::new();
+    p.create(&request("vm", spec, None), &run, &ledger)
+        .await
+        .unwrap();
+    let resources = ledger.resources();
+    let launched: i64 = resources
+        .iter()
+        .find(|r| r.kind == "instance")
+        .expect("an instance record")
+        .details["launched-at"]
+        .parse()
+        .unwrap();
+    let hour_later = launched + 3600;
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+
+    // Built-in us-east-1 prices: one t3.micro hour and two 20 GB gp3 volumes for an hour.
+    let cost = p
+        .estimate_cost(&resources, hour_later)
+        .expect("EC2 has prices");
+    let expected = 0.0104 + 2.0 * 20.0 * 0.08 / 730.0;
+    assert_eq!(cost.currency, "USD");
+    assert!(close(cost.total, expected), "{} != {expected}", cost.total);
+    assert_eq!(
+        cost.items
+            .iter()
+            .map(|(d, _)| d.as_str())
+            .collect::<Vec<_>>(),
+        [
+            "1 × t3.micro on-demand: 1.00 instance-hours at 0.0104 USD/hour",
+            "2 × gp3 volumes: 40.0 GB-hours at 0.08 USD/GB-month",
+        ]
+    );
+    assert!(close(cost.items[0].1, 0.0104));
+
+    // A table laid over the built-in one changes the total accordingly.
+    let file = s.dir.path().join("prices.json");
+    std::fs::write(
+        &file,
+        r#"{"on-demand-hourly": {"t3.micro": 0.5}, "volume-gb-month": {"gp3": 0.73}}"#,
+    )
+    .unwrap();
+    let priced = s
+        .provisioner()
+        .await
+        .with_prices(PriceTable::load_overrides(&file).unwrap());
+    let cost = priced.estimate_cost(&resources, hour_later).unwrap();
+    assert!(
+        close(cost.total, 0.5 + 40.0 * 0.73 / 730.0),
+        "{}",
+        cost.total
+    );
+
+    // Destroyed machines still count (the report after teardown has the whole run).
+    p.destroy(&resources, &ledger).await.unwrap();
+    let after = p.estimate_cost(&ledger.resources(), hour_later).unwrap();
+    assert!(close(after.total, expected), "{}", after.total);
+    assert!(alive(&s, "cost").await.is_empty());
+}

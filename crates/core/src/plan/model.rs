@@ -89,6 +89,11 @@ impl BackendKind {
             BackendKind::Oci => "oci",
         }
     }
+
+    /// Whether machines of this backend are made by a cloud (and billed, tagged and swept there).
+    pub fn is_cloud(self) -> bool {
+        !matches!(self, BackendKind::Local | BackendKind::Static)
+    }
 }
 
 impl std::fmt::Display for BackendKind {

@@ -1,3 +1,4 @@
 //! Integration tests of qa-core: what a user of the library sees.
 
 mod plans;
+mod run_cost;

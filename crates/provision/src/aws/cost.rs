@@ -7,6 +7,12 @@
 //! minute as EC2 does for Linux, and prices extra volumes per GB-month. Types the table does not
 //! know are counted in hours but listed as unpriced rather than guessed.
 //!
+//! [`CostEstimate::to_report`] turns an estimate into the report's form (one item per instance
+//! type and per volume type), which is what [`AwsProvisioner`]'s
+//! [`Provisioner::estimate_cost`](qa_core::Provisioner::estimate_cost) returns, priced from the
+//! table of [`AwsProvisionerOptions::prices`](super::AwsProvisionerOptions::prices) or
+//! [`AwsProvisioner::with_prices`] (the built-in one by default).
+//!
 //! ```
 //! use qa_provision::aws::cost::{estimate, PriceTable};
 //! let prices = PriceTable::builtin();
@@ -18,8 +24,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use qa_core::plan::BackendKind;
+use qa_core::report;
 use qa_core::types::{Resource, ResourceState};
 use serde::{Deserialize, Serialize};
+
+use super::AwsProvisioner;
 
 /// Hours in the month AWS prices volumes by.
 const HOURS_PER_MONTH: f64 = 730.0;
@@ -96,7 +105,40 @@ impl PriceTable {
                 path: path.to_path_buf(),
                 source,
             })?;
+        let problems = over.problems();
+        if !problems.is_empty() {
+            return Err(PriceTableError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            });
+        }
         Ok(Self::builtin().overridden_by(over))
+    }
+
+    /// What makes no sense as a price: negative or not finite numbers, a spot fraction outside
+    /// 0..=1. One line per problem, naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (table, prices) in [
+            ("on-demand-hourly", &self.on_demand_hourly),
+            ("spot-hourly", &self.spot_hourly),
+            ("volume-gb-month", &self.volume_gb_month),
+        ] {
+            for (name, price) in prices {
+                if !price.is_finite() || *price < 0.0 {
+                    out.push(format!(
+                        "{table}.{name}: {price} is not a price (USD, 0 or more)"
+                    ));
+                }
+            }
+        }
+        if !(0.0..=1.0).contains(&self.spot_fraction) {
+            out.push(format!(
+                "spot-fraction: {} is not a share of the on-demand price (0 to 1)",
+                self.spot_fraction
+            ));
+        }
+        out
     }
 
     /// This table with every entry of `other` replacing or adding to it.
@@ -144,6 +186,14 @@ pub enum PriceTableError {
         #[source]
         source: serde_json::Error,
     },
+    /// The file parses but has prices that make no sense.
+    #[error("price table {}: {}", path.display(), problems.join("; "))]
+    Invalid {
+        /// The file.
+        path: std::path::PathBuf,
+        /// One line per problem, naming its key.
+        problems: Vec<String>,
+    },
 }
 
 /// One priced item.
@@ -154,10 +204,32 @@ pub struct CostLine {
     pub machine: String,
     /// `instance r5.large (spot)` or `volume gp3 20 GB`.
     pub item: String,
+    /// What the item is priced as (the report sums lines by this).
+    pub priced_as: PricedAs,
     /// Instance-hours, or GB-hours for a volume.
     pub quantity: f64,
+    /// USD per instance-hour, or per GB-month for a volume, if the table has a price.
+    pub unit_usd: Option<f64>,
     /// USD, if the table has a price.
     pub usd: Option<f64>,
+}
+
+/// What a [`CostLine`] is priced as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum PricedAs {
+    /// Hours of an instance type, on demand or spot.
+    Instance {
+        /// The instance type, e.g. `r5.large`.
+        instance_type: String,
+        /// Spot rather than on demand.
+        spot: bool,
+    },
+    /// GB-hours of an EBS volume type.
+    Volume {
+        /// The volume type, e.g. `gp3`.
+        volume_type: String,
+    },
 }
 
 /// The estimate of one run.
@@ -185,12 +257,19 @@ pub fn now_unix() -> i64 {
 }
 
 /// Estimates the cost of the EC2 instances in `resources`, each running until `end_unix`.
+///
+/// Instances that were created count, whether they are still running, destroyed or kept by the
+/// cleanup policy (a kept one goes on costing after `end_unix`); intents whose id never came back
+/// do not.
 pub fn estimate(resources: &[Resource], end_unix: i64, prices: &PriceTable) -> CostEstimate {
     let mut out = CostEstimate::default();
     for r in resources.iter().filter(|r| {
         r.backend == BackendKind::Aws
             && r.kind == "instance"
-            && matches!(r.state, ResourceState::Created | ResourceState::Destroyed)
+            && matches!(
+                r.state,
+                ResourceState::Created | ResourceState::Destroyed | ResourceState::Kept
+            )
             && r.id.is_some()
     }) {
         let Some(start) = r
@@ -205,9 +284,8 @@ pub fn estimate(resources: &[Resource], end_unix: i64, prices: &PriceTable) -> C
         let machine = r.machine.clone().unwrap_or_else(|| r.key.0.clone());
         let instance_type = r.details.get("instance-type").cloned().unwrap_or_default();
         let spot = r.details.get("lifecycle").is_some_and(|l| l == "spot");
-        let usd = prices
-            .instance_hourly(&instance_type, spot)
-            .map(|p| p * hours);
+        let unit_usd = prices.instance_hourly(&instance_type, spot);
+        let usd = unit_usd.map(|p| p * hours);
         if usd.is_none() && !out.unpriced.contains(&instance_type) {
             out.unpriced.push(instance_type.clone());
         }
@@ -218,7 +296,12 @@ pub fn estimate(resources: &[Resource], end_unix: i64, prices: &PriceTable) -> C
                 "instance {instance_type} ({})",
                 if spot { "spot" } else { "on-demand" }
             ),
+            priced_as: PricedAs::Instance {
+                instance_type: instance_type.clone(),
+                spot,
+            },
             quantity: hours,
+            unit_usd,
             usd,
         });
         for v in r
@@ -232,10 +315,8 @@ pub fn estimate(resources: &[Resource], end_unix: i64, prices: &PriceTable) -> C
                 continue;
             };
             let gb_hours = size * hours;
-            let usd = prices
-                .volume_gb_month
-                .get(vtype)
-                .map(|p| p * gb_hours / HOURS_PER_MONTH);
+            let unit_usd = prices.volume_gb_month.get(vtype).copied();
+            let usd = unit_usd.map(|p| p * gb_hours / HOURS_PER_MONTH);
             if usd.is_none() && !out.unpriced.contains(&vtype.to_string()) {
                 out.unpriced.push(vtype.to_string());
             }
@@ -243,13 +324,89 @@ pub fn estimate(resources: &[Resource], end_unix: i64, prices: &PriceTable) -> C
             out.lines.push(CostLine {
                 machine: machine.clone(),
                 item: format!("volume {vtype} {size} GB"),
+                priced_as: PricedAs::Volume {
+                    volume_type: vtype.to_string(),
+                },
                 quantity: gb_hours,
+                unit_usd,
                 usd,
             });
         }
     }
     out.usd = out.lines.iter().filter_map(|l| l.usd).sum();
     out
+}
+
+impl CostEstimate {
+    /// The estimate in the report's form: USD, one item per instance type (on demand and spot
+    /// apart) and per volume type, in the order they first appear, each saying its hours and
+    /// price. A type the table has no price for is an item of amount 0 that says `not priced`.
+    pub fn to_report(&self) -> report::CostEstimate {
+        let mut groups: Vec<(&PricedAs, Vec<&CostLine>)> = Vec::new();
+        for line in &self.lines {
+            match groups.iter_mut().find(|(k, _)| *k == &line.priced_as) {
+                Some((_, lines)) => lines.push(line),
+                None => groups.push((&line.priced_as, vec![line])),
+            }
+        }
+        let items = groups
+            .into_iter()
+            .map(|(priced_as, lines)| {
+                let quantity: f64 = lines.iter().map(|l| l.quantity).sum();
+                let unit_usd = lines.iter().find_map(|l| l.unit_usd);
+                let usd: f64 = lines.iter().filter_map(|l| l.usd).sum();
+                let n = lines.len();
+                let (what, amount) = match priced_as {
+                    PricedAs::Instance {
+                        instance_type,
+                        spot,
+                    } => (
+                        format!(
+                            "{n} × {instance_type} {}: {quantity:.2} instance-hours",
+                            if *spot { "spot" } else { "on-demand" }
+                        ),
+                        unit_usd.map(|p| format!("{} USD/hour", plain(p))),
+                    ),
+                    PricedAs::Volume { volume_type } => (
+                        format!(
+                            "{n} × {volume_type} volume{}: {quantity:.1} GB-hours",
+                            if n == 1 { "" } else { "s" }
+                        ),
+                        unit_usd.map(|p| format!("{} USD/GB-month", plain(p))),
+                    ),
+                };
+                match amount {
+                    Some(price) => (format!("{what} at {price}"), usd),
+                    None => (format!("{what}, not priced (no price in the table)"), 0.0),
+                }
+            })
+            .collect();
+        report::CostEstimate {
+            currency: "USD".into(),
+            total: self.usd,
+            items,
+        }
+    }
+}
+
+/// A price as written in a table: up to six decimals, without trailing zeros.
+fn plain(price: f64) -> String {
+    let s = format!("{price:.6}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+impl AwsProvisioner {
+    /// Prices cost estimates from `prices` instead of the table it was made with (by default
+    /// the built-in one).
+    pub fn with_prices(mut self, prices: PriceTable) -> Self {
+        self.options.prices = prices;
+        self
+    }
+
+    /// The table cost estimates are priced from.
+    pub fn prices(&self) -> &PriceTable {
+        &self.options.prices
+    }
 }
 
 #[cfg(test)]
@@ -328,6 +485,47 @@ mod tests {
         );
         assert!(close(e.instance_hours, 60.0 / 3600.0));
         assert_eq!(e.lines.len(), 1);
+    }
+
+    #[test]
+    fn the_report_has_one_item_per_type_with_hours_and_price_and_unpriced_types_at_zero() {
+        let e = estimate(
+            &[
+                instance("t3.micro", "on-demand", 0, "gp3:20,gp3:20"),
+                instance("t3.micro", "on-demand", 0, "gp3:10"),
+                instance("r5.large", "spot", 0, ""),
+                instance("x9.huge", "on-demand", 0, "io9:10"),
+            ],
+            3600,
+            &PriceTable::builtin(),
+        );
+        let r = e.to_report();
+        assert_eq!(r.currency, "USD");
+        assert!(close(r.total, e.usd));
+        let items: Vec<&str> = r.items.iter().map(|(d, _)| d.as_str()).collect();
+        assert_eq!(
+            items,
+            [
+                "2 × t3.micro on-demand: 2.00 instance-hours at 0.0104 USD/hour",
+                "3 × gp3 volumes: 50.0 GB-hours at 0.08 USD/GB-month",
+                "1 × r5.large spot: 1.00 instance-hours at 0.0441 USD/hour",
+                "1 × x9.huge on-demand: 1.00 instance-hours, not priced (no price in the table)",
+                "1 × io9 volume: 10.0 GB-hours, not priced (no price in the table)",
+            ]
+        );
+        assert!(close(r.items[0].1, 2.0 * 0.0104));
+        assert!(close(r.items[1].1, 50.0 * 0.08 / 730.0));
+        assert_eq!((r.items[3].1, r.items[4].1), (0.0, 0.0));
+        let sum: f64 = r.items.iter().map(|(_, a)| a).sum();
+        assert!(close(sum, r.total));
+    }
+
+    #[test]
+    fn kept_machines_are_billed_too() {
+        let mut kept = instance("m5.large", "on-demand", 0, "");
+        kept.state = ResourceState::Kept;
+        let e = estimate(&[kept], 3600, &PriceTable::builtin());
+        assert!(close(e.usd, 0.096));
     }
 
     #[test]
