@@ -50,7 +50,7 @@ use crate::fallback::{ZoneAttempt, ZoneReserver, reserve_with_fallback};
 pub const TEST_ID_TAG: &str = "qa-run:test-id";
 
 /// Journal kind of a capacity reservation.
-pub const RESERVATION_KIND: &str = "reservation";
+pub const RESERVATION_KIND: &str = qa_core::capacity::RESERVATION_KIND;
 
 /// How to reach EC2.
 #[derive(Debug, Clone, Default)]

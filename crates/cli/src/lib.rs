@@ -27,6 +27,16 @@ Examples:
   qa-run cleanup results/<run-id>                 destroy what a killed run left behind
   qa-run report results                           rebuild the results site from every run
 
+Environment:
+  QA_RUN_LOG                  log filter for -v output (e.g. `qa_remote=debug`)
+  QA_RUN_LEASE_DIR            where static-host leases are kept (default ~/.cache/qa-run/leases)
+  QA_RUN_SSH_BOOT_ID_PATH     file read for a machine's boot id (default /proc/sys/kernel/random/boot_id)
+  QA_RUN_SSH_REBOOT_COMMAND   command a `reboot: true` step runs (default: reboot, with sudo -n if not root)
+  AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL, ...  the usual AWS configuration (aws builds)
+  QA_RUN_AWS_SSH_ADDRESS      reach EC2 machines' SSH at HOST:PORT instead of their own address,
+                              for all (`HOST:PORT`) or some (`NAME=HOST:PORT,...`); for port
+                              forwards, tunnels and emulators
+
 ";
 
 /// qa-run: runs test plans on machines it gets for you, and always cleans up.
@@ -100,7 +110,7 @@ run's EC2 machines cost, priced from a built-in table of us-east-1 on-demand pri
         /// Also sweep resources tagged with this test id (when the journal is lost).
         #[arg(long)]
         test_id: Option<String>,
-        /// With --test-id: every region, not only the configured one.
+        /// With --test-id: sweep and cancel in every region, not only the configured one.
         #[arg(long)]
         all_regions: bool,
         /// With --test-id: also sweep AWS (credentials from the usual AWS configuration).
@@ -137,6 +147,9 @@ run's EC2 machines cost, priced from a built-in table of us-east-1 on-demand pri
         /// Remove what is listed (default: list only).
         #[arg(long)]
         yes: bool,
+        /// Look in every region, not only the configured one.
+        #[arg(long)]
+        all_regions: bool,
     },
 }
 
@@ -356,7 +369,11 @@ pub async fn dispatch(cli: Cli) -> i32 {
             }
         }
         Command::Publish { ref run_dir } => publish_again(run_dir).await,
-        Command::Janitor { older_than, yes } => janitor(older_than, yes).await,
+        Command::Janitor {
+            older_than,
+            yes,
+            all_regions,
+        } => janitor(older_than, yes, all_regions).await,
     }
 }
 
@@ -411,10 +428,16 @@ pub fn default_engine(settings: &EngineSettings, events: Arc<dyn EventSink>) -> 
             redactor.clone(),
         ))
     });
-    let ssh_options = qa_remote::ssh::SshOptions {
+    let mut ssh_options = qa_remote::ssh::SshOptions {
         known_hosts: settings.known_hosts.clone(),
         ..Default::default()
     };
+    if let Some(path) = env_nonempty("QA_RUN_SSH_BOOT_ID_PATH") {
+        ssh_options.boot_id_path = path;
+    }
+    if let Some(cmd) = env_nonempty("QA_RUN_SSH_REBOOT_COMMAND") {
+        ssh_options.reboot_command = cmd;
+    }
     let connector = Arc::new(AccessConnector {
         local: qa_remote::local::LocalConnector::new(),
         ssh: qa_remote::ssh::SshConnector::new(ssh_options),
@@ -436,6 +459,39 @@ pub fn default_engine(settings: &EngineSettings, events: Arc<dyn EventSink>) -> 
             )
         }))
         .events(events)
+}
+
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Parses `QA_RUN_AWS_SSH_ADDRESS`: `HOST:PORT` (every machine, stored under `*`) or
+/// `NAME=HOST:PORT,...`.
+pub fn parse_ssh_address_overrides(
+    value: &str,
+) -> Result<std::collections::BTreeMap<String, std::net::SocketAddr>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, addr) = match part.split_once('=') {
+            Some((n, a)) => (n.trim(), a.trim()),
+            None => ("*", part),
+        };
+        let parsed = std::net::ToSocketAddrs::to_socket_addrs(addr)
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| {
+                format!(
+                    "QA_RUN_AWS_SSH_ADDRESS: `{addr}` is not HOST:PORT (expected `HOST:PORT` or `NAME=HOST:PORT,...`)"
+                )
+            })?;
+        if name.is_empty() {
+            return Err(format!(
+                "QA_RUN_AWS_SSH_ADDRESS: `{part}` has no machine name before `=`"
+            ));
+        }
+        out.insert(name.to_string(), parsed);
+    }
+    Ok(out)
 }
 
 /// Picks the executor by how a machine is reached.
@@ -608,10 +664,15 @@ pub async fn with_clouds(engine: Engine, clouds: &Clouds) -> Result<Engine, Stri
     let Some(region) = &clouds.aws else {
         return Ok(engine);
     };
+    let address_overrides = match env_nonempty("QA_RUN_AWS_SSH_ADDRESS") {
+        Some(v) => parse_ssh_address_overrides(&v)?,
+        None => Default::default(),
+    };
     let prices = aws_prices_from_env()?;
     let p = qa_provision::aws::AwsProvisioner::from_env(qa_provision::aws::AwsProvisionerOptions {
         region: region.clone(),
         prices,
+        address_overrides,
         ..Default::default()
     })
     .await
@@ -662,48 +723,84 @@ pub fn aws_prices(path: Option<&Path>) -> Result<qa_provision::aws::cost::PriceT
 }
 
 #[cfg(feature = "aws")]
-async fn janitor(older_than: std::time::Duration, yes: bool) -> i32 {
+async fn janitor(older_than: std::time::Duration, yes: bool, all_regions: bool) -> i32 {
     let p = match qa_provision::aws::AwsProvisioner::from_env(Default::default()).await {
         Ok(p) => p,
         Err(e) => return fail(&e.to_string(), exit::INFRASTRUCTURE_ERROR),
     };
+    let regions = if all_regions {
+        match p.regions().await {
+            Ok(r) => r,
+            Err(e) => return fail(&e.to_string(), exit::INFRASTRUCTURE_ERROR),
+        }
+    } else {
+        vec![p.region().to_string()]
+    };
     let cutoff = time::OffsetDateTime::now_utc().unix_timestamp() - older_than.as_secs() as i64;
-    match p.expired(cutoff).await {
-        Ok(list) if list.is_empty() => {
-            println!("nothing has outlived its keep-until in {}", p.region());
-            exit::ALL_PASSED
-        }
-        Ok(list) => {
-            for r in &list {
-                println!(
-                    "{:<16} {:<24} test-id {:<30} keep-until {}",
-                    r.kind,
-                    r.id,
-                    r.test_id.as_deref().unwrap_or("-"),
-                    r.keep_until
-                );
-            }
-            if !yes {
-                eprintln!(
-                    "{} resource(s) listed; nothing removed (add --yes to remove them)",
-                    list.len()
-                );
-                return exit::ALL_PASSED;
-            }
-            match p.remove_expired(cutoff).await {
-                Ok(removed) => {
-                    removed.iter().for_each(|r| println!("removed {r}"));
-                    exit::ALL_PASSED
-                }
-                Err(e) => fail(&e.to_string(), exit::CLEANUP_INCOMPLETE),
-            }
-        }
-        Err(e) => fail(&e.to_string(), exit::INFRASTRUCTURE_ERROR),
+    let mut tasks = tokio::task::JoinSet::new();
+    for region in regions {
+        let p = p.in_region(&region);
+        tasks.spawn(async move {
+            let listed = p.expired(cutoff).await;
+            (region, p, listed)
+        });
     }
+    let mut code = exit::ALL_PASSED;
+    let mut found = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let Ok((region, p, listed)) = joined else {
+            code = exit::INFRASTRUCTURE_ERROR;
+            continue;
+        };
+        match listed {
+            Ok(list) if list.is_empty() => {}
+            Ok(list) => found.push((region, p, list)),
+            Err(e) => {
+                eprintln!("error: {region}: {e}");
+                code = exit::INFRASTRUCTURE_ERROR;
+            }
+        }
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    if found.is_empty() {
+        if code == exit::ALL_PASSED {
+            println!("nothing has outlived its keep-until");
+        }
+        return code;
+    }
+    let mut total = 0;
+    for (region, _, list) in &found {
+        for r in list {
+            total += 1;
+            println!(
+                "{region:<14} {:<16} {:<24} test-id {:<30} keep-until {}",
+                r.kind,
+                r.id,
+                r.test_id.as_deref().unwrap_or("-"),
+                r.keep_until
+            );
+        }
+    }
+    if !yes {
+        eprintln!("{total} resource(s) listed; nothing removed (add --yes to remove them)");
+        return code;
+    }
+    for (region, p, _) in &found {
+        match p.remove_expired(cutoff).await {
+            Ok(removed) => removed
+                .iter()
+                .for_each(|r| println!("removed {region}: {r}")),
+            Err(e) => {
+                eprintln!("left: {region}: {e}");
+                code = exit::CLEANUP_INCOMPLETE;
+            }
+        }
+    }
+    code
 }
 
 #[cfg(not(feature = "aws"))]
-async fn janitor(_older_than: std::time::Duration, _yes: bool) -> i32 {
+async fn janitor(_older_than: std::time::Duration, _yes: bool, _all_regions: bool) -> i32 {
     fail(
         "the janitor looks at cloud resources; this build has no cloud backend (build with the `aws` feature)",
         exit::BAD_PLAN_OR_USAGE,
@@ -805,7 +902,12 @@ async fn cleanup(
             qa_core::plan::BackendKind::Aws,
         ] {
             if let Some(p) = engine.provisioner_for(b) {
-                match p.sweep(&id).await {
+                let swept = if all_regions {
+                    p.sweep_all_regions(&id).await
+                } else {
+                    p.sweep(&id).await
+                };
+                match swept {
                     Ok(lines) => lines.iter().for_each(|l| println!("swept {l}")),
                     Err(e) => {
                         eprintln!("left: {e}");
@@ -980,5 +1082,17 @@ mod tests {
             e.contains("cannot read") && e.contains("missing.json"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn ssh_address_overrides_take_one_address_or_one_per_machine() {
+        let all = parse_ssh_address_overrides("127.0.0.1:2222").unwrap();
+        assert_eq!(all["*"], "127.0.0.1:2222".parse().unwrap());
+        let some = parse_ssh_address_overrides("a=127.0.0.1:1, b = 127.0.0.2:2 ,").unwrap();
+        assert_eq!(some.len(), 2);
+        assert_eq!(some["b"], "127.0.0.2:2".parse().unwrap());
+        let bad = parse_ssh_address_overrides("a=127.0.0.1").unwrap_err();
+        assert!(bad.contains("`127.0.0.1` is not HOST:PORT"), "{bad}");
+        assert!(parse_ssh_address_overrides("=127.0.0.1:2").is_err());
     }
 }

@@ -83,6 +83,10 @@ pub enum CapacityError {
     },
 }
 
+/// Journal kind of the records a [`CapacityReservation`] keeps (one per reservation); a
+/// successful [`CapacityReservation::cancel`] ends all of its backend's.
+pub const RESERVATION_KIND: &str = "reservation";
+
 /// Reserves capacity, zone after zone.
 ///
 /// # Contract

@@ -515,13 +515,22 @@ impl Engine {
         let mut report = CleanupReport::default();
         let mut by_backend: BTreeMap<BackendKind, Vec<crate::types::Resource>> = BTreeMap::new();
         // Kept machines too: asking for a cleanup is asking for them to go.
-        for r in snap
-            .resources
-            .iter()
-            .filter(|r| r.state != ResourceState::Destroyed)
-        {
+        // Reservations are the reservation backend's to cancel (below), not a provisioner's.
+        for r in snap.resources.iter().filter(|r| {
+            r.state != ResourceState::Destroyed && r.kind != crate::capacity::RESERVATION_KIND
+        }) {
             by_backend.entry(r.backend).or_default().push(r.clone());
         }
+        // A cloud is also asked for what carries the run's test id: a crash inside a create can
+        // leave something the journal knows only as an intent, or not at all.
+        let clouds: Vec<BackendKind> = snap
+            .resources
+            .iter()
+            .map(|r| r.backend)
+            .filter(|b| b.is_cloud())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
         for (backend, resources) in by_backend {
             let Some(p) = self.provisioners.get(&backend) else {
                 report.remaining.push(format!(
@@ -543,14 +552,26 @@ impl Engine {
                 Err(e) => report.remaining.push(e.to_string()),
             }
         }
+        for backend in clouds {
+            if let Some(p) = self.provisioners.get(&backend) {
+                match p.sweep(&TestId(snap.test_id.clone())).await {
+                    Ok(lines) => report
+                        .destroyed
+                        .extend(lines.into_iter().map(|l| format!("{backend} {l} (by tag)"))),
+                    Err(e) => report.remaining.push(e.to_string()),
+                }
+            }
+        }
         for r in self.reservations.values().filter(|r| r.is_enabled()) {
             match r.cancel(&TestId(snap.test_id.clone())).await {
-                Ok(n) if n > 0 => {
-                    report
-                        .destroyed
-                        .push(format!("{} reservation(s) on {}", n, r.backend()))
+                Ok(n) => {
+                    if n > 0 {
+                        report
+                            .destroyed
+                            .push(format!("{} reservation(s) on {}", n, r.backend()));
+                    }
+                    end_reservation_records(&journal, r.backend()).await;
                 }
-                Ok(_) => {}
                 Err(e) => report.remaining.push(e.to_string()),
             }
         }
@@ -571,6 +592,19 @@ impl Engine {
         });
         journal.flush().await?;
         Ok(report)
+    }
+}
+
+/// After a successful cancel by test id, the journal's reservation records of that backend are
+/// over too.
+async fn end_reservation_records(ledger: &dyn ResourceLedger, backend: BackendKind) {
+    for r in ledger.resources() {
+        if r.backend == backend
+            && r.kind == crate::capacity::RESERVATION_KIND
+            && r.state != ResourceState::Destroyed
+        {
+            let _ = ledger.destroyed(&r.key).await;
+        }
     }
 }
 
@@ -1311,9 +1345,45 @@ impl RunExec {
 
     async fn release(&self) -> TaskResult {
         let mut problems = Vec::new();
-        for r in self.engine.reservations.values().filter(|r| r.is_enabled()) {
-            if let Err(e) = r.cancel(&self.ctx.test_id).await {
+        // What the machines of a backend shared (a cloud's key pair, security group, placement
+        // group) goes once their teardowns are over, unless one of them was kept, which needs it.
+        let shared: Vec<crate::types::Resource> = self
+            .journal
+            .snapshot()
+            .live_resources()
+            .filter(|r| r.machine.is_none())
+            .cloned()
+            .collect();
+        let mut by_backend: BTreeMap<BackendKind, Vec<crate::types::Resource>> = BTreeMap::new();
+        for r in shared {
+            by_backend.entry(r.backend).or_default().push(r);
+        }
+        for (backend, resources) in by_backend {
+            let kept_here = {
+                let g = self.state.lock().expect("run state");
+                self.machines
+                    .iter()
+                    .any(|m| m.backend == backend && g.kept.contains(&m.name))
+            };
+            if kept_here {
+                for r in &resources {
+                    if let Err(e) = self.journal.kept(&r.key).await {
+                        problems.push(e.to_string());
+                    }
+                }
+                continue;
+            }
+            let Some(p) = self.engine.provisioners.get(&backend).cloned() else {
+                continue;
+            };
+            if let Err(e) = p.destroy(&resources, &*self.journal).await {
                 problems.push(e.to_string());
+            }
+        }
+        for r in self.engine.reservations.values().filter(|r| r.is_enabled()) {
+            match r.cancel(&self.ctx.test_id).await {
+                Ok(_) => end_reservation_records(&*self.journal, r.backend()).await,
+                Err(e) => problems.push(e.to_string()),
             }
         }
         if problems.is_empty() {

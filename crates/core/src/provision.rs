@@ -127,6 +127,12 @@ pub trait Provisioner: Send + Sync + Debug + 'static {
     /// Destroys everything tagged with `test_id`; returns a line per resource removed.
     async fn sweep(&self, test_id: &TestId) -> Result<Vec<String>, ProvisionError>;
 
+    /// [`Provisioner::sweep`] in every region of the backend's account, not only the configured
+    /// one. Backends without regions sweep once.
+    async fn sweep_all_regions(&self, test_id: &TestId) -> Result<Vec<String>, ProvisionError> {
+        self.sweep(test_id).await
+    }
+
     /// Estimates what `resources` cost: this backend's records from a run's journal, in any
     /// state. A resource still alive (or whose end the journal does not know) counts until
     /// `end_unix` (seconds since the epoch; the engine passes the time the report is written).

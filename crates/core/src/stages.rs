@@ -10,7 +10,8 @@
 //!   there, otherwise that step on every machine it runs on.
 //! - `collect:M` comes after every step on M (whatever their verdicts) and requires `ready:M`.
 //! - `publish` comes after every collect; `teardown:M` after `collect:M`; both always run.
-//! - `release` (cancelling capacity reservations) comes after every teardown and always runs.
+//! - `release` (removing what a cloud's machines shared, cancelling capacity reservations) comes
+//!   after every teardown and always runs.
 
 use std::collections::BTreeMap;
 
@@ -263,9 +264,13 @@ pub fn build_graph(loaded: &LoadedPlan, reserve: bool) -> Result<TaskGraph<Stage
     for m in &machines {
         g.depend(&publish, &format!("collect:{}", m.name), EdgeKind::After)?;
     }
-    if reserve {
+    // Clouds' machines share run-level resources (key pair, security group) that go once every
+    // teardown is over.
+    if reserve || machines.iter().any(|m| m.backend.is_cloud()) {
         let release = add(&mut g, Stage::Release, true, 2)?;
-        g.depend(&release, "reserve", EdgeKind::After)?;
+        if reserve {
+            g.depend(&release, "reserve", EdgeKind::After)?;
+        }
         for m in &machines {
             g.depend(&release, &format!("teardown:{}", m.name), EdgeKind::After)?;
         }

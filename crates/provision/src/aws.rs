@@ -309,6 +309,32 @@ impl AwsProvisioner {
         &self.region
     }
 
+    /// The same provisioner (credentials, endpoint, options), working in `region`.
+    pub fn in_region(&self, region: &str) -> AwsProvisioner {
+        AwsProvisioner {
+            sdk: self.sdk.clone(),
+            region: region.to_string(),
+            options: self.options.clone(),
+            shared: tokio::sync::Mutex::new(()),
+            caller_cidr: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The regions enabled for the account (DescribeRegions).
+    pub async fn regions(&self) -> PResult<Vec<String>> {
+        let out = self
+            .client(&self.region)
+            .describe_regions()
+            .send()
+            .await
+            .map_err(|e| api_error(None, "DescribeRegions", e, Leftovers::Unknown))?;
+        Ok(out
+            .regions()
+            .iter()
+            .filter_map(|r| r.region_name().map(str::to_string))
+            .collect())
+    }
+
     fn client(&self, region: &str) -> Client {
         let conf = aws_sdk_ec2::config::Builder::from(&self.sdk)
             .region(Region::new(region.to_string()))
@@ -802,6 +828,9 @@ impl AwsProvisioner {
         machine: Option<&str>,
     ) -> PResult<Vec<aws_sdk_ec2::types::Instance>> {
         let deadline = Instant::now() + self.options.state_timeout;
+        // Quick looks first (a small instance is often running within seconds), then every
+        // poll interval.
+        let mut pause = self.options.poll_interval.min(Duration::from_millis(250));
         loop {
             let out = client
                 .describe_instances()
@@ -863,7 +892,8 @@ impl AwsProvisioner {
                     Leftovers::Unknown,
                 ));
             }
-            tokio::time::sleep(self.options.poll_interval).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(self.options.poll_interval);
         }
     }
 
@@ -1344,6 +1374,16 @@ fn write_private_key(path: &Path, material: &str) -> std::io::Result<()> {
 }
 
 /// Asks an `http://` URL for this host's public address.
+/// Where a machine's run files go: below the login user's home (root's is `/root`).
+fn remote_workdir(user: &str, run_id: &str, machine: &str) -> String {
+    let home = if user == "root" {
+        "/root".to_string()
+    } else {
+        format!("/home/{user}")
+    };
+    format!("{home}/qa-run/{run_id}/{machine}")
+}
+
 async fn caller_address(url: &str) -> std::io::Result<String> {
     use tokio::io::AsyncWriteExt;
     let rest = url
@@ -1551,7 +1591,7 @@ impl Provisioner for AwsProvisioner {
                     known_hosts: run.run_dir.join("known_hosts"),
                 },
             }),
-            workdir: format!("/home/{user}/qa-run/{}", run.run_id),
+            workdir: remote_workdir(&user, &run.run_id.0, &request.name),
             resources: all_keys,
             facts,
         })
@@ -1713,6 +1753,42 @@ impl Provisioner for AwsProvisioner {
                         .join("; ")
                 ),
                 Leftovers::Remaining(failed.into_iter().map(|(k, _)| k).collect()),
+            ))
+        }
+    }
+
+    async fn sweep_all_regions(&self, test_id: &TestId) -> PResult<Vec<String>> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for region in self.regions().await? {
+            let p = self.in_region(&region);
+            let test_id = test_id.clone();
+            tasks.spawn(async move {
+                let out = p.sweep(&test_id).await;
+                (region, out)
+            });
+        }
+        let (mut lines, mut failed) = (Vec::new(), Vec::new());
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((region, Ok(l))) => {
+                    lines.extend(l.into_iter().map(|l| format!("{region}: {l}")))
+                }
+                Ok((region, Err(e))) => failed.push(format!("{region}: {e}")),
+                Err(e) => failed.push(format!("a region's sweep: {e}")),
+            }
+        }
+        if failed.is_empty() {
+            Ok(lines)
+        } else {
+            failed.sort();
+            Err(err(
+                None,
+                format!(
+                    "sweeping every region: {} (removed meanwhile: {})",
+                    failed.join("; "),
+                    lines.len()
+                ),
+                Leftovers::Unknown,
             ))
         }
     }

@@ -18,6 +18,9 @@ use tokio::process::{Child, Command};
 
 pub use proxy::Ec2Proxy;
 
+/// The tag qa-run puts its test id in.
+pub const TEST_ID_TAG: &str = "qa-run:test-id";
+
 /// moto's server, killed when dropped.
 pub struct Moto {
     child: Child,
@@ -126,5 +129,99 @@ impl Ec2Emulator {
     /// A client for `region` (for checks the code under test does not make).
     pub async fn client(&self, region: &str) -> aws_sdk_ec2::Client {
         aws_sdk_ec2::Client::new(&self.sdk_config(region).await)
+    }
+}
+
+impl Ec2Emulator {
+    /// Everything in `region` tagged with `test_id` that still exists or still costs: instances
+    /// not terminated, volumes, security groups, key pairs, open or active spot requests, active
+    /// capacity reservations and placement groups. One line per resource.
+    pub async fn leftovers(&self, region: &str, test_id: &str) -> Vec<String> {
+        use aws_sdk_ec2::types::Filter;
+        let tagged = || {
+            Filter::builder()
+                .name(format!("tag:{}", TEST_ID_TAG))
+                .values(test_id)
+                .build()
+        };
+        let c = self.client(region).await;
+        let mut out = Vec::new();
+        let inst = c
+            .describe_instances()
+            .filters(tagged())
+            .send()
+            .await
+            .unwrap();
+        for i in inst.reservations().iter().flat_map(|r| r.instances()) {
+            let state = i
+                .state()
+                .and_then(|s| s.name())
+                .map(|n| n.as_str().to_string())
+                .unwrap_or_default();
+            if state != "terminated" {
+                out.push(format!(
+                    "instance {} {state}",
+                    i.instance_id().unwrap_or_default()
+                ));
+            }
+        }
+        let vols = c.describe_volumes().filters(tagged()).send().await.unwrap();
+        for v in vols.volumes() {
+            out.push(format!("volume {}", v.volume_id().unwrap_or_default()));
+        }
+        let sgs = c
+            .describe_security_groups()
+            .filters(tagged())
+            .send()
+            .await
+            .unwrap();
+        for g in sgs.security_groups() {
+            out.push(format!(
+                "security-group {}",
+                g.group_id().unwrap_or_default()
+            ));
+        }
+        // Key pairs by tag, read from the list itself (filters on key pair tags vary).
+        let keys = c.describe_key_pairs().send().await.unwrap();
+        for k in keys.key_pairs() {
+            if k.tags()
+                .iter()
+                .any(|t| t.key() == Some(TEST_ID_TAG) && t.value() == Some(test_id))
+            {
+                out.push(format!("key-pair {}", k.key_name().unwrap_or_default()));
+            }
+        }
+        let spot = c
+            .describe_spot_instance_requests()
+            .filters(tagged())
+            .send()
+            .await
+            .unwrap();
+        for r in spot.spot_instance_requests() {
+            let state = r
+                .state()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default();
+            if state == "open" || state == "active" {
+                out.push(format!(
+                    "spot-request {} {state}",
+                    r.spot_instance_request_id().unwrap_or_default()
+                ));
+            }
+        }
+        let st = self.proxy.lock();
+        let ours =
+            |tags: &[(String, String)]| tags.iter().any(|(k, v)| k == TEST_ID_TAG && v == test_id);
+        for r in st.reservations.iter().filter(|r| r.region == region) {
+            if ours(&r.tags) && r.state == "active" {
+                out.push(format!("capacity-reservation {} {}", r.id, r.state));
+            }
+        }
+        for g in st.groups.iter().filter(|g| g.region == region) {
+            if ours(&g.tags) {
+                out.push(format!("placement-group {}", g.name));
+            }
+        }
+        out
     }
 }

@@ -65,6 +65,11 @@ pub struct State {
     /// Items per page of DescribeCapacityReservations / DescribePlacementGroups without MaxResults.
     pub page_size: usize,
     pub calls: Vec<Call>,
+    /// Actions whose answer is withheld after the call was carried out: the caller never learns
+    /// what it made (a crash inside a create looks like this).
+    pub hold_after: HashSet<String>,
+    /// Held actions so far, in order.
+    pub held: Vec<String>,
     next: u64,
 }
 
@@ -79,6 +84,8 @@ impl Default for State {
             failures: HashMap::new(),
             page_size: 1000,
             calls: Vec::new(),
+            hold_after: HashSet::new(),
+            held: Vec::new(),
             next: 1,
         }
     }
@@ -210,7 +217,25 @@ async fn serve(
             headers,
             body,
         };
+        let action = parse_form(&req.body)
+            .get("Action")
+            .cloned()
+            .unwrap_or_default();
         let resp = handle(req, moto, &state).await;
+        let hold = {
+            let mut st = state.lock().unwrap();
+            let hold = st.hold_after.contains(&action);
+            if hold {
+                st.held.push(action);
+            }
+            hold
+        };
+        if hold {
+            // Done, but never answered: the connection stays open until the caller goes.
+            let mut sink = [0u8; 1024];
+            while sock.read(&mut sink).await.unwrap_or(0) > 0 {}
+            return Ok(());
+        }
         let reason = match resp.status {
             200 => "OK",
             400 => "Bad Request",

@@ -763,6 +763,15 @@ impl SshExecutor {
             && let Ok(now) = self.read_boot_id().await
         {
             info.rebooted = !b.is_empty() && now.0 != b;
+            // A script that asks for the reboot and exits at once finishes before the machine
+            // goes down: the step is over only once the machine is back with a new boot.
+            if cmd.expect_reboot && !info.rebooted && info.code == Some(0) && !b.is_empty() {
+                let old = BootId(b);
+                let new = self
+                    .wait_new_boot(&old, self.opts.expect_reboot_deadline, Some(sink.as_ref()))
+                    .await?;
+                info.rebooted = new != old;
+            }
         }
         info.duration = start.elapsed();
         Ok(info)
