@@ -110,7 +110,8 @@ run's EC2 machines cost, priced from a built-in table of us-east-1 on-demand pri
         /// Also sweep resources tagged with this test id (when the journal is lost).
         #[arg(long)]
         test_id: Option<String>,
-        /// With --test-id: sweep and cancel in every region, not only the configured one.
+        /// With --test-id: sweep and cancel in every region, not only the configured one
+        /// (implies --aws).
         #[arg(long)]
         all_regions: bool,
         /// With --test-id: also sweep AWS (credentials from the usual AWS configuration).
@@ -241,7 +242,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
             );
             let engine = match with_clouds(engine, &clouds_of_plan(&loaded.plan)).await {
                 Ok(e) => e,
-                Err(e) => return fail(&e, exit::INFRASTRUCTURE_ERROR),
+                Err(e) => return fail(e.message(), e.exit_code()),
             };
             let cancel = RunCancel::new();
             let mut opts = RunOptions::new(&cli.results);
@@ -264,7 +265,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
             );
             let engine = match with_clouds(engine, &clouds_of_run(run_dir)).await {
                 Ok(e) => e,
-                Err(e) => return fail(&e, exit::INFRASTRUCTURE_ERROR),
+                Err(e) => return fail(e.message(), e.exit_code()),
             };
             let cancel = RunCancel::new();
             let mut opts = RunOptions::new(results);
@@ -658,38 +659,101 @@ fn clouds_of_run(run_dir: &Path) -> Clouds {
     }
 }
 
+/// Why [`with_clouds`] could not add a cloud backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloudError {
+    /// The user's configuration is wrong (`QA_RUN_AWS_SSH_ADDRESS`, `QA_RUN_AWS_PRICES`);
+    /// nothing was asked of the cloud.
+    Config(String),
+    /// The cloud could not be reached or set up.
+    Infrastructure(String),
+}
+
+impl CloudError {
+    /// The exit code: [`exit::BAD_PLAN_OR_USAGE`] for bad configuration,
+    /// [`exit::INFRASTRUCTURE_ERROR`] otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CloudError::Config(_) => exit::BAD_PLAN_OR_USAGE,
+            CloudError::Infrastructure(_) => exit::INFRASTRUCTURE_ERROR,
+        }
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        match self {
+            CloudError::Config(m) | CloudError::Infrastructure(m) => m,
+        }
+    }
+}
+
+impl std::fmt::Display for CloudError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for CloudError {}
+
+/// What the AWS backends take from the environment, checked before the cloud is asked anything.
+#[cfg(feature = "aws")]
+#[derive(Debug)]
+pub struct AwsSettings {
+    /// From `QA_RUN_AWS_SSH_ADDRESS`.
+    pub address_overrides: std::collections::BTreeMap<String, std::net::SocketAddr>,
+    /// The built-in prices with the `QA_RUN_AWS_PRICES` file laid over them.
+    pub prices: qa_provision::aws::cost::PriceTable,
+}
+
+/// Parses the values of `QA_RUN_AWS_SSH_ADDRESS` and `QA_RUN_AWS_PRICES` (`None` when unset or
+/// empty); what is wrong with either is a [`CloudError::Config`].
+#[cfg(feature = "aws")]
+pub fn aws_settings(
+    ssh_address: Option<&str>,
+    prices: Option<&Path>,
+) -> Result<AwsSettings, CloudError> {
+    let address_overrides = match ssh_address {
+        Some(v) => parse_ssh_address_overrides(v).map_err(CloudError::Config)?,
+        None => Default::default(),
+    };
+    let prices = aws_prices(prices).map_err(CloudError::Config)?;
+    Ok(AwsSettings {
+        address_overrides,
+        prices,
+    })
+}
+
 /// Adds the cloud backends a command needs, with credentials from the usual places.
 #[cfg(feature = "aws")]
-pub async fn with_clouds(engine: Engine, clouds: &Clouds) -> Result<Engine, String> {
+pub async fn with_clouds(engine: Engine, clouds: &Clouds) -> Result<Engine, CloudError> {
     let Some(region) = &clouds.aws else {
         return Ok(engine);
     };
-    let address_overrides = match env_nonempty("QA_RUN_AWS_SSH_ADDRESS") {
-        Some(v) => parse_ssh_address_overrides(&v)?,
-        None => Default::default(),
-    };
-    let prices = aws_prices_from_env()?;
+    let settings = aws_settings(
+        env_nonempty("QA_RUN_AWS_SSH_ADDRESS").as_deref(),
+        aws_prices_path().as_deref(),
+    )?;
     let p = qa_provision::aws::AwsProvisioner::from_env(qa_provision::aws::AwsProvisionerOptions {
         region: region.clone(),
-        prices,
-        address_overrides,
+        prices: settings.prices,
+        address_overrides: settings.address_overrides,
         ..Default::default()
     })
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| CloudError::Infrastructure(e.to_string()))?;
     let c = qa_capacity::aws::AwsCapacity::from_env(qa_capacity::aws::AwsCapacityOptions {
         region: region.clone(),
         ..Default::default()
     })
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| CloudError::Infrastructure(e.to_string()))?;
     Ok(engine.provisioner(Arc::new(p)).reservation(Arc::new(c)))
 }
 
 /// Without cloud features, plans that need a cloud are refused by the engine's check with the
 /// feature to build.
 #[cfg(not(feature = "aws"))]
-pub async fn with_clouds(engine: Engine, _clouds: &Clouds) -> Result<Engine, String> {
+pub async fn with_clouds(engine: Engine, _clouds: &Clouds) -> Result<Engine, CloudError> {
     Ok(engine)
 }
 
@@ -701,10 +765,15 @@ pub const AWS_PRICES_ENV: &str = "QA_RUN_AWS_PRICES";
 /// names (when set and not empty) laid over it.
 #[cfg(feature = "aws")]
 pub fn aws_prices_from_env() -> Result<qa_provision::aws::cost::PriceTable, String> {
-    let path = std::env::var_os(AWS_PRICES_ENV)
+    aws_prices(aws_prices_path().as_deref())
+}
+
+/// The file [`AWS_PRICES_ENV`] names, when set and not empty.
+#[cfg(feature = "aws")]
+fn aws_prices_path() -> Option<PathBuf> {
+    std::env::var_os(AWS_PRICES_ENV)
         .filter(|v| !v.is_empty())
-        .map(PathBuf::from);
-    aws_prices(path.as_deref())
+        .map(PathBuf::from)
 }
 
 /// The built-in EC2 price table with the JSON file `path` laid over it. The error names the
@@ -862,13 +931,13 @@ async fn cleanup(
     let engine = default_engine(settings, Arc::new(qa_core::events::NoEvents));
     // A run directory asks the clouds it used; a sweep by test id only those named (--aws).
     let clouds = match (run_dir, test_id) {
-        (_, Some(_)) if aws => Clouds::all(),
+        (_, Some(_)) if aws || all_regions => Clouds::all(),
         (Some(dir), _) => clouds_of_run(dir),
         (None, _) => Clouds::default(),
     };
     let engine = match with_clouds(engine, &clouds).await {
         Ok(e) => e,
-        Err(e) => return fail(&e, exit::INFRASTRUCTURE_ERROR),
+        Err(e) => return fail(e.message(), e.exit_code()),
     };
     let mut remaining = 0;
     if run_dir.is_none() && test_id.is_none() {
@@ -1082,6 +1151,47 @@ mod tests {
             e.contains("cannot read") && e.contains("missing.json"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn cloud_errors_exit_2_for_bad_configuration_and_3_for_the_cloud() {
+        let config = CloudError::Config("QA_RUN_AWS_SSH_ADDRESS: bad".into());
+        assert_eq!(config.exit_code(), exit::BAD_PLAN_OR_USAGE);
+        assert_eq!(config.to_string(), "QA_RUN_AWS_SSH_ADDRESS: bad");
+        let cloud = CloudError::Infrastructure("no credentials".into());
+        assert_eq!(cloud.exit_code(), exit::INFRASTRUCTURE_ERROR);
+        assert_eq!(cloud.message(), "no credentials");
+    }
+
+    #[cfg(feature = "aws")]
+    #[test]
+    fn bad_aws_settings_from_the_environment_are_configuration_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = aws_settings(None, None).unwrap();
+        assert!(s.address_overrides.is_empty());
+        assert_eq!(s.prices, qa_provision::aws::cost::PriceTable::builtin());
+        let s = aws_settings(Some("box=127.0.0.1:2222"), None).unwrap();
+        assert_eq!(
+            s.address_overrides["box"],
+            "127.0.0.1:2222".parse().unwrap()
+        );
+
+        let e = aws_settings(Some("box=127.0.0.1"), None).unwrap_err();
+        assert!(matches!(e, CloudError::Config(_)), "{e:?}");
+        assert_eq!(e.exit_code(), exit::BAD_PLAN_OR_USAGE);
+        assert!(e.message().contains("QA_RUN_AWS_SSH_ADDRESS"), "{e}");
+
+        let bad = dir.path().join("prices.json");
+        std::fs::write(&bad, "{\"on-demand-hourley\": {}}").unwrap();
+        let e = aws_settings(None, Some(&bad)).unwrap_err();
+        assert!(matches!(e, CloudError::Config(_)), "{e:?}");
+        assert_eq!(e.exit_code(), exit::BAD_PLAN_OR_USAGE);
+        assert!(
+            e.message().contains("QA_RUN_AWS_PRICES") && e.message().contains("prices.json"),
+            "{e}"
+        );
+        let e = aws_settings(None, Some(&dir.path().join("missing.json"))).unwrap_err();
+        assert_eq!(e.exit_code(), exit::BAD_PLAN_OR_USAGE, "{e}");
     }
 
     #[test]

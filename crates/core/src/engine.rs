@@ -1160,7 +1160,7 @@ impl RunExec {
             }
         };
         let tail = recorder.finish();
-        let outcome = match result {
+        match result {
             Ok(info) => {
                 let mut g = self.state.lock().expect("run state");
                 let d = g.steps.entry(id.to_string()).or_default();
@@ -1173,8 +1173,7 @@ impl RunExec {
                 g.steps.entry(id.to_string()).or_default().tail = Some(tail);
                 TaskResult::new(Verdict::Error, e.to_string())
             }
-        };
-        outcome
+        }
     }
 
     async fn collect(&self, machine: &str) -> TaskResult {

@@ -416,7 +416,6 @@ pub(crate) fn validate(loaded: &LoadedPlan, locations: &Locations) -> Vec<Diagno
             );
         }
     }
-    drop(diag);
     sorted(out)
 }
 

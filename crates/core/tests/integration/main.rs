@@ -2,3 +2,4 @@
 
 mod plans;
 mod run_cost;
+mod run_shared;
