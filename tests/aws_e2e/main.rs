@@ -691,3 +691,39 @@ async fn janitor_lists_every_region_and_removes_only_with_yes() {
         Vec::<String>::new()
     );
 }
+
+/// `qa-run cleanup --test-id ID --all-regions`, for a run whose directory is lost: everything
+/// tagged with the test id goes, in every region.
+#[tokio::test(flavor = "multi_thread")]
+async fn cleanup_by_test_id_sweeps_every_region() {
+    let Some(rig) = Rig::start().await else {
+        return;
+    };
+    forgotten(&rig, REGION, "lost-run").await;
+    forgotten(&rig, "eu-west-1", "lost-run").await;
+    forgotten(&rig, "eu-west-1", "other-run").await;
+
+    let here = rig.run(&["cleanup", "--test-id", "lost-run", "--aws"]);
+    assert_eq!(here.status.code(), Some(0), "{}", text(&here));
+    assert_eq!(
+        rig.emu.leftovers(REGION, "lost-run").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        rig.emu.leftovers("eu-west-1", "lost-run").await.len(),
+        2,
+        "without --all-regions only the configured region is swept"
+    );
+
+    let everywhere = rig.run(&["cleanup", "--test-id", "lost-run", "--all-regions"]);
+    assert_eq!(everywhere.status.code(), Some(0), "{}", text(&everywhere));
+    assert_eq!(
+        rig.emu.leftovers("eu-west-1", "lost-run").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        rig.emu.leftovers("eu-west-1", "other-run").await.len(),
+        2,
+        "another test id is left alone"
+    );
+}

@@ -871,7 +871,7 @@ async fn janitor(older_than: std::time::Duration, yes: bool, all_regions: bool) 
 #[cfg(not(feature = "aws"))]
 async fn janitor(_older_than: std::time::Duration, _yes: bool, _all_regions: bool) -> i32 {
     fail(
-        "the janitor looks at cloud resources; this build has no cloud backend (build with the `aws` feature)",
+        "the janitor looks at cloud resources; this build has no cloud backend (it was built with --no-default-features; rebuild with the `aws` feature)",
         exit::BAD_PLAN_OR_USAGE,
     )
 }

@@ -144,7 +144,31 @@ pub struct Engine {
     report_hook: Option<ReportHook>,
     events: Arc<dyn EventSink>,
     backoff: Duration,
+    keepalive: ReservationKeepalive,
 }
+
+/// How capacity reservations are kept alive while a run lives: every `interval` their end moves
+/// to at least now + `margin` + `interval`. A run that dies stops moving it, so its reservations
+/// end on their own at most `margin` + `interval` later (or at budget + margin, if that is later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReservationKeepalive {
+    /// Between two extensions.
+    pub interval: Duration,
+    /// How long a reservation outlives the last sign of life.
+    pub margin: Duration,
+}
+
+impl Default for ReservationKeepalive {
+    fn default() -> Self {
+        ReservationKeepalive {
+            interval: Duration::from_secs(10 * 60),
+            margin: TEARDOWN_MARGIN,
+        }
+    }
+}
+
+/// Time reservations are given beyond the run's budget, for teardown.
+pub const TEARDOWN_MARGIN: Duration = Duration::from_secs(30 * 60);
 
 impl Default for Engine {
     fn default() -> Self {
@@ -181,7 +205,14 @@ impl Engine {
             report_hook: None,
             events: Arc::new(NoEvents),
             backoff: Duration::from_secs(2),
+            keepalive: ReservationKeepalive::default(),
         }
+    }
+
+    /// Sets how reservations are kept alive while a run lives.
+    pub fn reservation_keepalive(mut self, k: ReservationKeepalive) -> Self {
+        self.keepalive = k;
+        self
     }
 
     /// Adds a provisioner (for the backend it reports).
@@ -595,6 +626,34 @@ impl Engine {
     }
 }
 
+/// Moves the end of the run's reservations forward while the run lives (until `stop`).
+async fn keep_reservations_alive(
+    r: Arc<dyn CapacityReservation>,
+    test_id: TestId,
+    mut end_unix: i64,
+    k: ReservationKeepalive,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(k.interval) => {}
+        }
+        let want = time::OffsetDateTime::now_utc().unix_timestamp()
+            + (k.margin + k.interval).as_secs() as i64;
+        if want <= end_unix {
+            continue;
+        }
+        match r.extend(&test_id, want).await {
+            Ok(()) => {
+                tracing::debug!(test_id = %test_id.0, end_unix = want, "reservations extended");
+                end_unix = want;
+            }
+            Err(e) => tracing::warn!("extending the run's capacity reservations: {e}"),
+        }
+    }
+}
+
 /// After a successful cancel by test id, the journal's reservation records of that backend are
 /// over too.
 async fn end_reservation_records(ledger: &dyn ResourceLedger, backend: BackendKind) {
@@ -754,6 +813,8 @@ struct RunState {
     artifacts: HashMap<String, Vec<String>>,
     kept: Vec<String>,
     cleanup_failures: Vec<String>,
+    /// Stops the task that extends reservations.
+    keepalive: Option<CancellationToken>,
 }
 
 #[derive(Default, Clone)]
@@ -1321,7 +1382,7 @@ impl RunExec {
             .budget
             .map(|b| b.get())
             .unwrap_or(Duration::from_secs(6 * 3600));
-        let end = time::OffsetDateTime::now_utc() + budget + Duration::from_secs(30 * 60);
+        let end = time::OffsetDateTime::now_utc() + budget + self.engine.keepalive.margin;
         let request = CapacityRequest {
             test_id: self.ctx.test_id.clone(),
             region,
@@ -1331,11 +1392,20 @@ impl RunExec {
         };
         match r.reserve(&request, &*self.journal).await {
             Ok(p) => {
-                self.state
-                    .lock()
-                    .expect("run state")
-                    .placements
-                    .insert(BackendKind::Aws, p);
+                let stop = CancellationToken::new();
+                let mut g = self.state.lock().expect("run state");
+                g.placements.insert(BackendKind::Aws, p);
+                if let Some(old) = g.keepalive.replace(stop.clone()) {
+                    old.cancel();
+                }
+                drop(g);
+                tokio::spawn(keep_reservations_alive(
+                    r,
+                    self.ctx.test_id.clone(),
+                    end.unix_timestamp(),
+                    self.engine.keepalive,
+                    stop,
+                ));
                 TaskResult::pass()
             }
             Err(e) => TaskResult::new(Verdict::Error, e.to_string()),
@@ -1343,6 +1413,9 @@ impl RunExec {
     }
 
     async fn release(&self) -> TaskResult {
+        if let Some(stop) = self.state.lock().expect("run state").keepalive.take() {
+            stop.cancel();
+        }
         let mut problems = Vec::new();
         // What the machines of a backend shared (a cloud's key pair, security group, placement
         // group) goes once their teardowns are over, unless one of them was kept, which needs it.

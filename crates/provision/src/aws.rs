@@ -1023,14 +1023,9 @@ impl AwsProvisioner {
 
     async fn delete_volumes(&self, client: &Client, filters: &[Filter]) -> PResult<Vec<String>> {
         let mut lines = Vec::new();
-        let out = client
-            .describe_volumes()
-            .set_filters(Some(filters.to_vec()))
-            .filters(filter("status", &["available", "creating", "error"]))
-            .send()
-            .await
-            .map_err(|e| api_error(None, "DescribeVolumes", e, Leftovers::Unknown))?;
-        for v in out.volumes() {
+        let mut wanted = filters.to_vec();
+        wanted.push(filter("status", &["available", "creating", "error"]));
+        for v in list_volumes(client, wanted, Leftovers::Unknown).await? {
             let Some(id) = v.volume_id() else { continue };
             match client.delete_volume().volume_id(id).send().await {
                 Ok(_) => lines.push(format!("volume {id}")),
@@ -1189,17 +1184,12 @@ impl AwsProvisioner {
             filter("tag-key", &[KEEP_UNTIL_TAG]),
         ];
         let mut out = Vec::new();
-        let inst = client
-            .describe_instances()
-            .set_filters(Some(ours.to_vec()))
-            .filters(filter(
-                "instance-state-name",
-                &["pending", "running", "stopping", "stopped"],
-            ))
-            .send()
-            .await
-            .map_err(|e| api_error(None, "DescribeInstances", e, Leftovers::Clear))?;
-        for i in inst.reservations().iter().flat_map(|r| r.instances()) {
+        let mut wanted = ours.to_vec();
+        wanted.push(filter(
+            "instance-state-name",
+            &["pending", "running", "stopping", "stopped"],
+        ));
+        for i in &list_instances(&client, wanted, Leftovers::Clear).await? {
             out.extend(expired_entry(
                 KIND_INSTANCE,
                 i.instance_id(),
@@ -1207,22 +1197,10 @@ impl AwsProvisioner {
                 now_unix,
             ));
         }
-        let vols = client
-            .describe_volumes()
-            .set_filters(Some(ours.to_vec()))
-            .send()
-            .await
-            .map_err(|e| api_error(None, "DescribeVolumes", e, Leftovers::Clear))?;
-        for v in vols.volumes() {
+        for v in &list_volumes(&client, ours.to_vec(), Leftovers::Clear).await? {
             out.extend(expired_entry("volume", v.volume_id(), v.tags(), now_unix));
         }
-        let sgs = client
-            .describe_security_groups()
-            .set_filters(Some(ours.to_vec()))
-            .send()
-            .await
-            .map_err(|e| api_error(None, "DescribeSecurityGroups", e, Leftovers::Clear))?;
-        for g in sgs.security_groups() {
+        for g in &list_security_groups(&client, ours.to_vec(), Leftovers::Clear).await? {
             out.extend(expired_entry(
                 KIND_SECURITY_GROUP,
                 g.group_id(),
@@ -1374,6 +1352,68 @@ fn write_private_key(path: &Path, material: &str) -> std::io::Result<()> {
 }
 
 /// Asks an `http://` URL for this host's public address.
+/// Every instance matching `filters`, across pages.
+async fn list_instances(
+    client: &Client,
+    filters: Vec<Filter>,
+    leftovers: Leftovers,
+) -> PResult<Vec<aws_sdk_ec2::types::Instance>> {
+    let mut pages = client
+        .describe_instances()
+        .set_filters(Some(filters))
+        .into_paginator()
+        .send();
+    let mut out = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| api_error(None, "DescribeInstances", e, leftovers.clone()))?;
+        out.extend(
+            page.reservations()
+                .iter()
+                .flat_map(|r| r.instances().iter().cloned()),
+        );
+    }
+    Ok(out)
+}
+
+/// Every volume matching `filters`, across pages.
+async fn list_volumes(
+    client: &Client,
+    filters: Vec<Filter>,
+    leftovers: Leftovers,
+) -> PResult<Vec<aws_sdk_ec2::types::Volume>> {
+    let mut pages = client
+        .describe_volumes()
+        .set_filters(Some(filters))
+        .into_paginator()
+        .send();
+    let mut out = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| api_error(None, "DescribeVolumes", e, leftovers.clone()))?;
+        out.extend(page.volumes().iter().cloned());
+    }
+    Ok(out)
+}
+
+/// Every security group matching `filters`, across pages.
+async fn list_security_groups(
+    client: &Client,
+    filters: Vec<Filter>,
+    leftovers: Leftovers,
+) -> PResult<Vec<aws_sdk_ec2::types::SecurityGroup>> {
+    let mut pages = client
+        .describe_security_groups()
+        .set_filters(Some(filters))
+        .into_paginator()
+        .send();
+    let mut out = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page =
+            page.map_err(|e| api_error(None, "DescribeSecurityGroups", e, leftovers.clone()))?;
+        out.extend(page.security_groups().iter().cloned());
+    }
+    Ok(out)
+}
+
 /// Where a machine's run files go: below the login user's home (root's is `/root`).
 fn remote_workdir(user: &str, run_id: &str, machine: &str) -> String {
     let home = if user == "root" {
@@ -1798,36 +1838,43 @@ impl Provisioner for AwsProvisioner {
         let by_tag = filter(&format!("tag:{TEST_ID_TAG}"), &[&test_id.0]);
         let mut lines = Vec::new();
 
-        let out = client
-            .describe_instances()
-            .filters(by_tag.clone())
-            .filters(filter(
-                "instance-state-name",
-                &["pending", "running", "stopping", "stopped", "shutting-down"],
-            ))
-            .send()
-            .await
-            .map_err(|e| api_error(None, "DescribeInstances", e, Leftovers::Unknown))?;
-        let instances: Vec<_> = out
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances().iter().cloned())
-            .collect();
+        let instances = list_instances(
+            &client,
+            vec![
+                by_tag.clone(),
+                filter(
+                    "instance-state-name",
+                    &["pending", "running", "stopping", "stopped", "shutting-down"],
+                ),
+            ],
+            Leftovers::Unknown,
+        )
+        .await?;
         lines.extend(self.remove_instances(&client, &instances).await?);
 
-        match client
+        let mut spot_pages = client
             .describe_spot_instance_requests()
             .filters(by_tag.clone())
             .filters(filter("state", &["open", "active"]))
-            .send()
-            .await
-        {
-            Ok(out) => {
-                let ids: Vec<String> = out
-                    .spot_instance_requests()
-                    .iter()
-                    .filter_map(|s| s.spot_instance_request_id().map(str::to_string))
-                    .collect();
+            .into_paginator()
+            .send();
+        let mut spot = Ok(Vec::new());
+        while let Some(page) = spot_pages.next().await {
+            match (page, &mut spot) {
+                (Ok(p), Ok(all)) => all.extend(
+                    p.spot_instance_requests()
+                        .iter()
+                        .filter_map(|s| s.spot_instance_request_id().map(str::to_string)),
+                ),
+                (Err(e), _) => {
+                    spot = Err(e);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        match spot {
+            Ok(ids) => {
                 if !ids.is_empty() {
                     client
                         .cancel_spot_instance_requests()
@@ -1855,13 +1902,7 @@ impl Provisioner for AwsProvisioner {
                 .await?,
         );
 
-        let groups = client
-            .describe_security_groups()
-            .filters(by_tag.clone())
-            .send()
-            .await
-            .map_err(|e| api_error(None, "DescribeSecurityGroups", e, Leftovers::Unknown))?;
-        for g in groups.security_groups() {
+        for g in &list_security_groups(&client, vec![by_tag.clone()], Leftovers::Unknown).await? {
             if let Some(id) = g.group_id()
                 && self.delete_security_group(&client, id).await?
             {

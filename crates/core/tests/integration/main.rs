@@ -2,4 +2,5 @@
 
 mod plans;
 mod run_cost;
+mod run_keepalive;
 mod run_shared;
