@@ -88,6 +88,8 @@ pub struct AwsProvisionerOptions {
     pub poll_interval: Duration,
     /// How long to wait for an instance to be running, or terminated.
     pub state_timeout: Duration,
+    /// Items per page asked of listing calls that page (`MaxResults`; EC2 allows 5 to 1000).
+    pub page_size: i32,
     /// What cost estimates are priced from (default: [`cost::PriceTable::builtin`]).
     pub prices: cost::PriceTable,
 }
@@ -102,6 +104,7 @@ impl Default for AwsProvisionerOptions {
             address_overrides: BTreeMap::new(),
             poll_interval: Duration::from_secs(5),
             state_timeout: Duration::from_secs(600),
+            page_size: 1000,
             prices: cost::PriceTable::builtin(),
         }
     }
@@ -1189,7 +1192,7 @@ impl AwsProvisioner {
             "instance-state-name",
             &["pending", "running", "stopping", "stopped"],
         ));
-        for i in &list_instances(&client, wanted, Leftovers::Clear).await? {
+        for i in &list_instances(&client, wanted, self.options.page_size, Leftovers::Clear).await? {
             out.extend(expired_entry(
                 KIND_INSTANCE,
                 i.instance_id(),
@@ -1356,11 +1359,13 @@ fn write_private_key(path: &Path, material: &str) -> std::io::Result<()> {
 async fn list_instances(
     client: &Client,
     filters: Vec<Filter>,
+    page_size: i32,
     leftovers: Leftovers,
 ) -> PResult<Vec<aws_sdk_ec2::types::Instance>> {
     let mut pages = client
         .describe_instances()
         .set_filters(Some(filters))
+        .max_results(page_size.clamp(5, 1000))
         .into_paginator()
         .send();
     let mut out = Vec::new();
@@ -1847,6 +1852,7 @@ impl Provisioner for AwsProvisioner {
                     &["pending", "running", "stopping", "stopped", "shutting-down"],
                 ),
             ],
+            self.options.page_size,
             Leftovers::Unknown,
         )
         .await?;

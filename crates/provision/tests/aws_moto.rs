@@ -782,3 +782,44 @@ async fn a_machine_is_priced_from_its_journal_records_with_the_table_it_is_given
     assert!(close(after.total, expected), "{}", after.total);
     assert!(alive(&s, "cost").await.is_empty());
 }
+
+/// Listings read every page: with five reservations a page, a sweep of seven finds all seven.
+#[tokio::test]
+async fn sweep_reads_every_page_of_instances() {
+    use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+    let s = setup().await;
+    let c = s.client().await;
+    // EC2 pages DescribeInstances by reservation: seven launches, seven reservations.
+    for _ in 0..7 {
+        c.run_instances()
+            .image_id(IMAGE)
+            .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+            .min_count(1)
+            .max_count(1)
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Instance)
+                    .tags(Tag::builder().key(TEST_ID_TAG).value("paged").build())
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_eq!(alive(&s, "paged").await.len(), 7);
+    let options = AwsProvisionerOptions {
+        ssh_cidr: Some("127.0.0.1/32".into()),
+        poll_interval: Duration::from_millis(100),
+        state_timeout: Duration::from_secs(30),
+        page_size: 5,
+        ..Default::default()
+    };
+    let p = AwsProvisioner::from_sdk_config(&s.emu.sdk_config(REGION).await, options).unwrap();
+    let removed = p.sweep(&TestId("paged".into())).await.unwrap();
+    assert_eq!(
+        removed.iter().filter(|l| l.starts_with("instance")).count(),
+        7,
+        "{removed:?}"
+    );
+    assert!(alive(&s, "paged").await.is_empty());
+}
