@@ -627,6 +627,47 @@ impl SshExecutor {
         Ok(info)
     }
 
+    /// The launch of an `expect_reboot` step lost its connection: the step is over once the
+    /// machine is back with a new boot, with the job's status if it left one (a machine whose
+    /// boot id does not change is a reboot timeout, and a launch that never happened is one too).
+    async fn launch_lost_to_reboot(
+        &self,
+        jobdir: &str,
+        old: BootId,
+        lost: &RemoteError,
+        sink: &dyn OutputSink,
+        start: Instant,
+    ) -> Result<ExitInfo, RemoteError> {
+        sink.note(&format!(
+            "the launch lost its connection ({lost}); waiting for the expected reboot"
+        ));
+        let new = self
+            .wait_new_boot(&old, self.opts.expect_reboot_deadline, Some(sink))
+            .await?;
+        let status = self
+            .capture(format!("cat {}/status", shell::quote(jobdir)))
+            .await
+            .ok()
+            .filter(|c| c.status == 0)
+            .and_then(|c| {
+                String::from_utf8_lossy(&c.stdout)
+                    .trim()
+                    .parse::<i32>()
+                    .ok()
+            });
+        if status.is_none() {
+            sink.note("the machine rebooted during the step, as expected");
+        }
+        Ok(ExitInfo {
+            code: Some(status.unwrap_or(0)),
+            signal: None,
+            timed_out: false,
+            cancelled: false,
+            duration: start.elapsed(),
+            rebooted: new != old,
+        })
+    }
+
     async fn run_detached(
         &self,
         cmd: &CommandSpec,
@@ -640,7 +681,21 @@ impl SshExecutor {
                 context: m,
                 source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
             })?;
-        let launched = self.capture(script).await?;
+        // A step that reboots at once can take the machine down before its launch answers.
+        let boot_before = if cmd.expect_reboot {
+            Some(self.read_boot_id().await?)
+        } else {
+            None
+        };
+        let launched = match (self.capture(script).await, boot_before) {
+            (Ok(l), _) => l,
+            (Err(e @ RemoteError::Disconnected { .. }), Some(old)) => {
+                return self
+                    .launch_lost_to_reboot(&jobdir, old, &e, sink.as_ref(), start)
+                    .await;
+            }
+            (Err(e), _) => return Err(e),
+        };
         if launched.status != 0 || !String::from_utf8_lossy(&launched.stdout).contains("started") {
             return Err(RemoteError::Io {
                 context: format!("{}: starting detached run in {jobdir}", self.name()),

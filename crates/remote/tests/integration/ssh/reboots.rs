@@ -183,3 +183,35 @@ async fn detached_step_lost_to_a_reboot() {
         }
     }
 }
+
+/// A detached step declared `expect_reboot` whose script asks for the reboot at once: the
+/// machine can go down before the launch has answered, which is the step doing what it said,
+/// not a failed launch. Tried several times, as how far the launch got before sshd went is a race.
+#[tokio::test(flavor = "multi_thread")]
+async fn detached_step_that_reboots_at_once_is_followed_to_the_new_boot() {
+    let Some(host) = TestSshd::start_or_skip() else {
+        return;
+    };
+    for attempt in 0..5 {
+        let (_wd, exec) = executor(&host);
+        let old = host.boot_id();
+        let spec = CommandSpec {
+            command: host.reboot_command(),
+            detached: true,
+            expect_reboot: true,
+            timeout: Some(Duration::from_secs(60)),
+            ..Default::default()
+        };
+        let out = RecordedOutput::new();
+        let info = exec
+            .run(&spec, out.clone(), CancellationToken::new())
+            .await
+            .unwrap_or_else(|e| panic!("attempt {attempt}: {e}\nnotes: {:?}", out.notes()));
+        assert!(
+            info.success() && info.rebooted,
+            "attempt {attempt}: {info:?}"
+        );
+        assert_ne!(host.boot_id(), old, "attempt {attempt}");
+        assert_eq!(host.reboots(), attempt + 1);
+    }
+}
