@@ -62,7 +62,7 @@ impl Rig {
     }
 
     /// What cloud-init does on a real instance: the run's key pair (saved by qa-run as
-    /// `<run-dir>/<name>.pem`) becomes an authorized key of the login user. A thread watches the
+    /// `<run-dir>/<name>.<region>.pem`) becomes an authorized key of the login user. A thread watches the
     /// results directory and adds each new key's public half to the sshd's authorized_keys.
     fn authorize_run_keys(&self) {
         let results = self.results();
@@ -609,6 +609,154 @@ async fn sigkill_anywhere_then_cleanup_leaves_nothing_tagged() {
         .flatten()
     {
         if entry.file_name().to_string_lossy().starts_with("crash-") {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+const WEST: &str = "eu-west-1";
+
+/// A plan with a reserved machine in each of two regions.
+fn two_region_plan(rig: &Rig) -> PathBuf {
+    let path = rig.dir.path().join("regions/regions.yaml");
+    let user = rig.user();
+    write(
+        &path,
+        &format!(
+            "name: two-regions
+backend: aws
+budget: 1h
+machines:
+  - name: east
+    aws:
+      region: {REGION}
+      instance-type: m5.large
+      image: {IMAGE}
+      reserve: true
+      ssh-user: {user}
+      ssh-cidr: 127.0.0.1/32
+  - name: west
+    aws:
+      region: {WEST}
+      instance-type: r5.large
+      image: {IMAGE}
+      reserve: true
+      ssh-user: {user}
+      ssh-cidr: 127.0.0.1/32
+      volumes:
+        - {{type: gp3, size-gb: 10}}
+steps:
+  - name: work
+    command: echo working on $QA_RUN_MACHINE
+"
+        ),
+    );
+    path
+}
+
+/// A plan whose machines are in two regions reserves in each region and launches each machine
+/// into the reservation of its own region; killed anywhere, `qa-run cleanup RUN_DIR` leaves
+/// nothing in either region.
+#[tokio::test(flavor = "multi_thread")]
+async fn machines_in_two_regions_reserve_launch_and_clean_up_in_each() {
+    let Some(rig) = Rig::start().await else {
+        return;
+    };
+    let plan = two_region_plan(&rig);
+    let out = {
+        let mut c = rig.bin();
+        c.args([
+            "--json",
+            "run",
+            "--run-id",
+            "regions",
+            "--test-id",
+            "regions",
+        ])
+        .arg(&plan);
+        tokio::task::spawn_blocking(move || c.output().unwrap())
+            .await
+            .unwrap()
+    };
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let tasks: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == "task-started")
+        .map(|v| v["task"].as_str().unwrap().to_string())
+        .collect();
+
+    // One reservation per region, of that region's machine type, in one of its zones.
+    let reservations = rig.emu.proxy.lock().reservations.clone();
+    let of = |region: &str| -> Vec<_> {
+        reservations
+            .iter()
+            .filter(|r| r.region == region && r.tags.iter().any(|(_, v)| v == "regions"))
+            .cloned()
+            .collect()
+    };
+    let (east, west) = (of(REGION), of(WEST));
+    assert_eq!(east.len(), 1, "{reservations:#?}");
+    assert_eq!(west.len(), 1, "{reservations:#?}");
+    assert_eq!(east[0].instance_type, "m5.large");
+    assert_eq!(west[0].instance_type, "r5.large");
+    assert!(west[0].zone.starts_with(WEST), "{:?}", west[0]);
+    // Each machine was launched in its region into that region's reservation.
+    let launches = rig.emu.proxy.lock().calls_of("RunInstances");
+    assert_eq!(launches.len(), 2, "{launches:?}");
+    for (region, r) in [(REGION, &east[0]), (WEST, &west[0])] {
+        let call = launches
+            .iter()
+            .find(|c| c.region == region)
+            .unwrap_or_else(|| panic!("no RunInstances in {region}: {launches:?}"));
+        assert_eq!(
+            call.params.get(
+                "CapacityReservationSpecification.CapacityReservationTarget.CapacityReservationId"
+            ),
+            Some(&r.id),
+            "{region}: {call:?}"
+        );
+        assert_eq!(call.params.get("Placement.AvailabilityZone"), Some(&r.zone));
+    }
+    for region in [REGION, WEST] {
+        let left = rig.emu.leftovers(region, "regions").await;
+        assert!(left.is_empty(), "a clean run left in {region}: {left:?}");
+    }
+
+    // Killed at every task and inside the creates, then cleaned up from the run directory.
+    let mut points: Vec<KillAt> = tasks.into_iter().map(KillAt::TaskStart).collect();
+    points.extend(["CreateCapacityReservation", "RunInstances"].map(KillAt::InsideCall));
+    let mut left_behind = 0;
+    for (i, at) in points.iter().enumerate() {
+        let id = format!("regions-{i:02}");
+        let (run_dir, killed) = run_and_kill(&rig, &plan, &id, at).await;
+        assert!(killed, "{at:?}: the run ended before it could be killed");
+        let before_west = rig.emu.leftovers(WEST, &id).await;
+        if !before_west.is_empty() {
+            left_behind += 1;
+        }
+        let out = rig.run(&["cleanup", run_dir.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "after {at:?}: {}", text(&out));
+        for region in [REGION, WEST] {
+            let left = rig.emu.leftovers(region, &id).await;
+            assert!(
+                left.is_empty(),
+                "after a kill at {at:?} and cleanup, left in {region}: {left:?}\n{}",
+                text(&out)
+            );
+        }
+    }
+    assert!(
+        left_behind * 2 > points.len(),
+        "too few kills left anything in {WEST} ({left_behind} of {})",
+        points.len()
+    );
+    for entry in std::fs::read_dir(remote_home(&rig).join("qa-run"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if entry.file_name().to_string_lossy().starts_with("regions") {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }

@@ -555,6 +555,45 @@ fn secrets_are_passed_to_steps_and_masked_in_every_result_file() {
 }
 
 #[test]
+fn a_relative_sandbox_root_is_relative_to_the_plan_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plans = tmp.path().join("plans");
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&plans).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let results = tmp.path().join("results");
+    let plan = write_plan(
+        &plans,
+        "rooted",
+        "  - name: broken\n    command: \"pwd; exit 1\"\n",
+        "    local:\n      root: sandboxes\ncleanup:\n  default: on-success\n",
+    );
+    let out = bin()
+        .current_dir(&elsewhere)
+        .args(["--results", results.to_str().unwrap(), "run"])
+        .arg(&plan)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        plans.join("sandboxes/box").is_dir(),
+        "the kept sandbox is beside the plan"
+    );
+    assert!(!elsewhere.join("sandboxes").exists());
+    let run_dir = only_run_dir(&results);
+    let log = std::fs::read_to_string(run_dir.join("logs/broken@box.log"))
+        .or_else(|_| std::fs::read_to_string(run_dir.join("logs/broken.log")))
+        .unwrap_or_default();
+    let report = std::fs::read_to_string(run_dir.join("report.json")).unwrap();
+    let sandbox = plans.join("sandboxes/box").canonicalize().unwrap();
+    assert!(
+        log.contains(sandbox.to_str().unwrap()) || report.contains(sandbox.to_str().unwrap()),
+        "the step ran in {}:\n{log}",
+        sandbox.display()
+    );
+}
+
+#[test]
 fn cleanup_policy_on_success_keeps_a_failed_machine() {
     let tmp = tempfile::tempdir().unwrap();
     let results = tmp.path().join("results");

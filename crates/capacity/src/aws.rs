@@ -72,6 +72,8 @@ pub struct AwsCapacity {
     platform: CapacityReservationInstancePlatform,
     // (zone, instance type) → reservation id, from this process's `reserve`.
     ids: Mutex<BTreeMap<(String, String), String>>,
+    // Regions other than `region` that this process reserved in: `extend` and `cancel` go there too.
+    other_regions: Mutex<BTreeSet<String>>,
 }
 
 impl AwsCapacity {
@@ -110,12 +112,60 @@ impl AwsCapacity {
                 instance_platform.unwrap_or("Linux/UNIX"),
             ),
             ids: Mutex::new(BTreeMap::new()),
+            other_regions: Mutex::new(BTreeSet::new()),
         })
     }
 
-    /// The region this instance reserves in.
+    /// The region this instance reserves in when a request names none.
     pub fn region(&self) -> &str {
         &self.region
+    }
+
+    /// The configured region, the regions this process reserved in, and `more`, each once,
+    /// with a client for each.
+    fn clients(&self, more: impl IntoIterator<Item = String>) -> Vec<(String, Client)> {
+        let mut regions: BTreeSet<String> = self.other_regions.lock().expect("regions").clone();
+        regions.extend(more);
+        regions.remove(&self.region);
+        std::iter::once((self.region.clone(), self.client.clone()))
+            .chain(regions.into_iter().map(|r| {
+                let c = self.client_for(&r);
+                (r, c)
+            }))
+            .collect()
+    }
+
+    /// Cancels in each of `clients`, all of them even when one fails.
+    async fn cancel_in_each(
+        &self,
+        clients: Vec<(String, Client)>,
+        test_id: &TestId,
+    ) -> Result<u32, CapacityError> {
+        let several = clients.len() > 1;
+        let mut total = 0;
+        let mut failed = Vec::new();
+        for (region, client) in clients {
+            match Self::cancel_in(&client, test_id).await {
+                Ok(n) => total += n,
+                Err(e) if several => failed.push(format!("{region}: {e}")),
+                Err(e) => return Err(e),
+            }
+        }
+        self.ids.lock().expect("ids lock").clear();
+        if failed.is_empty() {
+            Ok(total)
+        } else {
+            Err(CapacityError::Other {
+                backend: BackendKind::Aws,
+                message: format!(
+                    "cancelled {total} reservation(s), but these regions failed and may still hold reservations tagged {TEST_ID_TAG}={test_id}: {}",
+                    failed.join("; ")
+                ),
+                leftovers: Leftovers::Orphaned(format!(
+                    "reservations tagged {TEST_ID_TAG}={test_id}"
+                )),
+            })
+        }
     }
 
     fn client_for(&self, region: &str) -> Client {
@@ -167,6 +217,31 @@ impl AwsCapacity {
             }
         }
         Ok(n)
+    }
+
+    async fn extend_in(
+        &self,
+        client: &Client,
+        test_id: &TestId,
+        end_unix: i64,
+    ) -> Result<(), CapacityError> {
+        for r in Self::tagged(client, test_id).await? {
+            if !is_live(&r) {
+                continue;
+            }
+            let Some(id) = r.capacity_reservation_id() else {
+                continue;
+            };
+            client
+                .modify_capacity_reservation()
+                .capacity_reservation_id(id)
+                .end_date_type(EndDateType::Limited)
+                .end_date(DateTime::from_secs(end_unix))
+                .send()
+                .await
+                .map_err(|e| classify_fatal(&e, &format!("ModifyCapacityReservation {id}")))?;
+        }
+        Ok(())
     }
 
     /// Active reservations tagged with the test id that cover the whole request in one zone.
@@ -524,6 +599,12 @@ impl CapacityReservation for AwsCapacity {
             .region
             .clone()
             .unwrap_or_else(|| self.region.clone());
+        if region != self.region {
+            self.other_regions
+                .lock()
+                .expect("regions")
+                .insert(region.clone());
+        }
         let reserver = RegionReserver {
             cap: self,
             client: if region == self.region {
@@ -552,30 +633,31 @@ impl CapacityReservation for AwsCapacity {
             .cloned()
     }
 
+    fn default_region(&self) -> Option<String> {
+        Some(self.region.clone())
+    }
+
     async fn extend(&self, test_id: &TestId, end_unix: i64) -> Result<(), CapacityError> {
-        for r in Self::tagged(&self.client, test_id).await? {
-            if !is_live(&r) {
-                continue;
-            }
-            let Some(id) = r.capacity_reservation_id() else {
-                continue;
-            };
-            self.client
-                .modify_capacity_reservation()
-                .capacity_reservation_id(id)
-                .end_date_type(EndDateType::Limited)
-                .end_date(DateTime::from_secs(end_unix))
-                .send()
-                .await
-                .map_err(|e| classify_fatal(&e, &format!("ModifyCapacityReservation {id}")))?;
+        for (_, client) in self.clients([]) {
+            self.extend_in(&client, test_id, end_unix).await?;
         }
         Ok(())
     }
 
     async fn cancel(&self, test_id: &TestId) -> Result<u32, CapacityError> {
-        let n = Self::cancel_in(&self.client, test_id).await?;
-        self.ids.lock().expect("ids lock").clear();
-        Ok(n)
+        self.cancel_in_each(self.clients([]), test_id).await
+    }
+
+    async fn cancel_run(
+        &self,
+        test_id: &TestId,
+        records: &[Resource],
+    ) -> Result<u32, CapacityError> {
+        let recorded = records
+            .iter()
+            .filter(|r| r.backend == BackendKind::Aws && r.kind == RESERVATION_KIND)
+            .filter_map(|r| r.details.get("region").cloned());
+        self.cancel_in_each(self.clients(recorded), test_id).await
     }
 
     async fn cancel_all_regions(&self, test_id: &TestId) -> Result<u32, CapacityError> {

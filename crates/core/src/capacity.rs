@@ -113,6 +113,13 @@ pub trait CapacityReservation: Send + Sync + Debug + 'static {
     /// Reservation id for a type in a zone, once reserved.
     fn get_id(&self, zone: &str, instance_type: &str) -> Option<String>;
 
+    /// The region a request without one reserves in, for backends with regions. The engine
+    /// groups machines by region with it, so that machines that name the default region and
+    /// machines that name none share one request.
+    fn default_region(&self) -> Option<String> {
+        None
+    }
+
     /// Moves the end of this run's reservations to `end_unix`.
     async fn extend(&self, _test_id: &TestId, _end_unix: i64) -> Result<(), CapacityError> {
         Ok(())
@@ -123,4 +130,16 @@ pub trait CapacityReservation: Send + Sync + Debug + 'static {
 
     /// Cancels every reservation tagged with the test id in every region. Returns how many.
     async fn cancel_all_regions(&self, test_id: &TestId) -> Result<u32, CapacityError>;
+
+    /// Cancels a run's reservations: [`CapacityReservation::cancel`], and also in every region
+    /// its journal `records` name (a run may reserve in several regions, and the process that
+    /// cleans up may not be the one that reserved). The default is `cancel`.
+    async fn cancel_run(
+        &self,
+        test_id: &TestId,
+        records: &[crate::types::Resource],
+    ) -> Result<u32, CapacityError> {
+        let _ = records;
+        self.cancel(test_id).await
+    }
 }

@@ -585,7 +585,13 @@ impl Engine {
         }
         for backend in clouds {
             if let Some(p) = self.provisioners.get(&backend) {
-                match p.sweep(&TestId(snap.test_id.clone())).await {
+                let records: Vec<crate::types::Resource> = snap
+                    .resources
+                    .iter()
+                    .filter(|r| r.backend == backend)
+                    .cloned()
+                    .collect();
+                match p.sweep_run(&TestId(snap.test_id.clone()), &records).await {
                     Ok(lines) => report
                         .destroyed
                         .extend(lines.into_iter().map(|l| format!("{backend} {l} (by tag)"))),
@@ -594,7 +600,10 @@ impl Engine {
             }
         }
         for r in self.reservations.values().filter(|r| r.is_enabled()) {
-            match r.cancel(&TestId(snap.test_id.clone())).await {
+            match r
+                .cancel_run(&TestId(snap.test_id.clone()), &snap.resources)
+                .await
+            {
                 Ok(n) => {
                     if n > 0 {
                         report
@@ -807,7 +816,8 @@ impl PreparedRun {
 struct RunState {
     machines: HashMap<String, Machine>,
     executors: HashMap<String, Arc<dyn RemoteExecutor>>,
-    placements: HashMap<BackendKind, Placement>,
+    /// Per backend and region (`None`: the backend has no default region).
+    placements: HashMap<(BackendKind, Option<String>), Placement>,
     outcomes: HashMap<String, TaskOutcome>,
     steps: HashMap<String, StepDetail>,
     artifacts: HashMap<String, Vec<String>>,
@@ -971,17 +981,35 @@ impl RunExec {
                 format!("no provisioner for backend {}", inst.backend),
             );
         };
+        let mut spec = self.loaded.plan.machines[inst.spec_index].clone();
+        // Paths in a plan are relative to the plan file, wherever qa-run was started.
+        if let Some(root) = spec.local.as_mut().and_then(|l| l.root.as_mut()) {
+            *root = self.loaded.resolve(root);
+        }
+        // Only a machine that asked for a reservation is launched into one, and only into one
+        // of its own region.
+        let placement = match spec.aws.as_ref().filter(|a| a.reserve) {
+            Some(a) => {
+                let region = a.region.clone().or_else(|| {
+                    self.engine
+                        .reservations
+                        .get(&inst.backend)
+                        .and_then(|r| r.default_region())
+                });
+                self.state
+                    .lock()
+                    .expect("run state")
+                    .placements
+                    .get(&(inst.backend, region))
+                    .cloned()
+            }
+            None => None,
+        };
         let request = MachineRequest {
             name: inst.name.clone(),
             role: inst.role.clone(),
-            spec: self.loaded.plan.machines[inst.spec_index].clone(),
-            placement: self
-                .state
-                .lock()
-                .expect("run state")
-                .placements
-                .get(&inst.backend)
-                .cloned(),
+            spec,
+            placement,
         };
         match p.create(&request, &self.ctx, &*self.journal).await {
             Ok(m) => {
@@ -1362,19 +1390,27 @@ impl RunExec {
         let Some(r) = self.engine.reservations.get(&BackendKind::Aws).cloned() else {
             return TaskResult::pass();
         };
-        let mut needs: BTreeMap<String, u32> = BTreeMap::new();
-        let mut zones = Vec::new();
-        let mut region = None;
+        // One request per region: a reservation lives in one zone of one region.
+        #[derive(Default)]
+        struct Wanted {
+            needs: BTreeMap<String, u32>,
+            zones: Vec<String>,
+        }
+        let mut by_region: BTreeMap<Option<String>, Wanted> = BTreeMap::new();
         for m in &self.loaded.plan.machines {
             if let Some(a) = m.aws.as_ref().filter(|a| a.reserve) {
-                *needs.entry(a.instance_type.clone()).or_default() += m.count;
+                let region = a.region.clone().or_else(|| r.default_region());
+                let w = by_region.entry(region).or_default();
+                *w.needs.entry(a.instance_type.clone()).or_default() += m.count;
                 for z in &a.zones {
-                    if !zones.contains(z) {
-                        zones.push(z.clone());
+                    if !w.zones.contains(z) {
+                        w.zones.push(z.clone());
                     }
                 }
-                region = region.or(a.region.clone());
             }
+        }
+        if by_region.is_empty() {
+            return TaskResult::pass();
         }
         let budget = self
             .loaded
@@ -1383,33 +1419,52 @@ impl RunExec {
             .map(|b| b.get())
             .unwrap_or(Duration::from_secs(6 * 3600));
         let end = time::OffsetDateTime::now_utc() + budget + self.engine.keepalive.margin;
-        let request = CapacityRequest {
-            test_id: self.ctx.test_id.clone(),
-            region,
-            needs,
-            zones,
-            end_unix: Some(end.unix_timestamp()),
-        };
-        match r.reserve(&request, &*self.journal).await {
-            Ok(p) => {
-                let stop = CancellationToken::new();
-                let mut g = self.state.lock().expect("run state");
-                g.placements.insert(BackendKind::Aws, p);
-                if let Some(old) = g.keepalive.replace(stop.clone()) {
-                    old.cancel();
-                }
-                drop(g);
-                tokio::spawn(keep_reservations_alive(
-                    r,
-                    self.ctx.test_id.clone(),
-                    end.unix_timestamp(),
-                    self.engine.keepalive,
-                    stop,
-                ));
-                TaskResult::pass()
-            }
-            Err(e) => TaskResult::new(Verdict::Error, e.to_string()),
+        // The keepalive starts before the first request, so that whatever is reserved is
+        // extended even when a later region fails.
+        let stop = CancellationToken::new();
+        if let Some(old) = self
+            .state
+            .lock()
+            .expect("run state")
+            .keepalive
+            .replace(stop.clone())
+        {
+            old.cancel();
         }
+        tokio::spawn(keep_reservations_alive(
+            r.clone(),
+            self.ctx.test_id.clone(),
+            end.unix_timestamp(),
+            self.engine.keepalive,
+            stop,
+        ));
+        let several = by_region.len() > 1;
+        for (region, w) in by_region {
+            let request = CapacityRequest {
+                test_id: self.ctx.test_id.clone(),
+                region: region.clone(),
+                needs: w.needs,
+                zones: w.zones,
+                end_unix: Some(end.unix_timestamp()),
+            };
+            match r.reserve(&request, &*self.journal).await {
+                Ok(p) => {
+                    self.state
+                        .lock()
+                        .expect("run state")
+                        .placements
+                        .insert((BackendKind::Aws, region), p);
+                }
+                Err(e) => {
+                    let msg = match (&region, several) {
+                        (Some(region), true) => format!("{region}: {e}"),
+                        _ => e.to_string(),
+                    };
+                    return TaskResult::new(Verdict::Error, msg);
+                }
+            }
+        }
+        TaskResult::pass()
     }
 
     async fn release(&self) -> TaskResult {
@@ -1452,8 +1507,9 @@ impl RunExec {
                 problems.push(e.to_string());
             }
         }
+        let records = self.journal.snapshot().resources;
         for r in self.engine.reservations.values().filter(|r| r.is_enabled()) {
-            match r.cancel(&self.ctx.test_id).await {
+            match r.cancel_run(&self.ctx.test_id, &records).await {
                 Ok(_) => end_reservation_records(&*self.journal, r.backend()).await,
                 Err(e) => problems.push(e.to_string()),
             }
@@ -1677,18 +1733,11 @@ impl TaskExecutor<Stage> for RunExec {
     }
 
     fn finished(&self, node: &TaskNode<Stage>, outcome: &TaskOutcome) {
-        let exit_code = self
-            .state
-            .lock()
-            .expect("run state")
-            .steps
-            .get(&node.id)
-            .and_then(|d| d.exit_code);
-        self.state
-            .lock()
-            .expect("run state")
-            .outcomes
-            .insert(node.id.clone(), outcome.clone());
+        let exit_code = {
+            let mut g = self.state.lock().expect("run state");
+            g.outcomes.insert(node.id.clone(), outcome.clone());
+            g.steps.get(&node.id).and_then(|d| d.exit_code)
+        };
         let message = outcome.message.as_ref().map(|m| self.redactor.redact(m));
         self.journal.update(|s| {
             let t = s

@@ -25,6 +25,22 @@ pub const JOURNAL_SCHEMA_VERSION: u32 = 1;
 /// Name of the journal file in a run directory.
 pub const JOURNAL_FILE: &str = "state.json";
 
+/// Detail a ledger sets when a resource is first recorded destroyed: when (unix seconds), so that
+/// what it cost can end there.
+pub const DESTROYED_AT: &str = "destroyed-at";
+
+/// Marks a record destroyed, stamping [`DESTROYED_AT`] the first time only.
+pub fn mark_destroyed(r: &mut Resource) {
+    if r.state != ResourceState::Destroyed {
+        r.state = ResourceState::Destroyed;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        r.details.insert(DESTROYED_AT.to_string(), now.to_string());
+    }
+}
+
 /// A journal problem.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -332,7 +348,7 @@ impl ResourceLedger for RunJournal {
     }
 
     async fn destroyed(&self, key: &ResourceKey) -> Result<(), JournalError> {
-        self.update(|s| set_resource(s, key, |r| r.state = ResourceState::Destroyed))?;
+        self.update(|s| set_resource(s, key, mark_destroyed))?;
         self.flush().await
     }
 
@@ -451,7 +467,7 @@ impl ResourceLedger for MemoryLedger {
             .iter_mut()
             .find(|r| &r.key == key)
             .ok_or_else(|| JournalError::Resource(format!("unknown resource {key}")))?;
-        r.state = ResourceState::Destroyed;
+        mark_destroyed(r);
         Ok(())
     }
     async fn kept(&self, key: &ResourceKey) -> Result<(), JournalError> {
@@ -484,6 +500,34 @@ mod tests {
             details: BTreeMap::new(),
             state: ResourceState::Intent,
         }
+    }
+
+    #[tokio::test]
+    async fn destroyed_is_stamped_once_with_its_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = RunJournal::create(dir.path(), JournalState::new("r", "t", "p", "/p.yaml"))
+            .await
+            .unwrap();
+        j.intent(res("a")).await.unwrap();
+        let key = ResourceKey("a".into());
+        j.created(&key, "id-1", BTreeMap::new()).await.unwrap();
+        assert!(!j.resources()[0].details.contains_key(DESTROYED_AT));
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        j.destroyed(&key).await.unwrap();
+        let on_disk = read_state(&dir.path().join(JOURNAL_FILE)).unwrap();
+        let at: u64 = on_disk.resources[0].details[DESTROYED_AT].parse().unwrap();
+        assert!(at >= before && at <= before + 60, "{at} vs {before}");
+        // Destroying again (teardown is idempotent) keeps the first time.
+        j.update(|s| {
+            s.resources[0]
+                .details
+                .insert(DESTROYED_AT.into(), "17".into());
+        });
+        j.destroyed(&key).await.unwrap();
+        assert_eq!(j.resources()[0].details[DESTROYED_AT], "17");
     }
 
     #[tokio::test]

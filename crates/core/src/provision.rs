@@ -133,6 +133,18 @@ pub trait Provisioner: Send + Sync + Debug + 'static {
         self.sweep(test_id).await
     }
 
+    /// [`Provisioner::sweep`] wherever a run's journal `records` say it made something (their
+    /// regions), and in the configured region. The engine's cleanup of a run directory calls this
+    /// after destroying the records. The default is `sweep`.
+    async fn sweep_run(
+        &self,
+        test_id: &TestId,
+        records: &[Resource],
+    ) -> Result<Vec<String>, ProvisionError> {
+        let _ = records;
+        self.sweep(test_id).await
+    }
+
     /// Estimates what `resources` cost: this backend's records from a run's journal, in any
     /// state. A resource still alive (or whose end the journal does not know) counts until
     /// `end_unix` (seconds since the epoch; the engine passes the time the report is written).

@@ -32,7 +32,7 @@
 //! # let _ = p; Ok(()) }
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -404,7 +404,8 @@ impl AwsProvisioner {
         ledger: &dyn ResourceLedger,
     ) -> PResult<(ResourceKey, String, PathBuf)> {
         let name = resource_name(&["qa-run", &run.run_id.0]);
-        let path = run.run_dir.join(format!("{name}.pem"));
+        // One key pair per region the run uses, each with its own file.
+        let path = run.run_dir.join(format!("{name}.{region}.pem"));
         if let Some(r) = Self::existing(ledger, KIND_KEY_PAIR, region, &name)
             && path.exists()
         {
@@ -1830,6 +1831,38 @@ impl Provisioner for AwsProvisioner {
                 None,
                 format!(
                     "sweeping every region: {} (removed meanwhile: {})",
+                    failed.join("; "),
+                    lines.len()
+                ),
+                Leftovers::Unknown,
+            ))
+        }
+    }
+
+    async fn sweep_run(&self, test_id: &TestId, records: &[Resource]) -> PResult<Vec<String>> {
+        let mut others: BTreeSet<String> = records
+            .iter()
+            .filter(|r| r.backend == BackendKind::Aws)
+            .filter_map(|r| r.details.get("region").cloned())
+            .collect();
+        others.remove(&self.region);
+        if others.is_empty() {
+            return self.sweep(test_id).await;
+        }
+        let (mut lines, mut failed) = (Vec::new(), Vec::new());
+        for region in std::iter::once(self.region.clone()).chain(others) {
+            match self.in_region(&region).sweep(test_id).await {
+                Ok(l) => lines.extend(l.into_iter().map(|l| format!("{region}: {l}"))),
+                Err(e) => failed.push(format!("{region}: {e}")),
+            }
+        }
+        if failed.is_empty() {
+            Ok(lines)
+        } else {
+            Err(err(
+                None,
+                format!(
+                    "sweeping the run's regions: {} (removed meanwhile: {})",
                     failed.join("; "),
                     lines.len()
                 ),

@@ -776,10 +776,26 @@ async fn a_machine_is_priced_from_its_journal_records_with_the_table_it_is_given
         cost.total
     );
 
-    // Destroyed machines still count (the report after teardown has the whole run).
+    // Destroyed machines still count (the report after teardown has the whole run), up to
+    // when they were destroyed.
     p.destroy(&resources, &ledger).await.unwrap();
-    let after = p.estimate_cost(&ledger.resources(), hour_later).unwrap();
-    assert!(close(after.total, expected), "{}", after.total);
+    let records = ledger.resources();
+    let destroyed_at: i64 = records
+        .iter()
+        .find(|r| r.kind == "instance")
+        .unwrap()
+        .details[qa_core::journal::DESTROYED_AT]
+        .parse()
+        .unwrap();
+    assert!(destroyed_at >= launched && destroyed_at < hour_later);
+    let after = p.estimate_cost(&records, hour_later).unwrap();
+    let at_teardown = p.estimate_cost(&records, destroyed_at).unwrap();
+    assert!(close(after.total, at_teardown.total), "{}", after.total);
+    assert!(
+        after.total > 0.0 && after.total < expected / 10.0,
+        "{} (an hour is {expected})",
+        after.total
+    );
     assert!(alive(&s, "cost").await.is_empty());
 }
 

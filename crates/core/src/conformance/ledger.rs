@@ -177,9 +177,11 @@ impl ResourceLedger for CheckingLedger {
     }
 
     async fn destroyed(&self, key: &ResourceKey) -> Result<(), JournalError> {
-        self.update(key, LedgerEvent::Destroyed(key.clone()), |r| {
-            r.state = ResourceState::Destroyed
-        })
+        self.update(
+            key,
+            LedgerEvent::Destroyed(key.clone()),
+            crate::journal::mark_destroyed,
+        )
     }
 
     async fn kept(&self, key: &ResourceKey) -> Result<(), JournalError> {

@@ -3,7 +3,8 @@
 //!
 //! The journal's instance records carry `launched-at` (unix seconds), `instance-type`,
 //! `lifecycle` (`spot` or `on-demand`) and `volumes` (`type:GiB,…`). The estimate runs each
-//! instance from its launch to the end the caller gives (the run's teardown), bills at least a
+//! instance from its launch to the end the caller gives (the run's teardown), or to its
+//! `destroyed-at` when the journal has it destroyed earlier, bills at least a
 //! minute as EC2 does for Linux, and prices extra volumes per GB-month. Types the table does not
 //! know are counted in hours but listed as unpriced rather than guessed.
 //!
@@ -258,9 +259,9 @@ pub fn now_unix() -> i64 {
 
 /// Estimates the cost of the EC2 instances in `resources`, each running until `end_unix`.
 ///
-/// Instances that were created count, whether they are still running, destroyed or kept by the
-/// cleanup policy (a kept one goes on costing after `end_unix`); intents whose id never came back
-/// do not.
+/// Instances that were created count, whether they are still running, destroyed (until their
+/// `destroyed-at`) or kept by the cleanup policy (a kept one goes on costing after `end_unix`);
+/// intents whose id never came back do not.
 pub fn estimate(resources: &[Resource], end_unix: i64, prices: &PriceTable) -> CostEstimate {
     let mut out = CostEstimate::default();
     for r in resources.iter().filter(|r| {
@@ -279,7 +280,17 @@ pub fn estimate(resources: &[Resource], end_unix: i64, prices: &PriceTable) -> C
         else {
             continue;
         };
-        let seconds = (end_unix - start).max(MIN_BILLED_SECONDS);
+        // A destroyed instance stops costing when it was destroyed (journals written before
+        // that time was recorded count it to the end).
+        let end = match r.state {
+            ResourceState::Destroyed => r
+                .details
+                .get(qa_core::journal::DESTROYED_AT)
+                .and_then(|s| s.parse::<i64>().ok())
+                .map_or(end_unix, |at| at.min(end_unix)),
+            _ => end_unix,
+        };
+        let seconds = (end - start).max(MIN_BILLED_SECONDS);
         let hours = seconds as f64 / 3600.0;
         let machine = r.machine.clone().unwrap_or_else(|| r.key.0.clone());
         let instance_type = r.details.get("instance-type").cloned().unwrap_or_default();
@@ -518,6 +529,27 @@ mod tests {
         assert_eq!((r.items[3].1, r.items[4].1), (0.0, 0.0));
         let sum: f64 = r.items.iter().map(|(_, a)| a).sum();
         assert!(close(sum, r.total));
+    }
+
+    #[test]
+    fn a_destroyed_instance_costs_until_it_was_destroyed() {
+        let mut gone = instance("m5.large", "on-demand", 0, "gp3:100");
+        gone.details
+            .insert(qa_core::journal::DESTROYED_AT.into(), "1800".into());
+        let mut still = instance("m5.large", "on-demand", 0, "");
+        still.state = ResourceState::Created;
+        still
+            .details
+            .insert(qa_core::journal::DESTROYED_AT.into(), "1800".into());
+        let e = estimate(&[gone.clone()], 3600, &PriceTable::builtin());
+        assert!(close(e.instance_hours, 0.5), "{}", e.instance_hours);
+        assert!(close(e.volume_gb_hours, 50.0), "{}", e.volume_gb_hours);
+        // A live one (whatever its details say) counts to the end; a destruction the journal
+        // dates after the end counts to the end.
+        let e = estimate(&[still], 3600, &PriceTable::builtin());
+        assert!(close(e.instance_hours, 1.0));
+        let e = estimate(&[gone], 900, &PriceTable::builtin());
+        assert!(close(e.instance_hours, 0.25));
     }
 
     #[test]

@@ -517,7 +517,12 @@ async fn handle(req: Request, moto: SocketAddr, state: &Arc<Mutex<State>>) -> Re
             if let Some(cr) = params.get(
                 "CapacityReservationSpecification.CapacityReservationTarget.CapacityReservationId",
             ) {
-                let Some(r) = st.reservations.iter().find(|r| &r.id == cr) else {
+                // A reservation belongs to its region: another region's id is unknown here.
+                let Some(r) = st
+                    .reservations
+                    .iter()
+                    .find(|r| &r.id == cr && r.region == region)
+                else {
                     return error(
                         400,
                         "InvalidCapacityReservationId.NotFound",
