@@ -505,19 +505,13 @@ async fn run_and_kill(rig: &Rig, plan: &Path, id: &str, at: &KillAt) -> (PathBuf
     (rig.results().join(id), killed)
 }
 
-/// The task ids of the crash plan's graph, in the order a clean run starts them.
-async fn clean_run_tasks(rig: &Rig, plan: &Path) -> Vec<String> {
+/// Runs `plan` to the end as test id `id`, checks that it passed and left nothing in `regions`,
+/// and returns the task ids of its graph in the order they started.
+async fn clean_run_tasks(rig: &Rig, plan: &Path, id: &str, regions: &[&str]) -> Vec<String> {
     let out = {
         let mut c = rig.bin();
-        c.args([
-            "--json",
-            "run",
-            "--run-id",
-            "crash-clean",
-            "--test-id",
-            "crash-clean",
-        ])
-        .arg(plan);
+        c.args(["--json", "run", "--run-id", id, "--test-id", id])
+            .arg(plan);
         tokio::task::spawn_blocking(move || c.output().unwrap())
             .await
             .unwrap()
@@ -529,9 +523,59 @@ async fn clean_run_tasks(rig: &Rig, plan: &Path) -> Vec<String> {
         .filter(|v| v["event"] == "task-started")
         .map(|v| v["task"].as_str().unwrap().to_string())
         .collect();
-    let left = rig.emu.leftovers(REGION, "crash-clean").await;
-    assert!(left.is_empty(), "a clean run left {left:?}");
+    for region in regions {
+        let left = rig.emu.leftovers(region, id).await;
+        assert!(left.is_empty(), "a clean run left in {region}: {left:?}");
+    }
     tasks
+}
+
+/// Kills a run of `plan` with SIGKILL at each point (test ids `<prefix>-NN`), runs
+/// `qa-run cleanup RUN_DIR` after each, and checks that nothing with the run's test id is left
+/// in any of `regions`. Returns, per point, how many resources each region held before cleanup.
+async fn kill_at_each_then_clean_up(
+    rig: &Rig,
+    plan: &Path,
+    prefix: &str,
+    points: &[KillAt],
+    regions: &[&str],
+) -> Vec<Vec<usize>> {
+    let mut found = Vec::new();
+    for (i, at) in points.iter().enumerate() {
+        let id = format!("{prefix}-{i:02}");
+        let (run_dir, killed) = run_and_kill(rig, plan, &id, at).await;
+        assert!(killed, "{at:?}: the run ended before it could be killed");
+        let mut before = Vec::new();
+        for region in regions {
+            before.push(rig.emu.leftovers(region, &id).await);
+        }
+        let out = rig.run(&["cleanup", run_dir.to_str().unwrap()]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "cleanup after a kill at {at:?}: {}",
+            text(&out)
+        );
+        for (region, before) in regions.iter().zip(&before) {
+            let left = rig.emu.leftovers(region, &id).await;
+            assert!(
+                left.is_empty(),
+                "after a kill at {at:?} and cleanup, left in {region}: {left:?}\n(before cleanup: {before:?})\n{}",
+                text(&out)
+            );
+        }
+        found.push(before.iter().map(Vec::len).collect());
+    }
+    for entry in std::fs::read_dir(remote_home(rig).join("qa-run"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if entry.file_name().to_string_lossy().starts_with(prefix) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    found
 }
 
 /// SIGKILL at every stage boundary of the graph and inside every create call; each time
@@ -543,7 +587,7 @@ async fn sigkill_anywhere_then_cleanup_leaves_nothing_tagged() {
         return;
     };
     let plan = crash_plan(&rig);
-    let tasks = clean_run_tasks(&rig, &plan).await;
+    let tasks = clean_run_tasks(&rig, &plan, "crash-clean", &[REGION]).await;
     for stage in [
         "reserve",
         "provision:spot",
@@ -572,46 +616,14 @@ async fn sigkill_anywhere_then_cleanup_leaves_nothing_tagged() {
         ]
         .map(KillAt::InsideCall),
     );
-    let mut report = Vec::new();
-    for (i, at) in points.iter().enumerate() {
-        let id = format!("crash-{i:02}");
-        let (run_dir, killed) = run_and_kill(&rig, &plan, &id, at).await;
-        assert!(killed, "{at:?}: the run ended before it could be killed");
-        let before = rig.emu.leftovers(REGION, &id).await;
-        let out = rig.run(&["cleanup", run_dir.to_str().unwrap()]);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "cleanup after a kill at {at:?}: {}",
-            text(&out)
-        );
-        let left = rig.emu.leftovers(REGION, &id).await;
-        assert!(
-            left.is_empty(),
-            "after a kill at {at:?} and cleanup, left: {left:?}\n(before cleanup: {before:?})\n{}",
-            text(&out)
-        );
-        report.push(format!("{at:?}: {} resource(s) cleaned up", before.len()));
-    }
+    let found = kill_at_each_then_clean_up(&rig, &plan, "crash", &points, &[REGION]).await;
     // The kills did land where resources existed: most points had something to clean.
-    let with_resources = report
-        .iter()
-        .filter(|l| !l.ends_with(": 0 resource(s) cleaned up"))
-        .count();
+    let with_resources = found.iter().filter(|n| n[0] > 0).count();
     assert!(
-        with_resources * 2 > report.len(),
-        "too few kills left anything behind:\n{}",
-        report.join("\n")
+        with_resources * 2 > points.len(),
+        "too few kills left anything behind: {:?}",
+        points.iter().zip(&found).collect::<Vec<_>>()
     );
-    for entry in std::fs::read_dir(remote_home(&rig).join("qa-run"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if entry.file_name().to_string_lossy().starts_with("crash-") {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
 }
 
 const WEST: &str = "eu-west-1";
@@ -663,28 +675,7 @@ async fn machines_in_two_regions_reserve_launch_and_clean_up_in_each() {
         return;
     };
     let plan = two_region_plan(&rig);
-    let out = {
-        let mut c = rig.bin();
-        c.args([
-            "--json",
-            "run",
-            "--run-id",
-            "regions",
-            "--test-id",
-            "regions",
-        ])
-        .arg(&plan);
-        tokio::task::spawn_blocking(move || c.output().unwrap())
-            .await
-            .unwrap()
-    };
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let tasks: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["event"] == "task-started")
-        .map(|v| v["task"].as_str().unwrap().to_string())
-        .collect();
+    let tasks = clean_run_tasks(&rig, &plan, "regions", &[REGION, WEST]).await;
 
     // One reservation per region, of that region's machine type, in one of its zones.
     let reservations = rig.emu.proxy.lock().reservations.clone();
@@ -718,48 +709,16 @@ async fn machines_in_two_regions_reserve_launch_and_clean_up_in_each() {
         );
         assert_eq!(call.params.get("Placement.AvailabilityZone"), Some(&r.zone));
     }
-    for region in [REGION, WEST] {
-        let left = rig.emu.leftovers(region, "regions").await;
-        assert!(left.is_empty(), "a clean run left in {region}: {left:?}");
-    }
-
     // Killed at every task and inside the creates, then cleaned up from the run directory.
     let mut points: Vec<KillAt> = tasks.into_iter().map(KillAt::TaskStart).collect();
     points.extend(["CreateCapacityReservation", "RunInstances"].map(KillAt::InsideCall));
-    let mut left_behind = 0;
-    for (i, at) in points.iter().enumerate() {
-        let id = format!("regions-{i:02}");
-        let (run_dir, killed) = run_and_kill(&rig, &plan, &id, at).await;
-        assert!(killed, "{at:?}: the run ended before it could be killed");
-        let before_west = rig.emu.leftovers(WEST, &id).await;
-        if !before_west.is_empty() {
-            left_behind += 1;
-        }
-        let out = rig.run(&["cleanup", run_dir.to_str().unwrap()]);
-        assert_eq!(out.status.code(), Some(0), "after {at:?}: {}", text(&out));
-        for region in [REGION, WEST] {
-            let left = rig.emu.leftovers(region, &id).await;
-            assert!(
-                left.is_empty(),
-                "after a kill at {at:?} and cleanup, left in {region}: {left:?}\n{}",
-                text(&out)
-            );
-        }
-    }
+    let found = kill_at_each_then_clean_up(&rig, &plan, "regions", &points, &[REGION, WEST]).await;
+    let in_west = found.iter().filter(|n| n[1] > 0).count();
     assert!(
-        left_behind * 2 > points.len(),
-        "too few kills left anything in {WEST} ({left_behind} of {})",
-        points.len()
+        in_west * 2 > points.len(),
+        "too few kills left anything in {WEST}: {:?}",
+        points.iter().zip(&found).collect::<Vec<_>>()
     );
-    for entry in std::fs::read_dir(remote_home(&rig).join("qa-run"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if entry.file_name().to_string_lossy().starts_with("regions") {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
 }
 
 /// Makes a security group and a volume in `region` that look like qa-run's with a keep-until in

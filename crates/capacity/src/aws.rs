@@ -135,37 +135,42 @@ impl AwsCapacity {
             .collect()
     }
 
-    /// Cancels in each of `clients`, all of them even when one fails.
+    /// Cancels in each of `clients` (in parallel), all of them even when one fails. With one
+    /// region its error is returned as it is; with several, the failed regions are listed.
     async fn cancel_in_each(
         &self,
         clients: Vec<(String, Client)>,
         test_id: &TestId,
     ) -> Result<u32, CapacityError> {
         let several = clients.len() > 1;
+        let mut tasks = tokio::task::JoinSet::new();
+        for (region, client) in clients {
+            let test_id = test_id.clone();
+            tasks.spawn(async move { (region, Self::cancel_in(&client, &test_id).await) });
+        }
         let mut total = 0;
         let mut failed = Vec::new();
-        for (region, client) in clients {
-            match Self::cancel_in(&client, test_id).await {
-                Ok(n) => total += n,
-                Err(e) if several => failed.push(format!("{region}: {e}")),
-                Err(e) => return Err(e),
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((_, Ok(n))) => total += n,
+                Ok((_, Err(e))) if !several => return Err(e),
+                Ok((region, Err(e))) => failed.push(format!("{region}: {e}")),
+                Err(e) => failed.push(format!("a region's task: {e}")),
             }
         }
         self.ids.lock().expect("ids lock").clear();
         if failed.is_empty() {
-            Ok(total)
-        } else {
-            Err(CapacityError::Other {
-                backend: BackendKind::Aws,
-                message: format!(
-                    "cancelled {total} reservation(s), but these regions failed and may still hold reservations tagged {TEST_ID_TAG}={test_id}: {}",
-                    failed.join("; ")
-                ),
-                leftovers: Leftovers::Orphaned(format!(
-                    "reservations tagged {TEST_ID_TAG}={test_id}"
-                )),
-            })
+            return Ok(total);
         }
+        failed.sort();
+        Err(CapacityError::Other {
+            backend: BackendKind::Aws,
+            message: format!(
+                "cancelled {total} reservation(s), but these regions failed and may still hold reservations tagged {TEST_ID_TAG}={test_id}: {}",
+                failed.join("; ")
+            ),
+            leftovers: Leftovers::Orphaned(format!("reservations tagged {TEST_ID_TAG}={test_id}")),
+        })
     }
 
     fn client_for(&self, region: &str) -> Client {
@@ -667,37 +672,13 @@ impl CapacityReservation for AwsCapacity {
             .send()
             .await
             .map_err(|e| classify_fatal(&e, "DescribeRegions"))?;
-        let mut tasks = tokio::task::JoinSet::new();
-        for name in regions.regions().iter().filter_map(|r| r.region_name()) {
-            let client = self.client_for(name);
-            let test_id = test_id.clone();
-            let name = name.to_string();
-            tasks.spawn(async move { (name, Self::cancel_in(&client, &test_id).await) });
-        }
-        let mut total = 0;
-        let mut failed = Vec::new();
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok((_, Ok(n))) => total += n,
-                Ok((region, Err(e))) => failed.push(format!("{region}: {e}")),
-                Err(e) => failed.push(format!("a region's task: {e}")),
-            }
-        }
-        self.ids.lock().expect("ids lock").clear();
-        if failed.is_empty() {
-            Ok(total)
-        } else {
-            Err(CapacityError::Other {
-                backend: BackendKind::Aws,
-                message: format!(
-                    "cancelled {total} reservation(s), but these regions failed and may still hold reservations tagged {TEST_ID_TAG}={test_id}: {}",
-                    failed.join("; ")
-                ),
-                leftovers: Leftovers::Orphaned(format!(
-                    "reservations tagged {TEST_ID_TAG}={test_id}"
-                )),
-            })
-        }
+        let clients = regions
+            .regions()
+            .iter()
+            .filter_map(|r| r.region_name())
+            .map(|name| (name.to_string(), self.client_for(name)))
+            .collect();
+        self.cancel_in_each(clients, test_id).await
     }
 }
 
