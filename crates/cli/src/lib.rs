@@ -104,6 +104,21 @@ run's EC2 machines cost, priced from a built-in table of us-east-1 on-demand pri
         plans: Vec<PathBuf>,
     },
     /// Destroy everything a run created, from its journal (works after a crash).
+    #[command(
+        after_help = "With RUN_DIR, what the run's journal lists is destroyed and its \
+reservations cancelled, and every cloud it used is also swept by the run's test id tag in every \
+region the journal names (a crash inside a create can leave something the journal knows only as \
+an intent). Kept machines go too. With --test-id alone, for a run whose directory is lost, \
+resources are found by tag only.
+
+Examples:
+  qa-run cleanup results/btrfsqa-20261123T101500Z-1a2b
+  qa-run cleanup --test-id btrfsqa-20261123T101500Z-1a2b --aws
+  qa-run cleanup --test-id btrfsqa-20261123T101500Z-1a2b --all-regions
+
+Exit codes: 0 nothing is left, 2 bad usage or cloud settings, 3 a cloud could not be reached, \
+4 something could not be removed (listed on stderr)."
+    )]
     Cleanup {
         /// The run directory (results/<run-id>).
         run_dir: Option<PathBuf>,
