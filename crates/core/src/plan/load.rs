@@ -261,6 +261,9 @@ pub(crate) fn validate(loaded: &LoadedPlan, locations: &Locations) -> Vec<Diagno
                 Some("add `aws:` with at least `instance-type` and `image`".into()),
             );
         }
+        if let Some(a) = &m.aws {
+            check_aws(&mut diag, &format!("machines[{i}].aws"), a);
+        }
     }
     let check_selectors =
         |diag: &mut dyn FnMut(String, String, Option<String>), path: String, list: &[String]| {
@@ -421,6 +424,84 @@ pub(crate) fn validate(loaded: &LoadedPlan, locations: &Locations) -> Vec<Diagno
 
 /// The shortest cycle from `start` back to itself along "waits for" links (edges reversed),
 /// staying inside `members`; as step indices, ending where it began.
+/// EBS volume types.
+const EBS_TYPES: &[&str] = &["gp3", "gp2", "io2", "io1", "st1", "sc1", "standard"];
+/// EC2 placement group strategies.
+const PLACEMENT_STRATEGIES: &[&str] = &["cluster", "spread", "partition"];
+
+/// What EC2 would refuse only after the run has started making things.
+fn check_aws(
+    diag: &mut dyn FnMut(String, String, Option<String>),
+    path: &str,
+    a: &crate::plan::model::AwsMachine,
+) {
+    if let Some(region) = &a.region {
+        for (j, z) in a.zones.iter().enumerate() {
+            if !z.starts_with(region.as_str()) {
+                diag(
+                    format!("{path}.zones[{j}]"),
+                    format!("zone `{z}` is not in region `{region}`"),
+                    Some(format!(
+                        "zones are named after their region, e.g. `{region}a`; fix the zone or the region"
+                    )),
+                );
+            }
+        }
+    }
+    if let Some(strategy) = &a.placement_group
+        && !PLACEMENT_STRATEGIES.contains(&strategy.as_str())
+    {
+        diag(
+            format!("{path}.placement-group"),
+            format!("`{strategy}` is not a placement group strategy"),
+            did_you_mean(strategy, PLACEMENT_STRATEGIES.iter().copied())
+                .or_else(|| Some("one of `cluster`, `spread`, `partition`".into())),
+        );
+    }
+    for (j, v) in a.volumes.iter().enumerate() {
+        if let Some(t) = &v.r#type
+            && !EBS_TYPES.contains(&t.as_str())
+        {
+            diag(
+                format!("{path}.volumes[{j}].type"),
+                format!("`{t}` is not an EBS volume type"),
+                did_you_mean(t, EBS_TYPES.iter().copied())
+                    .or_else(|| Some(format!("one of {}", EBS_TYPES.join(", ")))),
+            );
+        }
+        if v.size_gb == 0 {
+            diag(
+                format!("{path}.volumes[{j}].size-gb"),
+                "a volume needs at least 1 GB".into(),
+                None,
+            );
+        }
+    }
+    if let Some(cidr) = &a.ssh_cidr
+        && !is_cidr(cidr)
+    {
+        diag(
+            format!("{path}.ssh-cidr"),
+            format!("`{cidr}` is not a CIDR block"),
+            Some("an address and a prefix length, e.g. `203.0.113.7/32`".into()),
+        );
+    }
+}
+
+fn is_cidr(s: &str) -> bool {
+    let Some((addr, len)) = s.split_once('/') else {
+        return false;
+    };
+    let Ok(len) = len.parse::<u8>() else {
+        return false;
+    };
+    match addr.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => len <= 32,
+        Ok(std::net::IpAddr::V6(_)) => len <= 128,
+        Err(_) => false,
+    }
+}
+
 fn cycle_path(
     graph: &DiGraphMap<usize, (&str, usize)>,
     start: usize,
@@ -623,6 +704,29 @@ cleanup:
                     .contains("expected a string, found the boolean"),
                 "{word}: {e}"
             );
+        }
+    }
+
+    #[test]
+    fn cidr_blocks_are_told_from_addresses() {
+        for ok in [
+            "127.0.0.1/32",
+            "10.0.0.0/8",
+            "0.0.0.0/0",
+            "2001:db8::/32",
+            "::1/128",
+        ] {
+            assert!(is_cidr(ok), "{ok}");
+        }
+        for bad in [
+            "10.0.0.1",
+            "10.0.0.0/33",
+            "10.0.0/8",
+            "::1/129",
+            "host/24",
+            "10.0.0.0/-1",
+        ] {
+            assert!(!is_cidr(bad), "{bad}");
         }
     }
 
