@@ -776,13 +776,6 @@ pub async fn with_clouds(engine: Engine, _clouds: &Clouds) -> Result<Engine, Clo
 #[cfg(feature = "aws")]
 pub const AWS_PRICES_ENV: &str = "QA_RUN_AWS_PRICES";
 
-/// The EC2 price table of cost estimates: the built-in one, with the file [`AWS_PRICES_ENV`]
-/// names (when set and not empty) laid over it.
-#[cfg(feature = "aws")]
-pub fn aws_prices_from_env() -> Result<qa_provision::aws::cost::PriceTable, String> {
-    aws_prices(aws_prices_path().as_deref())
-}
-
 /// The file [`AWS_PRICES_ENV`] names, when set and not empty.
 #[cfg(feature = "aws")]
 fn aws_prices_path() -> Option<PathBuf> {

@@ -544,25 +544,12 @@ impl Engine {
         let journal = RunJournal::open(run_dir)?;
         let snap = journal.snapshot();
         let mut report = CleanupReport::default();
-        let mut by_backend: BTreeMap<BackendKind, Vec<crate::types::Resource>> = BTreeMap::new();
         // Kept machines too: asking for a cleanup is asking for them to go.
         // Reservations are the reservation backend's to cancel (below), not a provisioner's.
-        for r in snap.resources.iter().filter(|r| {
+        let to_destroy = by_backend(snap.resources.iter().filter(|r| {
             r.state != ResourceState::Destroyed && r.kind != crate::capacity::RESERVATION_KIND
-        }) {
-            by_backend.entry(r.backend).or_default().push(r.clone());
-        }
-        // A cloud is also asked for what carries the run's test id: a crash inside a create can
-        // leave something the journal knows only as an intent, or not at all.
-        let clouds: Vec<BackendKind> = snap
-            .resources
-            .iter()
-            .map(|r| r.backend)
-            .filter(|b| b.is_cloud())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        for (backend, resources) in by_backend {
+        }));
+        for (backend, resources) in to_destroy {
             let Some(p) = self.provisioners.get(&backend) else {
                 report.remaining.push(format!(
                     "{} {} resource(s): the `{backend}` backend is not in this build",
@@ -583,14 +570,14 @@ impl Engine {
                 Err(e) => report.remaining.push(e.to_string()),
             }
         }
-        for backend in clouds {
-            if let Some(p) = self.provisioners.get(&backend) {
-                let records: Vec<crate::types::Resource> = snap
-                    .resources
-                    .iter()
-                    .filter(|r| r.backend == backend)
-                    .cloned()
-                    .collect();
+        // A cloud is also asked for what carries the run's test id: a crash inside a create can
+        // leave something the journal knows only as an intent, or not at all.
+        for (backend, records) in by_backend(&snap.resources) {
+            if let Some(p) = self
+                .provisioners
+                .get(&backend)
+                .filter(|_| backend.is_cloud())
+            {
                 match p.sweep_run(&TestId(snap.test_id.clone()), &records).await {
                     Ok(lines) => report
                         .destroyed
@@ -633,6 +620,17 @@ impl Engine {
         journal.flush().await?;
         Ok(report)
     }
+}
+
+/// Journal records grouped by the backend that owns them.
+fn by_backend<'a>(
+    records: impl IntoIterator<Item = &'a Resource>,
+) -> BTreeMap<BackendKind, Vec<Resource>> {
+    let mut out: BTreeMap<BackendKind, Vec<Resource>> = BTreeMap::new();
+    for r in records {
+        out.entry(r.backend).or_default().push(r.clone());
+    }
+    out
 }
 
 /// Moves the end of the run's reservations forward while the run lives (until `stop`).
@@ -988,23 +986,14 @@ impl RunExec {
         }
         // Only a machine that asked for a reservation is launched into one, and only into one
         // of its own region.
-        let placement = match spec.aws.as_ref().filter(|a| a.reserve) {
-            Some(a) => {
-                let region = a.region.clone().or_else(|| {
-                    self.engine
-                        .reservations
-                        .get(&inst.backend)
-                        .and_then(|r| r.default_region())
-                });
-                self.state
-                    .lock()
-                    .expect("run state")
-                    .placements
-                    .get(&(inst.backend, region))
-                    .cloned()
-            }
-            None => None,
-        };
+        let placement = spec.aws.as_ref().filter(|a| a.reserve).and_then(|a| {
+            self.state
+                .lock()
+                .expect("run state")
+                .placements
+                .get(&(inst.backend, self.reservation_region(a)))
+                .cloned()
+        });
         let request = MachineRequest {
             name: inst.name.clone(),
             role: inst.role.clone(),
@@ -1386,6 +1375,17 @@ impl RunExec {
         }
     }
 
+    /// The region a reserving EC2 machine's reservation is in: the machine's own, or the one
+    /// the reservation backend uses when none is named.
+    fn reservation_region(&self, a: &crate::plan::AwsMachine) -> Option<String> {
+        a.region.clone().or_else(|| {
+            self.engine
+                .reservations
+                .get(&BackendKind::Aws)
+                .and_then(|r| r.default_region())
+        })
+    }
+
     async fn reserve(&self) -> TaskResult {
         let Some(r) = self.engine.reservations.get(&BackendKind::Aws).cloned() else {
             return TaskResult::pass();
@@ -1399,8 +1399,7 @@ impl RunExec {
         let mut by_region: BTreeMap<Option<String>, Wanted> = BTreeMap::new();
         for m in &self.loaded.plan.machines {
             if let Some(a) = m.aws.as_ref().filter(|a| a.reserve) {
-                let region = a.region.clone().or_else(|| r.default_region());
-                let w = by_region.entry(region).or_default();
+                let w = by_region.entry(self.reservation_region(a)).or_default();
                 *w.needs.entry(a.instance_type.clone()).or_default() += m.count;
                 for z in &a.zones {
                     if !w.zones.contains(z) {
@@ -1474,18 +1473,9 @@ impl RunExec {
         let mut problems = Vec::new();
         // What the machines of a backend shared (a cloud's key pair, security group, placement
         // group) goes once their teardowns are over, unless one of them was kept, which needs it.
-        let shared: Vec<crate::types::Resource> = self
-            .journal
-            .snapshot()
-            .live_resources()
-            .filter(|r| r.machine.is_none())
-            .cloned()
-            .collect();
-        let mut by_backend: BTreeMap<BackendKind, Vec<crate::types::Resource>> = BTreeMap::new();
-        for r in shared {
-            by_backend.entry(r.backend).or_default().push(r);
-        }
-        for (backend, resources) in by_backend {
+        let snap = self.journal.snapshot();
+        let shared = by_backend(snap.live_resources().filter(|r| r.machine.is_none()));
+        for (backend, resources) in shared {
             let kept_here = {
                 let g = self.state.lock().expect("run state");
                 self.machines
@@ -1507,9 +1497,8 @@ impl RunExec {
                 problems.push(e.to_string());
             }
         }
-        let records = self.journal.snapshot().resources;
         for r in self.engine.reservations.values().filter(|r| r.is_enabled()) {
-            match r.cancel_run(&self.ctx.test_id, &records).await {
+            match r.cancel_run(&self.ctx.test_id, &snap.resources).await {
                 Ok(_) => end_reservation_records(&*self.journal, r.backend()).await,
                 Err(e) => problems.push(e.to_string()),
             }
@@ -1569,16 +1558,13 @@ impl RunExec {
     }
 
     /// What the run's resources cost so far, summed over the provisioners that can price them.
-    /// The journal does not record when a resource was destroyed, so every resource counts until
-    /// now; the report written after teardown therefore has the run's whole cost, the one
-    /// publishers get (written before teardown) the cost up to then.
+    /// A resource still alive counts until now, a destroyed one until the journal's
+    /// `destroyed-at`; the report written after teardown therefore has the run's whole cost, the
+    /// one publishers get (written before teardown) the cost up to then.
     fn estimate_cost(&self) -> Option<CostEstimate> {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let mut by_backend: BTreeMap<BackendKind, Vec<Resource>> = BTreeMap::new();
-        for r in self.journal.resources() {
-            by_backend.entry(r.backend).or_default().push(r);
-        }
-        CostEstimate::sum(by_backend.iter().filter_map(|(backend, resources)| {
+        let grouped = by_backend(&self.journal.resources());
+        CostEstimate::sum(grouped.iter().filter_map(|(backend, resources)| {
             self.engine
                 .provisioners
                 .get(backend)?

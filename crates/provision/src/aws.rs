@@ -323,6 +323,49 @@ impl AwsProvisioner {
         }
     }
 
+    /// [`Provisioner::sweep`] in each of `regions` at once; every line says its region. When
+    /// some fail, the others are still swept and the error names the failed ones (`what` says
+    /// which regions these were).
+    async fn sweep_regions(
+        &self,
+        test_id: &TestId,
+        regions: Vec<String>,
+        what: &str,
+    ) -> PResult<Vec<String>> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for region in regions {
+            let p = self.in_region(&region);
+            let test_id = test_id.clone();
+            tasks.spawn(async move {
+                let out = p.sweep(&test_id).await;
+                (region, out)
+            });
+        }
+        let (mut lines, mut failed) = (Vec::new(), Vec::new());
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((region, Ok(l))) => {
+                    lines.extend(l.into_iter().map(|l| format!("{region}: {l}")))
+                }
+                Ok((region, Err(e))) => failed.push(format!("{region}: {e}")),
+                Err(e) => failed.push(format!("a region's sweep: {e}")),
+            }
+        }
+        if failed.is_empty() {
+            return Ok(lines);
+        }
+        failed.sort();
+        Err(err(
+            None,
+            format!(
+                "sweeping {what}: {} (removed meanwhile: {})",
+                failed.join("; "),
+                lines.len()
+            ),
+            Leftovers::Unknown,
+        ))
+    }
+
     /// The regions enabled for the account (DescribeRegions).
     pub async fn regions(&self) -> PResult<Vec<String>> {
         let out = self
@@ -1804,39 +1847,8 @@ impl Provisioner for AwsProvisioner {
     }
 
     async fn sweep_all_regions(&self, test_id: &TestId) -> PResult<Vec<String>> {
-        let mut tasks = tokio::task::JoinSet::new();
-        for region in self.regions().await? {
-            let p = self.in_region(&region);
-            let test_id = test_id.clone();
-            tasks.spawn(async move {
-                let out = p.sweep(&test_id).await;
-                (region, out)
-            });
-        }
-        let (mut lines, mut failed) = (Vec::new(), Vec::new());
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok((region, Ok(l))) => {
-                    lines.extend(l.into_iter().map(|l| format!("{region}: {l}")))
-                }
-                Ok((region, Err(e))) => failed.push(format!("{region}: {e}")),
-                Err(e) => failed.push(format!("a region's sweep: {e}")),
-            }
-        }
-        if failed.is_empty() {
-            Ok(lines)
-        } else {
-            failed.sort();
-            Err(err(
-                None,
-                format!(
-                    "sweeping every region: {} (removed meanwhile: {})",
-                    failed.join("; "),
-                    lines.len()
-                ),
-                Leftovers::Unknown,
-            ))
-        }
+        self.sweep_regions(test_id, self.regions().await?, "every region")
+            .await
     }
 
     async fn sweep_run(&self, test_id: &TestId, records: &[Resource]) -> PResult<Vec<String>> {
@@ -1849,26 +1861,9 @@ impl Provisioner for AwsProvisioner {
         if others.is_empty() {
             return self.sweep(test_id).await;
         }
-        let (mut lines, mut failed) = (Vec::new(), Vec::new());
-        for region in std::iter::once(self.region.clone()).chain(others) {
-            match self.in_region(&region).sweep(test_id).await {
-                Ok(l) => lines.extend(l.into_iter().map(|l| format!("{region}: {l}"))),
-                Err(e) => failed.push(format!("{region}: {e}")),
-            }
-        }
-        if failed.is_empty() {
-            Ok(lines)
-        } else {
-            Err(err(
-                None,
-                format!(
-                    "sweeping the run's regions: {} (removed meanwhile: {})",
-                    failed.join("; "),
-                    lines.len()
-                ),
-                Leftovers::Unknown,
-            ))
-        }
+        let regions = std::iter::once(self.region.clone()).chain(others).collect();
+        self.sweep_regions(test_id, regions, "the run's regions")
+            .await
     }
 
     async fn sweep(&self, test_id: &TestId) -> PResult<Vec<String>> {
@@ -1897,43 +1892,27 @@ impl Provisioner for AwsProvisioner {
             .filters(filter("state", &["open", "active"]))
             .into_paginator()
             .send();
-        let mut spot = Ok(Vec::new());
+        let mut ids: Vec<String> = Vec::new();
         while let Some(page) = spot_pages.next().await {
-            match (page, &mut spot) {
-                (Ok(p), Ok(all)) => all.extend(
-                    p.spot_instance_requests()
-                        .iter()
-                        .filter_map(|s| s.spot_instance_request_id().map(str::to_string)),
-                ),
-                (Err(e), _) => {
-                    spot = Err(e);
-                    break;
-                }
-                _ => {}
-            }
+            let page = page.map_err(|e| {
+                api_error(None, "DescribeSpotInstanceRequests", e, Leftovers::Unknown)
+            })?;
+            ids.extend(
+                page.spot_instance_requests()
+                    .iter()
+                    .filter_map(|s| s.spot_instance_request_id().map(str::to_string)),
+            );
         }
-        match spot {
-            Ok(ids) => {
-                if !ids.is_empty() {
-                    client
-                        .cancel_spot_instance_requests()
-                        .set_spot_instance_request_ids(Some(ids.clone()))
-                        .send()
-                        .await
-                        .map_err(|e| {
-                            api_error(None, "CancelSpotInstanceRequests", e, Leftovers::Unknown)
-                        })?;
-                    lines.extend(ids.iter().map(|s| format!("spot-request {s}")));
-                }
-            }
-            Err(e) => {
-                return Err(api_error(
-                    None,
-                    "DescribeSpotInstanceRequests",
-                    e,
-                    Leftovers::Unknown,
-                ));
-            }
+        if !ids.is_empty() {
+            client
+                .cancel_spot_instance_requests()
+                .set_spot_instance_request_ids(Some(ids.clone()))
+                .send()
+                .await
+                .map_err(|e| {
+                    api_error(None, "CancelSpotInstanceRequests", e, Leftovers::Unknown)
+                })?;
+            lines.extend(ids.iter().map(|s| format!("spot-request {s}")));
         }
 
         lines.extend(

@@ -120,73 +120,9 @@ fn request(name: &str, aws: AwsMachine, placement: Option<Placement>) -> Machine
     }
 }
 
-fn tag_filter(test_id: &str) -> Filter {
-    Filter::builder()
-        .name(format!("tag:{TEST_ID_TAG}"))
-        .values(test_id)
-        .build()
-}
-
 /// Everything in moto (and the layer) that carries the test id and is still alive.
 async fn alive(setup: &Setup, test_id: &str) -> Vec<String> {
-    let c = setup.client().await;
-    let mut out = Vec::new();
-    let inst = c
-        .describe_instances()
-        .filters(tag_filter(test_id))
-        .send()
-        .await
-        .unwrap();
-    for i in inst.reservations().iter().flat_map(|r| r.instances()) {
-        let state = i
-            .state()
-            .and_then(|s| s.name())
-            .map(|n| n.as_str().to_string())
-            .unwrap_or_default();
-        if state != "terminated" {
-            out.push(format!(
-                "instance {} {state}",
-                i.instance_id().unwrap_or_default()
-            ));
-        }
-    }
-    let vols = c
-        .describe_volumes()
-        .filters(tag_filter(test_id))
-        .send()
-        .await
-        .unwrap();
-    out.extend(
-        vols.volumes()
-            .iter()
-            .map(|v| format!("volume {}", v.volume_id().unwrap_or_default())),
-    );
-    let sgs = c
-        .describe_security_groups()
-        .filters(tag_filter(test_id))
-        .send()
-        .await
-        .unwrap();
-    out.extend(
-        sgs.security_groups()
-            .iter()
-            .map(|g| format!("security-group {}", g.group_id().unwrap_or_default())),
-    );
-    let keys = c.describe_key_pairs().send().await.unwrap();
-    out.extend(
-        keys.key_pairs()
-            .iter()
-            .filter(|k| k.key_name().is_some_and(|n| n.contains(test_id)))
-            .map(|k| format!("key-pair {}", k.key_name().unwrap_or_default())),
-    );
-    let st = setup.emu.proxy.lock();
-    out.extend(
-        st.groups
-            .iter()
-            .filter(|g| g.tags.iter().any(|(k, v)| k == TEST_ID_TAG && v == test_id))
-            .map(|g| format!("placement-group {}", g.name)),
-    );
-    out
+    setup.emu.leftovers(REGION, test_id).await
 }
 
 /// Fails an intent recorded after the layer already saw the call that makes the resource.

@@ -1,6 +1,28 @@
 //! Integration tests of qa-core: what a user of the library sees.
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use qa_core::conformance::fakes::FakeExecutor;
+use qa_core::remote::{Connector, RemoteError, RemoteExecutor};
+use qa_core::types::{Access, Machine};
+
 mod plans;
 mod run_cost;
 mod run_keepalive;
 mod run_shared;
+
+/// Runs machines in a local directory (their `Access::Local` root), for runs of fake machines.
+#[derive(Debug)]
+struct LocalDirs;
+
+#[async_trait]
+impl Connector for LocalDirs {
+    async fn connect(&self, m: &Machine) -> Result<Arc<dyn RemoteExecutor>, RemoteError> {
+        let Access::Local { root } = &m.access else {
+            panic!("fake machines are local: {:?}", m.access)
+        };
+        std::fs::create_dir_all(root).unwrap();
+        Ok(Arc::new(FakeExecutor::new(root)))
+    }
+}

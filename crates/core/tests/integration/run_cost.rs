@@ -6,15 +6,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use qa_core::conformance::fakes::{FakeExecutor, FakeProvisioner, FakePublisher};
+use qa_core::conformance::fakes::{FakeProvisioner, FakePublisher};
 use qa_core::engine::{Engine, RunOptions};
 use qa_core::journal::ResourceLedger;
 use qa_core::plan::BackendKind;
 use qa_core::report::{CostEstimate, Report};
-use qa_core::types::{Access, Machine, Resource, ResourceState, TestId};
-use qa_core::{
-    Connector, MachineRequest, ProvisionError, Provisioner, RemoteError, RemoteExecutor, RunContext,
-};
+use qa_core::types::{Machine, Resource, ResourceState, TestId};
+use qa_core::{MachineRequest, ProvisionError, Provisioner, RunContext};
+
+use crate::LocalDirs;
 
 /// What a [`PricedProvisioner`] was asked to price.
 type Asked = Arc<Mutex<Vec<(Vec<Resource>, i64)>>>;
@@ -59,21 +59,6 @@ impl Provisioner for PricedProvisioner {
             .unwrap()
             .push((resources.to_vec(), end_unix));
         Some(self.estimate.clone())
-    }
-}
-
-/// Runs machines in a local directory (their `Access::Local` root).
-#[derive(Debug)]
-struct LocalDirs;
-
-#[async_trait]
-impl Connector for LocalDirs {
-    async fn connect(&self, m: &Machine) -> Result<Arc<dyn RemoteExecutor>, RemoteError> {
-        let Access::Local { root } = &m.access else {
-            panic!("fake machines are local: {:?}", m.access)
-        };
-        std::fs::create_dir_all(root).unwrap();
-        Ok(Arc::new(FakeExecutor::new(root)))
     }
 }
 

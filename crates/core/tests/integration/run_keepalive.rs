@@ -6,15 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use qa_core::conformance::fakes::{FakeExecutor, FakeProvisioner, FakeReservation};
+use qa_core::conformance::fakes::{FakeProvisioner, FakeReservation};
 use qa_core::engine::{Engine, ReservationKeepalive, RunOptions};
 use qa_core::journal::ResourceLedger;
 use qa_core::plan::BackendKind;
-use qa_core::types::{Access, Machine, TestId};
-use qa_core::{
-    CapacityError, CapacityRequest, CapacityReservation, Connector, Placement, RemoteError,
-    RemoteExecutor,
-};
+use qa_core::types::TestId;
+use qa_core::{CapacityError, CapacityRequest, CapacityReservation, Placement};
+
+use crate::LocalDirs;
 
 /// A fake reservation that records every extension (test id, new end).
 #[derive(Debug)]
@@ -55,20 +54,6 @@ impl CapacityReservation for Recording {
     }
     async fn cancel_all_regions(&self, test_id: &TestId) -> Result<u32, CapacityError> {
         self.inner.cancel_all_regions(test_id).await
-    }
-}
-
-#[derive(Debug)]
-struct LocalDirs;
-
-#[async_trait]
-impl Connector for LocalDirs {
-    async fn connect(&self, m: &Machine) -> Result<Arc<dyn RemoteExecutor>, RemoteError> {
-        let Access::Local { root } = &m.access else {
-            panic!("fake machines are local: {:?}", m.access)
-        };
-        std::fs::create_dir_all(root).unwrap();
-        Ok(Arc::new(FakeExecutor::new(root)))
     }
 }
 

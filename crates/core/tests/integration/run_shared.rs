@@ -10,15 +10,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use qa_core::conformance::fakes::{FakeExecutor, FakeProvisioner};
+use qa_core::conformance::fakes::FakeProvisioner;
 use qa_core::engine::{Engine, RunOptions};
 use qa_core::journal::{JOURNAL_FILE, JournalError, JournalState, ResourceLedger};
 use qa_core::plan::BackendKind;
 use qa_core::stages::{Stage, build_graph, task_id};
-use qa_core::types::{Access, Leftovers, Machine, Resource, ResourceKey, ResourceState, TestId};
-use qa_core::{
-    Connector, MachineRequest, ProvisionError, Provisioner, RemoteError, RemoteExecutor, RunContext,
-};
+use qa_core::types::{Leftovers, Machine, Resource, ResourceKey, ResourceState, TestId};
+use qa_core::{MachineRequest, ProvisionError, Provisioner, RunContext};
+
+use crate::LocalDirs;
 
 const SHARED_KEY: &str = "test/key-pair";
 const SHARED_KIND: &str = "key-pair";
@@ -108,21 +108,6 @@ impl Provisioner for SharingProvisioner {
 
     async fn sweep(&self, t: &TestId) -> Result<Vec<String>, ProvisionError> {
         self.inner.sweep(t).await
-    }
-}
-
-/// Runs machines in a local directory (their `Access::Local` root).
-#[derive(Debug)]
-struct LocalDirs;
-
-#[async_trait]
-impl Connector for LocalDirs {
-    async fn connect(&self, m: &Machine) -> Result<Arc<dyn RemoteExecutor>, RemoteError> {
-        let Access::Local { root } = &m.access else {
-            panic!("fake machines are local: {:?}", m.access)
-        };
-        std::fs::create_dir_all(root).unwrap();
-        Ok(Arc::new(FakeExecutor::new(root)))
     }
 }
 
