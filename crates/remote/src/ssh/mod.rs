@@ -194,6 +194,13 @@ impl OutputSink for CaptureSink {
     }
 }
 
+/// Whether a command's end says it was killed rather than that it exited: no exit status, or
+/// the 128 + signal number a shell reports for a child killed by a signal. During a reboot every
+/// process is killed, so for a step that expects one this is the reboot under way.
+fn killed(code: Option<i32>) -> bool {
+    code.is_none_or(|c| c > 128)
+}
+
 enum ChannelEnd {
     Exited {
         code: Option<i32>,
@@ -582,7 +589,22 @@ impl SshExecutor {
             duration: Duration::ZERO,
             rebooted: false,
         };
+        // The expected reboot took the connection, or killed the command, with it.
+        let taken_by_reboot = old_boot.is_some()
+            && match &end {
+                Ok(ChannelEnd::Exited { code, .. }) => killed(*code),
+                Ok(_) => false,
+                Err(_) => true,
+            };
         match end {
+            _ if taken_by_reboot => {
+                let old = old_boot.as_ref().expect("checked");
+                let _ = self
+                    .wait_new_boot(old, self.opts.expect_reboot_deadline, Some(sink.as_ref()))
+                    .await?;
+                info.code = Some(0);
+                info.rebooted = true;
+            }
             Ok(ChannelEnd::Exited { code, signal }) => {
                 info.code = code;
                 info.signal = signal;
@@ -607,17 +629,7 @@ impl SshExecutor {
                 self.kill_group(&pidfile, cmd.sudo).await;
                 info.cancelled = true;
             }
-            Err(e) => match &old_boot {
-                // The reboot took the connection with it, as it should.
-                Some(old) => {
-                    let _ = self
-                        .wait_new_boot(old, self.opts.expect_reboot_deadline, Some(sink.as_ref()))
-                        .await?;
-                    info.code = Some(0);
-                    info.rebooted = true;
-                }
-                None => return Err(e),
-            },
+            Err(e) => return Err(e),
         }
         self.finished_pidfiles
             .lock()
@@ -627,19 +639,19 @@ impl SshExecutor {
         Ok(info)
     }
 
-    /// The launch of an `expect_reboot` step lost its connection: the step is over once the
+    /// The launch of an `expect_reboot` step did not answer: the step is over once the
     /// machine is back with a new boot, with the job's status if it left one (a machine whose
     /// boot id does not change is a reboot timeout, and a launch that never happened is one too).
     async fn launch_lost_to_reboot(
         &self,
         jobdir: &str,
         old: BootId,
-        lost: &RemoteError,
+        lost: &str,
         sink: &dyn OutputSink,
         start: Instant,
     ) -> Result<ExitInfo, RemoteError> {
         sink.note(&format!(
-            "the launch lost its connection ({lost}); waiting for the expected reboot"
+            "the launch did not answer ({lost}); waiting for the expected reboot"
         ));
         let new = self
             .wait_new_boot(&old, self.opts.expect_reboot_deadline, Some(sink))
@@ -687,28 +699,47 @@ impl SshExecutor {
         } else {
             None
         };
-        let launched = match (self.capture(script).await, boot_before) {
-            (Ok(l), _) => l,
-            (Err(e @ RemoteError::Disconnected { .. }), Some(old)) => {
+        // It then loses its connection, or its shell is killed under it.
+        let launched = self.capture(script).await;
+        let confirmed =
+            |l: &Captured| l.status == 0 && String::from_utf8_lossy(&l.stdout).contains("started");
+        if let Some(old) = &boot_before {
+            let lost = match &launched {
+                Err(e @ RemoteError::Disconnected { .. }) => Some(e.to_string()),
+                Ok(l) if !confirmed(l) && killed((l.status != -1).then_some(l.status)) => {
+                    Some(format!("its shell was killed (exit status {})", l.status))
+                }
+                _ => None,
+            };
+            if let Some(lost) = lost {
                 return self
-                    .launch_lost_to_reboot(&jobdir, old, &e, sink.as_ref(), start)
+                    .launch_lost_to_reboot(&jobdir, old.clone(), &lost, sink.as_ref(), start)
                     .await;
             }
-            (Err(e), _) => return Err(e),
-        };
-        if launched.status != 0 || !String::from_utf8_lossy(&launched.stdout).contains("started") {
+        }
+        let launched = launched?;
+        if !confirmed(&launched) {
             return Err(RemoteError::Io {
-                context: format!("{}: starting detached run in {jobdir}", self.name()),
+                context: format!(
+                    "{}: starting detached run in {jobdir} (exit status {})",
+                    self.name(),
+                    launched.status
+                ),
                 source: std::io::Error::other(
                     String::from_utf8_lossy(&launched.stderr).trim().to_string(),
                 ),
             });
         }
-        let boot_at_start = self
-            .capture(format!("cat {}/boot", shell::quote(&jobdir)))
-            .await
-            .ok()
-            .map(|c| String::from_utf8_lossy(&c.stdout).trim().to_string());
+        // The boot the job started in: an expect-reboot step has read it already; otherwise
+        // the launch wrote it down.
+        let boot_at_start = match boot_before {
+            Some(b) => Some(b.0),
+            None => self
+                .capture(format!("cat {}/boot", shell::quote(&jobdir)))
+                .await
+                .ok()
+                .map(|c| String::from_utf8_lossy(&c.stdout).trim().to_string()),
+        };
         sink.note(&format!("detached run started in {jobdir}"));
         let deadline = cmd.timeout.map(|t| start + t);
         let mut offsets = (0u64, 0u64);
