@@ -11,9 +11,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use qa_core::journal::ResourceLedger;
-use qa_core::plan::{BackendKind, MachineSpec};
+use qa_core::plan::{BackendName, MachineSpec};
 use qa_core::provision::{MachineRequest, ProvisionError, Provisioner, RunContext};
-use qa_core::{Access, Leftovers, Machine, Resource, ResourceKey, ResourceState, RunId, TestId};
+use qa_core::{
+    Access, Leftovers, Machine, Resource, ResourceKey, ResourceState, RunId, SweepScope, TestId,
+};
+
+/// The backend's name: what a plan's `backend:` says to get one of its machines.
+const DIRS: BackendName = BackendName::new("dirs");
 
 /// Makes each machine a directory `<root>/<test-id>/<machine>`.
 #[derive(Debug, Clone)]
@@ -22,13 +27,13 @@ struct DirProvisioner {
 }
 
 fn err(machine: Option<&str>, e: std::io::Error, leftovers: Leftovers) -> ProvisionError {
-    ProvisionError::new(BackendKind::Local, machine, e.to_string(), leftovers).with_source(e)
+    ProvisionError::new(DIRS, machine, e.to_string(), leftovers).with_source(e)
 }
 
 #[async_trait]
 impl Provisioner for DirProvisioner {
-    fn backend(&self) -> BackendKind {
-        BackendKind::Local
+    fn backend(&self) -> BackendName {
+        DIRS
     }
 
     async fn create(
@@ -45,7 +50,7 @@ impl Provisioner for DirProvisioner {
         ledger
             .intent(Resource {
                 key: key.clone(),
-                backend: BackendKind::Local,
+                backend: DIRS,
                 kind: "dir".into(),
                 machine: Some(req.name.clone()),
                 id: None,
@@ -55,12 +60,7 @@ impl Provisioner for DirProvisioner {
             })
             .await
             .map_err(|e| {
-                ProvisionError::new(
-                    BackendKind::Local,
-                    Some(&req.name),
-                    e.to_string(),
-                    Leftovers::Clear,
-                )
+                ProvisionError::new(DIRS, Some(&req.name), e.to_string(), Leftovers::Clear)
             })?;
         std::fs::create_dir_all(&path)
             .map_err(|e| err(Some(&req.name), e, Leftovers::Remaining(vec![key.clone()])))?;
@@ -69,7 +69,7 @@ impl Provisioner for DirProvisioner {
             .await
             .map_err(|e| {
                 ProvisionError::new(
-                    BackendKind::Local,
+                    DIRS,
                     Some(&req.name),
                     e.to_string(),
                     Leftovers::Remaining(vec![key.clone()]),
@@ -78,7 +78,7 @@ impl Provisioner for DirProvisioner {
         Ok(Machine {
             name: req.name.clone(),
             role: req.role.clone(),
-            backend: BackendKind::Local,
+            backend: DIRS,
             access: Access::Local { root: path.clone() },
             workdir: path.display().to_string(),
             resources: vec![key],
@@ -90,7 +90,7 @@ impl Provisioner for DirProvisioner {
         match &m.access {
             Access::Local { root } if root.is_dir() => Ok(()),
             _ => Err(ProvisionError::new(
-                BackendKind::Local,
+                DIRS,
                 Some(&m.name),
                 "directory is missing",
                 Leftovers::Unknown,
@@ -119,18 +119,17 @@ impl Provisioner for DirProvisioner {
                 }
             }
             ledger.destroyed(&r.key).await.map_err(|e| {
-                ProvisionError::new(
-                    BackendKind::Local,
-                    r.machine.as_deref(),
-                    e.to_string(),
-                    Leftovers::Clear,
-                )
+                ProvisionError::new(DIRS, r.machine.as_deref(), e.to_string(), Leftovers::Clear)
             })?;
         }
         Ok(())
     }
 
-    async fn sweep(&self, test_id: &TestId) -> Result<Vec<String>, ProvisionError> {
+    async fn sweep(
+        &self,
+        test_id: &TestId,
+        _scope: SweepScope<'_>,
+    ) -> Result<Vec<String>, ProvisionError> {
         let dir = self.root.join(&test_id.0);
         let mut removed = Vec::new();
         if let Ok(entries) = std::fs::read_dir(&dir) {
@@ -207,8 +206,8 @@ mod tests {
         struct Forgetful(DirProvisioner);
         #[async_trait]
         impl Provisioner for Forgetful {
-            fn backend(&self) -> BackendKind {
-                BackendKind::Local
+            fn backend(&self) -> BackendName {
+                DIRS
             }
             async fn create(
                 &self,
@@ -229,8 +228,12 @@ mod tests {
             ) -> Result<(), ProvisionError> {
                 self.0.destroy(r, l).await
             }
-            async fn sweep(&self, t: &TestId) -> Result<Vec<String>, ProvisionError> {
-                self.0.sweep(t).await
+            async fn sweep(
+                &self,
+                t: &TestId,
+                scope: SweepScope<'_>,
+            ) -> Result<Vec<String>, ProvisionError> {
+                self.0.sweep(t, scope).await
             }
         }
         let dir = tempfile::tempdir().unwrap();

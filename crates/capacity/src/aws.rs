@@ -39,9 +39,10 @@ use aws_sdk_ec2::types::{
     CapacityReservationState, EndDateType, Filter, InstanceMatchCriteria, LocationType,
     ResourceType, Tag, TagSpecification,
 };
+use qa_cloud::aws::AWS as AWS_BACKEND;
 use qa_core::journal::ResourceLedger;
-use qa_core::plan::BackendKind;
 use qa_core::types::{Resource, ResourceKey, ResourceState};
+use qa_core::{BackendName, SweepScope};
 use qa_core::{CapacityError, CapacityRequest, CapacityReservation, Leftovers, Placement, TestId};
 
 use crate::fallback::{ZoneAttempt, ZoneReserver, reserve_with_fallback};
@@ -99,7 +100,7 @@ impl AwsCapacity {
             sdk.region()
                 .map(|r| r.to_string())
                 .ok_or_else(|| CapacityError::InvalidRequest {
-                    backend: BackendKind::Aws,
+                    backend: AWS_BACKEND,
                     message:
                         "no AWS region configured (set it in the plan, AWS_REGION or the profile)"
                             .into(),
@@ -164,7 +165,7 @@ impl AwsCapacity {
         }
         failed.sort();
         Err(CapacityError::Other {
-            backend: BackendKind::Aws,
+            backend: AWS_BACKEND,
             message: format!(
                 "cancelled {total} reservation(s), but these regions failed and may still hold reservations tagged {TEST_ID_TAG}={test_id}: {}",
                 failed.join("; ")
@@ -371,7 +372,7 @@ fn describe<E: ProvideErrorMetadata + std::error::Error>(e: &E) -> String {
 /// An error that is not a capacity error, as the core error.
 fn classify_fatal<E: ProvideErrorMetadata + std::error::Error>(e: &E, call: &str) -> CapacityError {
     let message = format!("{call}: {}", describe(e));
-    let backend = BackendKind::Aws;
+    let backend = AWS_BACKEND;
     match e.code().map(classify_code) {
         Some(ErrorClass::Auth) => CapacityError::Auth { backend, message },
         Some(ErrorClass::Quota) => CapacityError::Quota { backend, message },
@@ -466,7 +467,7 @@ impl ZoneReserver for RegionReserver<'_> {
         .collect();
         let intent = Resource {
             key: key.clone(),
-            backend: BackendKind::Aws,
+            backend: AWS_BACKEND,
             kind: RESERVATION_KIND.into(),
             machine: None,
             id: None,
@@ -476,7 +477,7 @@ impl ZoneReserver for RegionReserver<'_> {
         };
         if let Err(e) = ledger.intent(intent).await {
             return ZoneAttempt::Fatal(CapacityError::Other {
-                backend: BackendKind::Aws,
+                backend: AWS_BACKEND,
                 message: format!("journal: {e}; nothing was reserved in {zone}"),
                 leftovers: Leftovers::Clear,
             });
@@ -523,7 +524,7 @@ impl ZoneReserver for RegionReserver<'_> {
                     .map(str::to_string)
                 else {
                     return ZoneAttempt::Fatal(CapacityError::Other {
-                        backend: BackendKind::Aws,
+                        backend: AWS_BACKEND,
                         message: format!(
                             "CreateCapacityReservation in {zone} returned no reservation id"
                         ),
@@ -587,8 +588,8 @@ impl ZoneReserver for RegionReserver<'_> {
 
 #[async_trait]
 impl CapacityReservation for AwsCapacity {
-    fn backend(&self) -> BackendKind {
-        BackendKind::Aws
+    fn backend(&self) -> BackendName {
+        AWS_BACKEND
     }
 
     fn is_enabled(&self) -> bool {
@@ -649,35 +650,30 @@ impl CapacityReservation for AwsCapacity {
         Ok(())
     }
 
-    async fn cancel(&self, test_id: &TestId) -> Result<u32, CapacityError> {
-        self.cancel_in_each(self.clients([]), test_id).await
-    }
-
-    async fn cancel_run(
-        &self,
-        test_id: &TestId,
-        records: &[Resource],
-    ) -> Result<u32, CapacityError> {
-        let recorded = records
-            .iter()
-            .filter(|r| r.backend == BackendKind::Aws && r.kind == RESERVATION_KIND)
-            .filter_map(|r| r.details.get("region").cloned());
-        self.cancel_in_each(self.clients(recorded), test_id).await
-    }
-
-    async fn cancel_all_regions(&self, test_id: &TestId) -> Result<u32, CapacityError> {
-        let regions = self
-            .client
-            .describe_regions()
-            .send()
-            .await
-            .map_err(|e| classify_fatal(&e, "DescribeRegions"))?;
-        let clients = regions
-            .regions()
-            .iter()
-            .filter_map(|r| r.region_name())
-            .map(|name| (name.to_string(), self.client_for(name)))
-            .collect();
+    async fn cancel(&self, test_id: &TestId, scope: SweepScope<'_>) -> Result<u32, CapacityError> {
+        let clients = match scope {
+            SweepScope::AllRegions => {
+                let regions = self
+                    .client
+                    .describe_regions()
+                    .send()
+                    .await
+                    .map_err(|e| classify_fatal(&e, "DescribeRegions"))?;
+                regions
+                    .regions()
+                    .iter()
+                    .filter_map(|r| r.region_name())
+                    .map(|name| (name.to_string(), self.client_for(name)))
+                    .collect()
+            }
+            SweepScope::Run(records) => self.clients(
+                records
+                    .iter()
+                    .filter(|r| r.backend == AWS_BACKEND && r.kind == RESERVATION_KIND)
+                    .filter_map(|r| r.details.get("region").cloned()),
+            ),
+            _ => self.clients([]),
+        };
         self.cancel_in_each(clients, test_id).await
     }
 }

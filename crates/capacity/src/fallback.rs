@@ -124,7 +124,7 @@ mod tests {
 
     use qa_core::TestId;
     use qa_core::journal::MemoryLedger;
-    use qa_core::plan::BackendKind;
+    const AWS_BACKEND: qa_core::BackendName = qa_core::BackendName::new("test-cloud");
 
     use super::*;
 
@@ -156,7 +156,7 @@ mod tests {
                 .push(format!("reserve {zone} {t}"));
             if self.fatal_in.as_deref() == Some(zone) {
                 return ZoneAttempt::Fatal(CapacityError::Auth {
-                    backend: BackendKind::Aws,
+                    backend: AWS_BACKEND,
                     message: "UnauthorizedOperation".into(),
                 });
             }

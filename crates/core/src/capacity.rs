@@ -5,8 +5,8 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 
+use crate::backend::{BackendName, SweepScope};
 use crate::journal::ResourceLedger;
-use crate::plan::BackendKind;
 use crate::types::{Leftovers, TestId};
 
 /// What a run needs reserved.
@@ -49,7 +49,7 @@ pub enum CapacityError {
     #[error("{backend}: not authorised: {message} (check credentials and permissions)")]
     Auth {
         /// The backend.
-        backend: BackendKind,
+        backend: BackendName,
         /// The service's message.
         message: String,
     },
@@ -59,7 +59,7 @@ pub enum CapacityError {
     )]
     Quota {
         /// The backend.
-        backend: BackendKind,
+        backend: BackendName,
         /// The service's message.
         message: String,
     },
@@ -67,7 +67,7 @@ pub enum CapacityError {
     #[error("{backend}: bad request: {message} (check instance types and zones in the plan)")]
     InvalidRequest {
         /// The backend.
-        backend: BackendKind,
+        backend: BackendName,
         /// The service's message.
         message: String,
     },
@@ -75,7 +75,7 @@ pub enum CapacityError {
     #[error("{backend}: {message}")]
     Other {
         /// The backend.
-        backend: BackendKind,
+        backend: BackendName,
         /// What went wrong.
         message: String,
         /// What exists now.
@@ -98,7 +98,7 @@ pub const RESERVATION_KIND: &str = "reservation";
 #[async_trait]
 pub trait CapacityReservation: Send + Sync + Debug + 'static {
     /// The backend.
-    fn backend(&self) -> BackendKind;
+    fn backend(&self) -> BackendName;
 
     /// Whether reservations are made at all (a disabled one returns an empty placement).
     fn is_enabled(&self) -> bool;
@@ -125,21 +125,13 @@ pub trait CapacityReservation: Send + Sync + Debug + 'static {
         Ok(())
     }
 
-    /// Cancels every reservation tagged with the test id in the configured region. Returns how many.
-    async fn cancel(&self, test_id: &TestId) -> Result<u32, CapacityError>;
+    /// Cancels every reservation tagged with the test id where `scope` says (the configured
+    /// region, every region, or the regions a run's journal records name plus the configured
+    /// one). Returns how many.
+    async fn cancel(&self, test_id: &TestId, scope: SweepScope<'_>) -> Result<u32, CapacityError>;
 
-    /// Cancels every reservation tagged with the test id in every region. Returns how many.
-    async fn cancel_all_regions(&self, test_id: &TestId) -> Result<u32, CapacityError>;
-
-    /// Cancels a run's reservations: [`CapacityReservation::cancel`], and also in every region
-    /// its journal `records` name (a run may reserve in several regions, and the process that
-    /// cleans up may not be the one that reserved). The default is `cancel`.
-    async fn cancel_run(
-        &self,
-        test_id: &TestId,
-        records: &[crate::types::Resource],
-    ) -> Result<u32, CapacityError> {
-        let _ = records;
-        self.cancel(test_id).await
+    /// [`CapacityReservation::cancel`] in every region.
+    async fn cancel_all_regions(&self, test_id: &TestId) -> Result<u32, CapacityError> {
+        self.cancel(test_id, SweepScope::AllRegions).await
     }
 }

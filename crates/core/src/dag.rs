@@ -116,6 +116,11 @@ impl<T> TaskGraph<T> {
         self.index.get(id).map(|&ix| &self.graph[ix])
     }
 
+    /// Every task, in no particular order.
+    pub fn nodes(&self) -> impl Iterator<Item = &TaskNode<T>> {
+        self.graph.node_weights()
+    }
+
     /// Number of tasks.
     pub fn len(&self) -> usize {
         self.graph.node_count()

@@ -487,12 +487,12 @@ impl ResourceLedger for MemoryLedger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::BackendKind;
+    use crate::backend::BackendName;
 
     fn res(key: &str) -> Resource {
         Resource {
             key: ResourceKey(key.into()),
-            backend: BackendKind::Local,
+            backend: BackendName::LOCAL,
             kind: "sandbox".into(),
             machine: None,
             id: None,

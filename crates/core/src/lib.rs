@@ -10,6 +10,7 @@
 //! conformance suites in [`conformance`] are what every one of them must pass.
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod capacity;
 pub mod conformance;
 pub mod dag;
@@ -25,8 +26,12 @@ pub mod redact;
 pub mod remote;
 pub mod report;
 pub mod stages;
+pub mod tags;
 pub mod types;
 
+pub use backend::{
+    Backend, BackendDescriptor, BackendName, BackendRegistry, Janitor, RegistryError, SweepScope,
+};
 pub use capacity::{CapacityError, CapacityRequest, CapacityReservation, Placement};
 pub use provision::{MachineRequest, ProvisionError, Provisioner, RunContext};
 pub use publish::{PublishError, PublishReceipt, ResultPublisher};

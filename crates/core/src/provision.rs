@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::backend::{BackendName, SweepScope};
 use crate::journal::ResourceLedger;
-use crate::plan::{BackendKind, MachineSpec};
+use crate::plan::MachineSpec;
 use crate::report::CostEstimate;
 use crate::types::{Leftovers, Machine, Resource, RunId, TestId};
 
@@ -46,15 +47,13 @@ pub struct RunContext {
 #[non_exhaustive]
 pub struct ProvisionError {
     /// The backend.
-    pub backend: BackendKind,
+    pub backend: BackendName,
     /// The machine, if the error concerns one.
     pub machine: Option<String>,
     /// What went wrong and what to do.
     pub message: String,
     /// What exists now because of the failed call.
     pub leftovers: Leftovers,
-    /// It is worth retrying (throttling, a transient network error).
-    pub retryable: bool,
     /// The cause.
     #[source]
     pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
@@ -63,7 +62,7 @@ pub struct ProvisionError {
 impl ProvisionError {
     /// An error with no cause and the given leftovers.
     pub fn new(
-        backend: BackendKind,
+        backend: BackendName,
         machine: Option<&str>,
         message: impl Into<String>,
         leftovers: Leftovers,
@@ -73,7 +72,6 @@ impl ProvisionError {
             machine: machine.map(str::to_string),
             message: message.into(),
             leftovers,
-            retryable: false,
             source: None,
         }
     }
@@ -95,7 +93,8 @@ impl ProvisionError {
 /// - `destroy` is idempotent: destroying what is already gone is `Ok`. It marks every resource it
 ///   removed as destroyed in the ledger. It must work from journal records alone (a fresh process,
 ///   after a crash).
-/// - `sweep` removes everything carrying the test id tag, for when the journal is lost.
+/// - `sweep` removes everything carrying the test id tag, for when the journal is lost (or after
+///   destroying a journal's records, for what a crash inside a create left unrecorded).
 /// - Cancellation (dropping a future) may leave a resource in `Intent` state; teardown treats it
 ///   as possibly existing.
 /// - `estimate_cost` is optional (the default prices nothing). It works from journal records
@@ -103,7 +102,7 @@ impl ProvisionError {
 #[async_trait]
 pub trait Provisioner: Send + Sync + Debug + 'static {
     /// The backend this provisioner serves.
-    fn backend(&self) -> BackendKind;
+    fn backend(&self) -> BackendName;
 
     /// Makes one machine.
     async fn create(
@@ -124,26 +123,15 @@ pub trait Provisioner: Send + Sync + Debug + 'static {
         ledger: &dyn ResourceLedger,
     ) -> Result<(), ProvisionError>;
 
-    /// Destroys everything tagged with `test_id`; returns a line per resource removed.
-    async fn sweep(&self, test_id: &TestId) -> Result<Vec<String>, ProvisionError>;
-
-    /// [`Provisioner::sweep`] in every region of the backend's account, not only the configured
-    /// one. Backends without regions sweep once.
-    async fn sweep_all_regions(&self, test_id: &TestId) -> Result<Vec<String>, ProvisionError> {
-        self.sweep(test_id).await
-    }
-
-    /// [`Provisioner::sweep`] wherever a run's journal `records` say it made something (their
-    /// regions), and in the configured region. The engine's cleanup of a run directory calls this
-    /// after destroying the records. The default is `sweep`.
-    async fn sweep_run(
+    /// Destroys everything tagged with `test_id` where `scope` says (the configured region,
+    /// every region, or wherever a run's journal records say it made something, plus the
+    /// configured region); returns a line per resource removed. Backends without regions sweep
+    /// the same way for every scope.
+    async fn sweep(
         &self,
         test_id: &TestId,
-        records: &[Resource],
-    ) -> Result<Vec<String>, ProvisionError> {
-        let _ = records;
-        self.sweep(test_id).await
-    }
+        scope: SweepScope<'_>,
+    ) -> Result<Vec<String>, ProvisionError>;
 
     /// Estimates what `resources` cost: this backend's records from a run's journal, in any
     /// state. A resource still alive (or whose end the journal does not know) counts until

@@ -1,27 +1,29 @@
 //! The stage graph: how a plan expands into a DAG of tasks.
 //!
 //! ```text
-//! reserve ─▶ provision:M ─▶ ready:M ─▶ upload:M ─▶ step:S@M … ─▶ collect:M ─▶ teardown:M ─▶ release
-//!                                                                     └────▶ publish
+//! reserve ─▶ provision:M ─▶ ready:M ─▶ upload:M ─▶ step:S@M … ─▶ collect:M ─▶ teardown:M ─▶ release ─▶ publish
 //! ```
 //!
 //! Each machine goes at its own pace: there is no barrier between stages, only the edges below.
 //! - `step:S@M` requires `upload:M`, and each step S depends on: the same step on M if it runs
 //!   there, otherwise that step on every machine it runs on.
 //! - `collect:M` comes after every step on M (whatever their verdicts) and requires `ready:M`.
-//! - `publish` comes after every collect; `teardown:M` after `collect:M`; both always run.
+//! - `teardown:M` comes after `collect:M`, and always runs.
 //! - `release` (removing what a cloud's machines shared, cancelling capacity reservations) comes
 //!   after every teardown and always runs.
+//! - `publish` (the report, written once and published) comes after every teardown and the
+//!   release, and always runs.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::backend::{BackendName, BackendRegistry, ReservationNeed};
 use crate::dag::{EdgeKind, GraphError, TaskGraph, TaskNode};
-use crate::plan::{BackendKind, LoadedPlan, MachineSpec, Plan};
+use crate::plan::{LoadedPlan, MachineSpec, Plan};
 
 /// What a task does.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "stage")]
 pub enum Stage {
     /// Reserve capacity for every machine that asks for it.
@@ -74,14 +76,14 @@ pub struct MachineInstance {
     /// Role.
     pub role: String,
     /// Backend.
-    pub backend: BackendKind,
+    pub backend: BackendName,
     /// Index of its spec in `plan.machines`.
     pub spec_index: usize,
 }
 
 /// The machines a plan expands to, in plan order.
 pub fn machine_instances(plan: &Plan) -> Vec<MachineInstance> {
-    let default = plan.backend.unwrap_or(BackendKind::Local);
+    let default = plan.backend.unwrap_or(BackendName::LOCAL);
     plan.machines
         .iter()
         .enumerate()
@@ -91,25 +93,26 @@ pub fn machine_instances(plan: &Plan) -> Vec<MachineInstance> {
                 .map(move |name| MachineInstance {
                     name,
                     role: m.role().to_string(),
-                    backend: backend_of(m, default),
+                    backend: m.backend_or(default),
                     spec_index: i,
                 })
         })
         .collect()
 }
 
-/// The backend of a machine spec.
-pub fn backend_of(m: &MachineSpec, default: BackendKind) -> BackendKind {
-    if let Some(b) = m.backend {
-        return b;
-    }
-    if m.aws.is_some() {
-        BackendKind::Aws
-    } else if m.static_hosts.is_some() {
-        BackendKind::Static
-    } else {
-        default
-    }
+/// What a machine asks to have reserved: `Some` only when its backend has a capacity
+/// reservation in `backends` and the machine's options ask for one.
+pub fn reservation_need(
+    plan: &Plan,
+    machine: &MachineInstance,
+    backends: &BackendRegistry,
+) -> Option<ReservationNeed> {
+    backends.reservation(machine.backend)?;
+    let spec = &plan.machines[machine.spec_index];
+    backends
+        .get(machine.backend)?
+        .descriptor()
+        .reservation_need(spec.options_of(machine.backend))
 }
 
 /// Whether a selector list (`machines:` of a step, file or artifact) picks this instance.
@@ -136,11 +139,18 @@ pub fn task_id(stage: &Stage) -> String {
     }
 }
 
-/// Expands a plan into its task graph. `reserve` says whether capacity reservation tasks are
-/// needed (some machine asks for a reservation on a backend that has one).
-pub fn build_graph(loaded: &LoadedPlan, reserve: bool) -> Result<TaskGraph<Stage>, GraphError> {
+/// Expands a plan into its task graph, for the backends of `backends`: a `reserve` task when
+/// some machine asks for a reservation its backend can make, and a `release` task when capacity
+/// is reserved or some machine is a cloud's.
+pub fn build_graph(
+    loaded: &LoadedPlan,
+    backends: &BackendRegistry,
+) -> Result<TaskGraph<Stage>, GraphError> {
     let plan = &loaded.plan;
     let machines = machine_instances(plan);
+    let reserve = machines
+        .iter()
+        .any(|m| reservation_need(plan, m, backends).is_some());
     let mut g: TaskGraph<Stage> = TaskGraph::new();
     let add = |g: &mut TaskGraph<Stage>,
                stage: Stage,
@@ -260,13 +270,9 @@ pub fn build_graph(loaded: &LoadedPlan, reserve: bool) -> Result<TaskGraph<Stage
             g.depend(&format!("collect:{m}"), &me, EdgeKind::After)?;
         }
     }
-    let publish = add(&mut g, Stage::Publish, true, 0)?;
-    for m in &machines {
-        g.depend(&publish, &format!("collect:{}", m.name), EdgeKind::After)?;
-    }
     // Clouds' machines share run-level resources (key pair, security group) that go once every
     // teardown is over.
-    if reserve || machines.iter().any(|m| m.backend.is_cloud()) {
+    let release = if reserve || machines.iter().any(|m| backends.is_cloud(m.backend)) {
         let release = add(&mut g, Stage::Release, true, 2)?;
         if reserve {
             g.depend(&release, "reserve", EdgeKind::After)?;
@@ -274,6 +280,18 @@ pub fn build_graph(loaded: &LoadedPlan, reserve: bool) -> Result<TaskGraph<Stage
         for m in &machines {
             g.depend(&release, &format!("teardown:{}", m.name), EdgeKind::After)?;
         }
+        Some(release)
+    } else {
+        None
+    };
+    // The report is written and published once, when everything else is over: it then has the
+    // teardowns' verdicts and the whole cost, and what is published is what is on disk.
+    let publish = add(&mut g, Stage::Publish, true, 0)?;
+    for m in &machines {
+        g.depend(&publish, &format!("teardown:{}", m.name), EdgeKind::After)?;
+    }
+    if let Some(release) = release {
+        g.depend(&publish, &release, EdgeKind::After)?;
     }
     g.topological_ids()?;
     Ok(g)

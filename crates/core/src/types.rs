@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::plan::BackendKind;
+use crate::backend::BackendName;
 
 /// Identifies one run: `<plan>-<utc time>-<random>`; also the name of its results directory.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -65,7 +65,7 @@ pub struct Machine {
     /// Role from the plan.
     pub role: String,
     /// Backend that made it.
-    pub backend: BackendKind,
+    pub backend: BackendName,
     /// How to reach it.
     pub access: Access,
     /// Directory on the machine where uploads and steps live.
@@ -89,6 +89,29 @@ pub enum Access {
     },
     /// SSH, possibly through jump hosts.
     Ssh(SshTarget),
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Access::Local { root } => write!(f, "sandbox {}", root.display()),
+            Access::Ssh(t) => {
+                write!(f, "ssh {}@{} -p {}", t.user, t.host, t.port)?;
+                if let Some(key) = &t.identity_file {
+                    write!(f, " -i {}", key.display())?;
+                }
+                if !t.jumps.is_empty() {
+                    let jumps: Vec<String> = t
+                        .jumps
+                        .iter()
+                        .map(|j| format!("{}@{}:{}", j.user, j.host, j.port))
+                        .collect();
+                    write!(f, " -J {}", jumps.join(","))?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Where and how to SSH to a machine.
@@ -164,7 +187,7 @@ pub struct Resource {
     /// Key in the journal.
     pub key: ResourceKey,
     /// Backend that owns it.
-    pub backend: BackendKind,
+    pub backend: BackendName,
     /// Kind within the backend: `sandbox`, `instance`, `volume`, `reservation`, …
     pub kind: String,
     /// Machine it belongs to, if any.
@@ -183,7 +206,8 @@ pub struct Resource {
     pub state: ResourceState,
 }
 
-/// What an error left behind (the runner decides teardown from it).
+/// What an error left behind, said in its message: teardown removes what the journal holds and
+/// sweeps by tag for the rest, so the user learns from it whether anything may be orphaned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Leftovers {
@@ -195,6 +219,24 @@ pub enum Leftovers {
     Orphaned(String),
     /// Not known; teardown must sweep by tag.
     Unknown,
+}
+
+impl fmt::Display for Leftovers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Leftovers::Clear => f.write_str("nothing was left behind"),
+            Leftovers::Remaining(keys) => write!(
+                f,
+                "{} journaled resource(s) remain and go at teardown",
+                keys.len()
+            ),
+            Leftovers::Orphaned(what) => write!(
+                f,
+                "something may remain that only a sweep by tag finds: {what}"
+            ),
+            Leftovers::Unknown => f.write_str("what remains is not known; teardown sweeps by tag"),
+        }
+    }
 }
 
 /// The outcome of a task.

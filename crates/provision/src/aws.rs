@@ -49,8 +49,10 @@ use aws_sdk_ec2::types::{
     PlacementStrategy, ResourceType, SpotInstanceType, SpotMarketOptions, Tag, TagSpecification,
     VolumeType,
 };
+use qa_cloud::aws::{AWS as AWS_BACKEND, AwsMachine};
+use qa_core::BackendName;
+use qa_core::backend::{Janitor, SweepScope};
 use qa_core::journal::ResourceLedger;
-use qa_core::plan::{AwsMachine, BackendKind};
 use qa_core::types::{Access, HostKeyPolicy, Resource, ResourceKey, ResourceState, SshTarget};
 use qa_core::{
     Leftovers, Machine, MachineRequest, ProvisionError, Provisioner, RunContext, TestId,
@@ -125,7 +127,7 @@ pub struct AwsProvisioner {
 type PResult<T> = Result<T, ProvisionError>;
 
 fn err(machine: Option<&str>, message: impl Into<String>, leftovers: Leftovers) -> ProvisionError {
-    ProvisionError::new(BackendKind::Aws, machine, message, leftovers)
+    ProvisionError::new(AWS_BACKEND, machine, message, leftovers)
 }
 
 fn describe<E: ProvideErrorMetadata + std::error::Error>(e: &E) -> String {
@@ -171,18 +173,6 @@ fn refused<E: ProvideErrorMetadata>(e: &E) -> bool {
     e.code().is_some()
 }
 
-fn retryable<E: ProvideErrorMetadata>(e: &E) -> bool {
-    match e.code() {
-        Some(c) => {
-            c.contains("Throttl")
-                || c == "RequestLimitExceeded"
-                || c == "InternalError"
-                || c == "Unavailable"
-        }
-        None => true,
-    }
-}
-
 fn api_error<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
     machine: Option<&str>,
     call: &str,
@@ -197,13 +187,12 @@ fn api_error<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static
         Some(c) if c.starts_with("Invalid") => " (check the plan's aws section)",
         _ => "",
     };
-    let mut pe = err(
+    err(
         machine,
         format!("{call}: {}{hint}", describe(&e)),
         leftovers,
-    );
-    pe.retryable = retryable(&e);
-    pe.with_source(e)
+    )
+    .with_source(e)
 }
 
 fn new_token() -> String {
@@ -337,7 +326,7 @@ impl AwsProvisioner {
             let p = self.in_region(&region);
             let test_id = test_id.clone();
             tasks.spawn(async move {
-                let out = p.sweep(&test_id).await;
+                let out = p.sweep_here(&test_id).await;
                 (region, out)
             });
         }
@@ -431,7 +420,7 @@ impl AwsProvisioner {
         name: &str,
     ) -> Option<Resource> {
         ledger.resources().into_iter().find(|r| {
-            r.backend == BackendKind::Aws
+            r.backend == AWS_BACKEND
                 && r.kind == kind
                 && r.state == ResourceState::Created
                 && r.details.get("region").map(String::as_str) == Some(region)
@@ -1299,7 +1288,7 @@ impl AwsProvisioner {
         test_ids.dedup();
         let mut lines = Vec::new();
         for t in test_ids {
-            lines.extend(self.sweep(&TestId(t)).await?);
+            lines.extend(self.sweep_here(&TestId(t)).await?);
         }
         Ok(lines)
     }
@@ -1325,7 +1314,7 @@ async fn intent(
     ledger
         .intent(Resource {
             key: key.clone(),
-            backend: BackendKind::Aws,
+            backend: AWS_BACKEND,
             kind: kind.into(),
             machine: machine.map(str::to_string),
             id: None,
@@ -1537,8 +1526,8 @@ async fn ssh_banner(host: &str, port: u16) -> std::io::Result<()> {
 
 #[async_trait]
 impl Provisioner for AwsProvisioner {
-    fn backend(&self) -> BackendKind {
-        BackendKind::Aws
+    fn backend(&self) -> BackendName {
+        AWS_BACKEND
     }
 
     fn estimate_cost(
@@ -1556,13 +1545,24 @@ impl Provisioner for AwsProvisioner {
         ledger: &dyn ResourceLedger,
     ) -> PResult<Machine> {
         let name = request.name.as_str();
-        let spec = request.spec.aws.as_ref().ok_or_else(|| {
-            err(
-                Some(name),
-                "the machine has no aws section",
-                Leftovers::Clear,
-            )
-        })?;
+        let spec = match AwsMachine::of(&request.spec) {
+            Some(Ok(spec)) => spec,
+            Some(Err(e)) => {
+                return Err(err(
+                    Some(name),
+                    format!("the machine's aws section does not read: {e}"),
+                    Leftovers::Clear,
+                ));
+            }
+            None => {
+                return Err(err(
+                    Some(name),
+                    "the machine has no aws section",
+                    Leftovers::Clear,
+                ));
+            }
+        };
+        let spec = &spec;
         let region = self.spec_region(spec);
         let client = self.client(&region);
 
@@ -1668,7 +1668,7 @@ impl Provisioner for AwsProvisioner {
         Ok(Machine {
             name: request.name.clone(),
             role: request.role.clone(),
-            backend: BackendKind::Aws,
+            backend: AWS_BACKEND,
             access: Access::Ssh(SshTarget {
                 host,
                 port,
@@ -1752,7 +1752,7 @@ impl Provisioner for AwsProvisioner {
     async fn destroy(&self, resources: &[Resource], ledger: &dyn ResourceLedger) -> PResult<()> {
         let ours: Vec<&Resource> = resources
             .iter()
-            .filter(|r| r.backend == BackendKind::Aws && r.state != ResourceState::Destroyed)
+            .filter(|r| r.backend == AWS_BACKEND && r.state != ResourceState::Destroyed)
             .collect();
         let mut failed: Vec<(ResourceKey, String)> = Vec::new();
         let region_of = |r: &Resource| {
@@ -1846,27 +1846,34 @@ impl Provisioner for AwsProvisioner {
         }
     }
 
-    async fn sweep_all_regions(&self, test_id: &TestId) -> PResult<Vec<String>> {
-        self.sweep_regions(test_id, self.regions().await?, "every region")
-            .await
-    }
-
-    async fn sweep_run(&self, test_id: &TestId, records: &[Resource]) -> PResult<Vec<String>> {
-        let mut others: BTreeSet<String> = records
-            .iter()
-            .filter(|r| r.backend == BackendKind::Aws)
-            .filter_map(|r| r.details.get("region").cloned())
-            .collect();
-        others.remove(&self.region);
-        if others.is_empty() {
-            return self.sweep(test_id).await;
+    async fn sweep(&self, test_id: &TestId, scope: SweepScope<'_>) -> PResult<Vec<String>> {
+        match scope {
+            SweepScope::AllRegions => {
+                self.sweep_regions(test_id, self.regions().await?, "every region")
+                    .await
+            }
+            SweepScope::Run(records) => {
+                let mut others: BTreeSet<String> = records
+                    .iter()
+                    .filter(|r| r.backend == AWS_BACKEND)
+                    .filter_map(|r| r.details.get("region").cloned())
+                    .collect();
+                others.remove(&self.region);
+                if others.is_empty() {
+                    return self.sweep_here(test_id).await;
+                }
+                let regions = std::iter::once(self.region.clone()).chain(others).collect();
+                self.sweep_regions(test_id, regions, "the run's regions")
+                    .await
+            }
+            _ => self.sweep_here(test_id).await,
         }
-        let regions = std::iter::once(self.region.clone()).chain(others).collect();
-        self.sweep_regions(test_id, regions, "the run's regions")
-            .await
     }
+}
 
-    async fn sweep(&self, test_id: &TestId) -> PResult<Vec<String>> {
+impl AwsProvisioner {
+    /// Removes everything tagged with `test_id` in the configured region.
+    async fn sweep_here(&self, test_id: &TestId) -> PResult<Vec<String>> {
         let client = self.client(&self.region);
         let by_tag = filter(&format!("tag:{TEST_ID_TAG}"), &[&test_id.0]);
         let mut lines = Vec::new();
@@ -2007,5 +2014,42 @@ mod tests {
         let k = ResourceKey("aws/key-pair/x".into());
         let e = with_leftovers(err(None, "x", Leftovers::Clear), std::slice::from_ref(&k));
         assert_eq!(e.leftovers, Leftovers::Remaining(vec![k]));
+    }
+}
+
+#[async_trait]
+impl Janitor for AwsProvisioner {
+    async fn regions(&self) -> PResult<Vec<String>> {
+        AwsProvisioner::regions(self).await
+    }
+
+    fn default_region(&self) -> String {
+        self.region.clone()
+    }
+
+    async fn expired(
+        &self,
+        region: &str,
+        cutoff_unix: i64,
+    ) -> PResult<Vec<qa_core::backend::ExpiredResource>> {
+        Ok(self
+            .in_region(region)
+            .expired(cutoff_unix)
+            .await?
+            .into_iter()
+            .map(|e| {
+                qa_core::backend::ExpiredResource::new(
+                    region,
+                    e.kind,
+                    e.id,
+                    e.test_id,
+                    e.keep_until,
+                )
+            })
+            .collect())
+    }
+
+    async fn remove_expired(&self, region: &str, cutoff_unix: i64) -> PResult<Vec<String>> {
+        self.in_region(region).remove_expired(cutoff_unix).await
     }
 }

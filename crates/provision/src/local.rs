@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use qa_core::BackendName;
+use qa_core::SweepScope;
 use qa_core::journal::ResourceLedger;
-use qa_core::plan::BackendKind;
 use qa_core::provision::{MachineRequest, ProvisionError, Provisioner, RunContext};
 use qa_core::types::{Access, Leftovers, Machine, Resource, ResourceKey, ResourceState, TestId};
 use serde::{Deserialize, Serialize};
@@ -67,7 +68,7 @@ impl LocalProvisioner {
         message: impl Into<String>,
         leftovers: Leftovers,
     ) -> ProvisionError {
-        ProvisionError::new(BackendKind::Local, machine, message, leftovers)
+        ProvisionError::new(BackendName::LOCAL, machine, message, leftovers)
     }
 }
 
@@ -129,8 +130,8 @@ fn find_sandboxes(dir: &Path, depth: usize, found: &mut Vec<(PathBuf, SandboxMar
 
 #[async_trait]
 impl Provisioner for LocalProvisioner {
-    fn backend(&self) -> BackendKind {
-        BackendKind::Local
+    fn backend(&self) -> BackendName {
+        BackendName::LOCAL
     }
 
     async fn create(
@@ -161,7 +162,7 @@ impl Provisioner for LocalProvisioner {
         ledger
             .intent(Resource {
                 key: key.clone(),
-                backend: BackendKind::Local,
+                backend: BackendName::LOCAL,
                 kind: SANDBOX_KIND.into(),
                 machine: Some(name.to_string()),
                 id: None,
@@ -230,7 +231,7 @@ impl Provisioner for LocalProvisioner {
         Ok(Machine {
             name: name.to_string(),
             role: request.role.clone(),
-            backend: BackendKind::Local,
+            backend: BackendName::LOCAL,
             access: Access::Local { root: path.clone() },
             workdir: path_text.clone(),
             resources: vec![key],
@@ -268,7 +269,7 @@ impl Provisioner for LocalProvisioner {
         let mut failures = Vec::new();
         for r in resources
             .iter()
-            .filter(|r| r.backend == BackendKind::Local && r.kind == SANDBOX_KIND)
+            .filter(|r| r.backend == BackendName::LOCAL && r.kind == SANDBOX_KIND)
         {
             // A kept sandbox reaching destroy is one the user now wants gone (`qa-run cleanup`).
             if r.state == ResourceState::Destroyed {
@@ -310,7 +311,11 @@ impl Provisioner for LocalProvisioner {
         ))
     }
 
-    async fn sweep(&self, test_id: &TestId) -> Result<Vec<String>, ProvisionError> {
+    async fn sweep(
+        &self,
+        test_id: &TestId,
+        _scope: SweepScope<'_>,
+    ) -> Result<Vec<String>, ProvisionError> {
         let roots = self.sweep_roots.clone();
         let test_id = test_id.0.clone();
         let result = tokio::task::spawn_blocking(move || {

@@ -17,8 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use qa_core::SweepScope;
 use qa_core::journal::ResourceLedger;
-use qa_core::plan::{BackendKind, InventoryHost};
+use qa_core::plan::{BackendName, InventoryHost};
 use qa_core::provision::{MachineRequest, ProvisionError, Provisioner, RunContext};
 use qa_core::remote::DiscardOutput;
 use qa_core::types::{
@@ -291,13 +292,13 @@ fn parse_jump(s: &str, default_user: &str) -> SshTarget {
 }
 
 fn err(machine: &str, message: impl Into<String>, leftovers: Leftovers) -> ProvisionError {
-    ProvisionError::new(BackendKind::Static, Some(machine), message, leftovers)
+    ProvisionError::new(BackendName::STATIC, Some(machine), message, leftovers)
 }
 
 #[async_trait]
 impl Provisioner for StaticProvisioner {
-    fn backend(&self) -> BackendKind {
-        BackendKind::Static
+    fn backend(&self) -> BackendName {
+        BackendName::STATIC
     }
 
     async fn create(
@@ -323,7 +324,7 @@ impl Provisioner for StaticProvisioner {
         ledger
             .intent(Resource {
                 key: key.clone(),
-                backend: BackendKind::Static,
+                backend: BackendName::STATIC,
                 kind: LEASE_KIND.into(),
                 machine: Some(req.name.clone()),
                 id: None,
@@ -375,7 +376,7 @@ impl Provisioner for StaticProvisioner {
                     return Ok(Machine {
                         name: req.name.clone(),
                         role: req.role.clone(),
-                        backend: BackendKind::Static,
+                        backend: BackendName::STATIC,
                         access: Access::Ssh(target),
                         workdir: format!("/tmp/qa-run/{}/{}", run.run_id.0, req.name),
                         resources: vec![key],
@@ -476,7 +477,7 @@ impl Provisioner for StaticProvisioner {
     ) -> Result<(), ProvisionError> {
         for r in resources
             .iter()
-            .filter(|r| r.backend == BackendKind::Static && r.kind == LEASE_KIND)
+            .filter(|r| r.backend == BackendName::STATIC && r.kind == LEASE_KIND)
         {
             if r.state == ResourceState::Destroyed {
                 continue;
@@ -508,7 +509,11 @@ impl Provisioner for StaticProvisioner {
         Ok(())
     }
 
-    async fn sweep(&self, test_id: &TestId) -> Result<Vec<String>, ProvisionError> {
+    async fn sweep(
+        &self,
+        test_id: &TestId,
+        _scope: SweepScope<'_>,
+    ) -> Result<Vec<String>, ProvisionError> {
         let mut out = Vec::new();
         let Ok(entries) = std::fs::read_dir(&self.lease_dir) else {
             return Ok(out);
@@ -523,7 +528,7 @@ impl Provisioner for StaticProvisioner {
                 Ok(false) => {}
                 Err(e) => {
                     return Err(ProvisionError::new(
-                        BackendKind::Static,
+                        BackendName::STATIC,
                         None,
                         format!("{}: {e}", p.display()),
                         Leftovers::Unknown,
@@ -655,8 +660,20 @@ mod tests {
         p.create(&request("m", &["h1"]), &run("r1"), &l)
             .await
             .unwrap();
-        assert_eq!(p.sweep(&TestId("t-other".into())).await.unwrap().len(), 0);
-        assert_eq!(p.sweep(&TestId("t-r1".into())).await.unwrap().len(), 1);
+        assert_eq!(
+            p.sweep(&TestId("t-other".into()), SweepScope::Configured)
+                .await
+                .unwrap()
+                .len(),
+            0
+        );
+        assert_eq!(
+            p.sweep(&TestId("t-r1".into()), SweepScope::Configured)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
         assert!(!dir.path().join("h1.lease").exists());
     }
 

@@ -700,7 +700,7 @@ mod tests {
         let machine = Machine {
             name: "box".into(),
             role: "box".into(),
-            backend: qa_core::plan::BackendKind::Static,
+            backend: qa_core::BackendName::STATIC,
             access: Access::Ssh(qa_core::types::SshTarget {
                 host: "10.0.0.5".into(),
                 port: 22,

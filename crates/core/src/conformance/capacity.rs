@@ -4,6 +4,7 @@
 //! everything carrying it. The backend must be able to reserve `request` in one of its zones.
 
 use super::CheckingLedger;
+use crate::backend::SweepScope;
 use crate::capacity::{CapacityRequest, CapacityReservation};
 use crate::journal::ResourceLedger;
 use crate::types::ResourceState;
@@ -39,7 +40,7 @@ pub async fn disabled_reserves_nothing(r: &dyn CapacityReservation, request: &Ca
         assert_eq!(r.get_id(&placement.zone, t), None, "{who}: get_id for {t}");
     }
     assert_eq!(
-        r.cancel(&request.test_id)
+        r.cancel(&request.test_id, SweepScope::Configured)
             .await
             .unwrap_or_else(|e| panic!("{who}: cancel: {e}")),
         0
@@ -105,7 +106,7 @@ pub async fn reserve_then_cancel(r: &dyn CapacityReservation, request: &Capacity
         .count() as u32;
 
     let n = r
-        .cancel(&request.test_id)
+        .cancel(&request.test_id, SweepScope::Configured)
         .await
         .unwrap_or_else(|e| panic!("{who}: cancel: {e}"));
     assert_eq!(
@@ -113,7 +114,7 @@ pub async fn reserve_then_cancel(r: &dyn CapacityReservation, request: &Capacity
         "{who}: cancel must report how many reservations it cancelled"
     );
     let again = r
-        .cancel(&request.test_id)
+        .cancel(&request.test_id, SweepScope::Configured)
         .await
         .unwrap_or_else(|e| panic!("{who}: second cancel: {e}"));
     assert_eq!(again, 0, "{who}: cancel is idempotent");

@@ -7,6 +7,8 @@
 //!   plus a boot id in memory that [`RemoteExecutor::reboot`] changes, and injectable failures.
 //! - [`FakeReservation`]: reservations in memory, with zones that can be declared out of capacity.
 //! - [`FakePublisher`]: keeps published reports in memory.
+//! - [`FakeCloudBackend`]: the descriptor of [`FAKE_CLOUD`], a cloud whose machines take
+//!   `fake-cloud: {instance-type, region, zones, reserve}` options, for runs that reserve.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::os::unix::fs::PermissionsExt;
@@ -19,9 +21,10 @@ use async_trait::async_trait;
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::{BackendDescriptor, BackendName, ReservationNeed, SweepScope};
 use crate::capacity::{CapacityError, CapacityRequest, CapacityReservation, Placement};
 use crate::journal::ResourceLedger;
-use crate::plan::BackendKind;
+use crate::plan::schema::{self, Shape};
 use crate::provision::{MachineRequest, ProvisionError, Provisioner, RunContext};
 use crate::publish::{PublishError, PublishReceipt, ResultPublisher};
 use crate::remote::{CommandSpec, ExitInfo, OutputSink, OutputStream, RemoteError, RemoteExecutor};
@@ -29,6 +32,60 @@ use crate::report::Report;
 use crate::types::{
     Access, BootId, Leftovers, Machine, Resource, ResourceKey, ResourceState, TestId,
 };
+
+// ---------------------------------------------------------------------------------------------
+// Backend
+
+/// The name of the fake cloud: give it to [`FakeProvisioner::with_backend`] and register
+/// [`FakeCloudBackend`] for runs whose machines reserve capacity.
+pub const FAKE_CLOUD: BackendName = BackendName::new("fake-cloud");
+
+const FAKE_CLOUD_OPTIONS: Shape = Shape::Struct(&[
+    schema::req("instance-type", &schema::STR),
+    schema::opt("region", &schema::STR),
+    schema::dflt("zones", &schema::STR_LIST),
+    schema::dflt("reserve", &schema::BOOL),
+]);
+
+/// The descriptor of [`FAKE_CLOUD`]: a cloud (its machines are swept by tag and get a release
+/// task) whose machines say `fake-cloud: {instance-type: t, reserve: true}` to be reserved.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FakeCloudBackend;
+
+impl BackendDescriptor for FakeCloudBackend {
+    fn name(&self) -> BackendName {
+        FAKE_CLOUD
+    }
+
+    fn options_shape(&self) -> Option<&'static Shape> {
+        Some(&FAKE_CLOUD_OPTIONS)
+    }
+
+    fn reservation_need(&self, options: Option<&serde_json::Value>) -> Option<ReservationNeed> {
+        let o = options?;
+        if !o.get("reserve").and_then(|r| r.as_bool()).unwrap_or(false) {
+            return None;
+        }
+        let zones = o
+            .get("zones")
+            .and_then(|z| z.as_array())
+            .map(|z| {
+                z.iter()
+                    .filter_map(|z| z.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(ReservationNeed::new(
+            o.get("region").and_then(|r| r.as_str()).map(String::from),
+            o.get("instance-type")?.as_str()?,
+            zones,
+        ))
+    }
+
+    fn is_cloud(&self) -> bool {
+        true
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Provisioner
@@ -55,7 +112,7 @@ struct FakeCloud {
 /// A [`Provisioner`] whose machines are records in an in-memory cloud.
 #[derive(Debug, Clone)]
 pub struct FakeProvisioner {
-    backend: BackendKind,
+    backend: BackendName,
     cloud: Arc<Mutex<FakeCloud>>,
     workdir_root: PathBuf,
 }
@@ -70,14 +127,14 @@ impl FakeProvisioner {
     /// A provisioner with an empty cloud of its own, reporting itself as the `local` backend.
     pub fn new() -> Self {
         FakeProvisioner {
-            backend: BackendKind::Local,
+            backend: BackendName::LOCAL,
             cloud: Arc::default(),
             workdir_root: std::env::temp_dir().join("qa-fake-machines"),
         }
     }
 
     /// Reports itself (and tags its resources) as `backend`.
-    pub fn with_backend(mut self, backend: BackendKind) -> Self {
+    pub fn with_backend(mut self, backend: BackendName) -> Self {
         self.backend = backend;
         self
     }
@@ -122,7 +179,7 @@ const INSTANCE_KIND: &str = "instance";
 
 #[async_trait]
 impl Provisioner for FakeProvisioner {
-    fn backend(&self) -> BackendKind {
+    fn backend(&self) -> BackendName {
         self.backend
     }
 
@@ -261,7 +318,11 @@ impl Provisioner for FakeProvisioner {
         Ok(())
     }
 
-    async fn sweep(&self, test_id: &TestId) -> Result<Vec<String>, ProvisionError> {
+    async fn sweep(
+        &self,
+        test_id: &TestId,
+        _scope: SweepScope<'_>,
+    ) -> Result<Vec<String>, ProvisionError> {
         let mut cloud = self.cloud.lock().expect("cloud lock");
         let ids: Vec<String> = cloud
             .instances
@@ -354,8 +415,8 @@ impl FakeReservation {
 
 #[async_trait]
 impl CapacityReservation for FakeReservation {
-    fn backend(&self) -> BackendKind {
-        BackendKind::Aws
+    fn backend(&self) -> BackendName {
+        FAKE_CLOUD
     }
 
     fn is_enabled(&self) -> bool {
@@ -391,14 +452,14 @@ impl CapacityReservation for FakeReservation {
             for (instance_type, count) in &request.needs {
                 let key = ResourceKey(format!("fake/reservation/{zone}/{instance_type}"));
                 let other = |message: String| CapacityError::Other {
-                    backend: BackendKind::Aws,
+                    backend: FAKE_CLOUD,
                     message,
                     leftovers: Leftovers::Unknown,
                 };
                 ledger
                     .intent(Resource {
                         key: key.clone(),
-                        backend: BackendKind::Aws,
+                        backend: FAKE_CLOUD,
                         kind: "reservation".into(),
                         machine: None,
                         id: None,
@@ -442,11 +503,7 @@ impl CapacityReservation for FakeReservation {
             .map(|r| r.id.clone())
     }
 
-    async fn cancel(&self, test_id: &TestId) -> Result<u32, CapacityError> {
-        Ok(self.take(test_id))
-    }
-
-    async fn cancel_all_regions(&self, test_id: &TestId) -> Result<u32, CapacityError> {
+    async fn cancel(&self, test_id: &TestId, _scope: SweepScope<'_>) -> Result<u32, CapacityError> {
         Ok(self.take(test_id))
     }
 }
@@ -890,7 +947,7 @@ mod tests {
         struct NoIntent(FakeProvisioner);
         #[async_trait]
         impl Provisioner for NoIntent {
-            fn backend(&self) -> BackendKind {
+            fn backend(&self) -> BackendName {
                 self.0.backend()
             }
             async fn create(
@@ -915,8 +972,12 @@ mod tests {
             ) -> Result<(), ProvisionError> {
                 self.0.destroy(r, l).await
             }
-            async fn sweep(&self, t: &TestId) -> Result<Vec<String>, ProvisionError> {
-                self.0.sweep(t).await
+            async fn sweep(
+                &self,
+                t: &TestId,
+                scope: SweepScope<'_>,
+            ) -> Result<Vec<String>, ProvisionError> {
+                self.0.sweep(t, scope).await
             }
         }
         let dir = tempfile::tempdir().unwrap();

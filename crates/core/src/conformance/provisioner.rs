@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use super::CheckingLedger;
+use crate::backend::SweepScope;
 use crate::journal::ResourceLedger;
 use crate::provision::{MachineRequest, Provisioner, RunContext};
 use crate::types::{Machine, Resource, ResourceState, TestId};
@@ -191,7 +192,7 @@ pub async fn sweep_by_test_id(
 
     let other = TestId(super::unique(&format!("{}-other", run.test_id)));
     let removed = p
-        .sweep(&other)
+        .sweep(&other, SweepScope::Configured)
         .await
         .unwrap_or_else(|e| panic!("{who}: sweep of another test id: {e}"));
     assert!(
@@ -203,7 +204,7 @@ pub async fn sweep_by_test_id(
     });
 
     let removed = p
-        .sweep(&run.test_id)
+        .sweep(&run.test_id, SweepScope::Configured)
         .await
         .unwrap_or_else(|e| panic!("{who}: sweep: {e}"));
     assert!(
@@ -212,7 +213,7 @@ pub async fn sweep_by_test_id(
         run.test_id
     );
     let again = p
-        .sweep(&run.test_id)
+        .sweep(&run.test_id, SweepScope::Configured)
         .await
         .unwrap_or_else(|e| panic!("{who}: second sweep: {e}"));
     assert!(

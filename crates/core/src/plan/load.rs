@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use petgraph::graphmap::DiGraphMap;
 
 use super::diag::{Diagnostic, PlanError};
-use super::model::{BackendKind, Plan};
-use super::schema::{self, Locations, nearest};
+use super::model::Plan;
+use super::schema::{self, Locations, Shape, nearest};
 use super::tree;
+use crate::backend::{BackendName, BackendRegistry};
 
 /// A plan with the place it came from; relative paths in it are relative to `base_dir`.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,15 +23,25 @@ pub struct LoadedPlan {
 }
 
 impl LoadedPlan {
-    /// Wraps a plan built in code; relative paths resolve against `base_dir`.
+    /// Wraps a plan built in code; relative paths resolve against `base_dir`. Only the built-in
+    /// backends are known: see [`LoadedPlan::from_plan_with`].
     pub fn from_plan(plan: Plan, base_dir: impl Into<PathBuf>) -> Result<Self, PlanError> {
+        Self::from_plan_with(plan, base_dir, &BackendRegistry::new())
+    }
+
+    /// Wraps a plan built in code, whose machines may use the backends of `backends`.
+    pub fn from_plan_with(
+        plan: Plan,
+        base_dir: impl Into<PathBuf>,
+        backends: &BackendRegistry,
+    ) -> Result<Self, PlanError> {
         let base_dir = base_dir.into();
         let loaded = LoadedPlan {
             plan,
             path: base_dir.join("<in-memory plan>"),
             base_dir,
         };
-        let diags = validate(&loaded, &Locations::new());
+        let diags = validate(&loaded, &Locations::new(), backends);
         if diags.is_empty() {
             Ok(loaded)
         } else {
@@ -51,8 +62,14 @@ impl LoadedPlan {
     }
 }
 
-/// Reads and checks a plan file.
+/// Reads and checks a plan file whose machines use only the built-in backends (`local`,
+/// `static`); [`load_file_with`] knows registered ones too.
 pub fn load_file(path: &Path) -> Result<LoadedPlan, PlanError> {
+    load_file_with(path, &BackendRegistry::new())
+}
+
+/// Reads and checks a plan file whose machines may use the backends of `backends`.
+pub fn load_file_with(path: &Path, backends: &BackendRegistry) -> Result<LoadedPlan, PlanError> {
     let src = std::fs::read_to_string(path).map_err(|e| PlanError {
         file: path.to_path_buf(),
         diagnostics: vec![Diagnostic {
@@ -63,7 +80,7 @@ pub fn load_file(path: &Path) -> Result<LoadedPlan, PlanError> {
             hint: Some("check the path".into()),
         }],
     })?;
-    load_str(&src, path)
+    load_str_with(&src, path, backends)
 }
 
 /// Parses and checks plan text; `path` is used in messages and to resolve relative paths.
@@ -72,13 +89,22 @@ pub fn load_file(path: &Path) -> Result<LoadedPlan, PlanError> {
 /// keys, wrong types, unknown backends, bad durations), then, if the shape is right, everything
 /// wrong with its meaning (unknown or cyclic dependencies, duplicate names, missing scripts).
 pub fn load_str(src: &str, path: &Path) -> Result<LoadedPlan, PlanError> {
+    load_str_with(src, path, &BackendRegistry::new())
+}
+
+/// [`load_str`] with the backends of `backends`.
+pub fn load_str_with(
+    src: &str,
+    path: &Path,
+    backends: &BackendRegistry,
+) -> Result<LoadedPlan, PlanError> {
     let fail = |diagnostics: Vec<Diagnostic>| PlanError {
         file: path.to_path_buf(),
         diagnostics: sorted(diagnostics),
     };
     let root = tree::parse(src).map_err(|e| fail(vec![from_saphyr(&e)]))?;
     let mut locations = Locations::new();
-    let shape_problems = schema::check(&root, &mut locations);
+    let shape_problems = schema::check(&root, &mut locations, backends);
     if !shape_problems.is_empty() {
         return Err(fail(shape_problems));
     }
@@ -96,7 +122,7 @@ pub fn load_str(src: &str, path: &Path) -> Result<LoadedPlan, PlanError> {
         path: path.to_path_buf(),
         base_dir,
     };
-    let diags = validate(&loaded, &locations);
+    let diags = validate(&loaded, &locations, backends);
     if diags.is_empty() {
         Ok(loaded)
     } else {
@@ -170,7 +196,11 @@ fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -
 
 /// Checks what the shape of the file cannot: names, references, cycles, files that must exist.
 /// `locations` (empty for plans built in code) places each problem in the file.
-pub(crate) fn validate(loaded: &LoadedPlan, locations: &Locations) -> Vec<Diagnostic> {
+pub(crate) fn validate(
+    loaded: &LoadedPlan,
+    locations: &Locations,
+    backends: &BackendRegistry,
+) -> Vec<Diagnostic> {
     let plan = &loaded.plan;
     let mut out = Vec::new();
     let mut diag = |key_path: String, message: String, hint: Option<String>| {
@@ -250,20 +280,13 @@ pub(crate) fn validate(loaded: &LoadedPlan, locations: &Locations) -> Vec<Diagno
         }
         selectors.insert(m.name.clone());
         selectors.insert(m.role().to_string());
-        let backend = m.backend.or(plan.backend).unwrap_or(BackendKind::Local);
-        if backend == BackendKind::Aws && m.aws.is_none() {
-            diag(
-                format!("machines[{i}]"),
-                format!(
-                    "machine `{}` uses backend `aws` but has no `aws:` options",
-                    m.name
-                ),
-                Some("add `aws:` with at least `instance-type` and `image`".into()),
-            );
-        }
-        if let Some(a) = &m.aws {
-            check_aws(&mut diag, &format!("machines[{i}].aws"), a);
-        }
+        check_backend(
+            &mut diag,
+            backends,
+            i,
+            m,
+            plan.backend.unwrap_or(BackendName::LOCAL),
+        );
     }
     let check_selectors =
         |diag: &mut dyn FnMut(String, String, Option<String>), path: String, list: &[String]| {
@@ -422,86 +445,78 @@ pub(crate) fn validate(loaded: &LoadedPlan, locations: &Locations) -> Vec<Diagno
     sorted(out)
 }
 
-/// The shortest cycle from `start` back to itself along "waits for" links (edges reversed),
-/// staying inside `members`; as step indices, ending where it began.
-/// EBS volume types.
-const EBS_TYPES: &[&str] = &["gp3", "gp2", "io2", "io1", "st1", "sc1", "standard"];
-/// EC2 placement group strategies.
-const PLACEMENT_STRATEGIES: &[&str] = &["cluster", "spread", "partition"];
-
-/// What EC2 would refuse only after the run has started making things.
-fn check_aws(
+/// What a machine's backend asks of it: that the build has the backend, that its options block
+/// is there when the backend needs one, and whatever the backend checks in it.
+fn check_backend(
     diag: &mut dyn FnMut(String, String, Option<String>),
-    path: &str,
-    a: &crate::plan::model::AwsMachine,
+    backends: &BackendRegistry,
+    i: usize,
+    m: &super::model::MachineSpec,
+    default: BackendName,
 ) {
-    if let Some(region) = &a.region {
-        for (j, z) in a.zones.iter().enumerate() {
-            if !z.starts_with(region.as_str()) {
-                diag(
-                    format!("{path}.zones[{j}]"),
-                    format!("zone `{z}` is not in region `{region}`"),
-                    Some(format!(
-                        "zones are named after their region, e.g. `{region}a`; fix the zone or the region"
-                    )),
-                );
+    let backend = m.backend_or(default);
+    let Some(b) = backends.get(backend) else {
+        let (message, hint) = match backends.absent_feature(backend) {
+            Some(feature) => (
+                format!("backend `{backend}` is not in this build of qa-run"),
+                format!("rebuild with the cargo feature `{feature}`"),
+            ),
+            None => (
+                format!("unknown backend `{backend}`"),
+                format!(
+                    "this program has {}",
+                    backends
+                        .names()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+        };
+        diag(format!("machines[{i}].backend"), message, Some(hint));
+        return;
+    };
+    let descriptor = b.descriptor();
+    match m.options_of(backend) {
+        None if descriptor.requires_options() => {
+            let required = match descriptor.options_shape() {
+                Some(Shape::Struct(fields)) => fields
+                    .iter()
+                    .filter(|f| f.is_required())
+                    .map(|f| format!("`{}`", f.key()))
+                    .collect::<Vec<_>>(),
+                _ => Vec::new(),
+            };
+            let hint = if required.is_empty() {
+                format!("add `{backend}:` with its options (docs/plan.md)")
+            } else {
+                format!("add `{backend}:` with at least {}", required.join(" and "))
+            };
+            diag(
+                format!("machines[{i}]"),
+                format!(
+                    "machine `{}` uses backend `{backend}` but has no `{backend}:` options",
+                    m.name
+                ),
+                Some(hint),
+            );
+        }
+        None => {}
+        Some(options) => {
+            for p in descriptor.check_options(options) {
+                let path = if p.key_path.is_empty() {
+                    format!("machines[{i}].{backend}")
+                } else {
+                    format!("machines[{i}].{backend}.{}", p.key_path)
+                };
+                diag(path, p.message, p.hint);
             }
         }
     }
-    if let Some(strategy) = &a.placement_group
-        && !PLACEMENT_STRATEGIES.contains(&strategy.as_str())
-    {
-        diag(
-            format!("{path}.placement-group"),
-            format!("`{strategy}` is not a placement group strategy"),
-            did_you_mean(strategy, PLACEMENT_STRATEGIES.iter().copied())
-                .or_else(|| Some("one of `cluster`, `spread`, `partition`".into())),
-        );
-    }
-    for (j, v) in a.volumes.iter().enumerate() {
-        if let Some(t) = &v.r#type
-            && !EBS_TYPES.contains(&t.as_str())
-        {
-            diag(
-                format!("{path}.volumes[{j}].type"),
-                format!("`{t}` is not an EBS volume type"),
-                did_you_mean(t, EBS_TYPES.iter().copied())
-                    .or_else(|| Some(format!("one of {}", EBS_TYPES.join(", ")))),
-            );
-        }
-        if v.size_gb == 0 {
-            diag(
-                format!("{path}.volumes[{j}].size-gb"),
-                "a volume needs at least 1 GB".into(),
-                None,
-            );
-        }
-    }
-    if let Some(cidr) = &a.ssh_cidr
-        && !is_cidr(cidr)
-    {
-        diag(
-            format!("{path}.ssh-cidr"),
-            format!("`{cidr}` is not a CIDR block"),
-            Some("an address and a prefix length, e.g. `203.0.113.7/32`".into()),
-        );
-    }
 }
 
-fn is_cidr(s: &str) -> bool {
-    let Some((addr, len)) = s.split_once('/') else {
-        return false;
-    };
-    let Ok(len) = len.parse::<u8>() else {
-        return false;
-    };
-    match addr.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(_)) => len <= 32,
-        Ok(std::net::IpAddr::V6(_)) => len <= 128,
-        Err(_) => false,
-    }
-}
-
+/// The shortest cycle from `start` back to itself along "waits for" links (edges reversed),
+/// staying inside `members`; as step indices, ending where it began.
 fn cycle_path(
     graph: &DiGraphMap<usize, (&str, usize)>,
     start: usize,
@@ -576,24 +591,6 @@ machines:
   - name: lab
     backend: static
     static: {hosts: [lab1]}
-  - name: cloud
-    backend: aws
-    aws:
-      region: eu-west-1
-      instance-type: r5.large
-      image: ami-123
-      zones: [eu-west-1a]
-      spot: true
-      spot-fallback: true
-      reserve: false
-      volumes: [{type: gp3, size-gb: 100, count: 2}]
-      ssh-user: ec2-user
-      ssh-cidr: 10.0.0.0/8
-      subnet: subnet-1
-      placement-group: cluster
-    gce: {machine-type: n2-standard-2}
-    azure: {size: Standard_D2s_v5}
-    oci: {shape: VM.Standard.E4.Flex}
 files:
   - src: load.rs
     dest: /tmp/load.rs
@@ -656,7 +653,7 @@ cleanup:
         let plan = load_str(EVERY_KEY, &here()).unwrap().plan;
         let yaml = serde_saphyr::to_string(&plan).unwrap();
         let root = tree::parse(&yaml).unwrap();
-        let problems = schema::check(&root, &mut Locations::new());
+        let problems = schema::check(&root, &mut Locations::new(), &BackendRegistry::new());
         assert!(problems.is_empty(), "{problems:#?}\n{yaml}");
     }
 
@@ -707,27 +704,88 @@ cleanup:
         }
     }
 
+    /// A backend an embedding program registers, with options of its own.
+    #[derive(Debug)]
+    struct Racks;
+
+    const RACK_OPTIONS: Shape = Shape::Struct(&[
+        schema::req("rack", &schema::STR),
+        schema::dflt("slots", &schema::U32),
+    ]);
+
+    impl crate::backend::BackendDescriptor for Racks {
+        fn name(&self) -> BackendName {
+            BackendName::new("racks")
+        }
+        fn options_shape(&self) -> Option<&'static Shape> {
+            Some(&RACK_OPTIONS)
+        }
+        fn requires_options(&self) -> bool {
+            true
+        }
+        fn check_options(&self, options: &serde_json::Value) -> Vec<crate::backend::OptionProblem> {
+            match options.get("slots").and_then(|s| s.as_u64()) {
+                Some(0) => vec![crate::backend::OptionProblem::new(
+                    "slots",
+                    "a machine needs at least one slot",
+                    None,
+                )],
+                _ => vec![],
+            }
+        }
+    }
+
+    fn with_racks() -> BackendRegistry {
+        let mut r = BackendRegistry::new();
+        r.register(crate::backend::Backend::new(std::sync::Arc::new(Racks)))
+            .unwrap();
+        r.absent(BackendName::new("far-cloud"), "far-cloud");
+        r
+    }
+
     #[test]
-    fn cidr_blocks_are_told_from_addresses() {
-        for ok in [
-            "127.0.0.1/32",
-            "10.0.0.0/8",
-            "0.0.0.0/0",
-            "2001:db8::/32",
-            "::1/128",
-        ] {
-            assert!(is_cidr(ok), "{ok}");
-        }
-        for bad in [
-            "10.0.0.1",
-            "10.0.0.0/33",
-            "10.0.0/8",
-            "::1/129",
-            "host/24",
-            "10.0.0.0/-1",
-        ] {
-            assert!(!is_cidr(bad), "{bad}");
-        }
+    fn registered_backends_check_their_options_with_places() {
+        let src = "name: x\nmachines:\n  - name: a\n    racks: {rack: r1, slots: 0, colour: red}\n  - name: b\n    backend: racks\nsteps: [{name: s, command: c}]\n";
+        let e = load_str_with(src, Path::new("p.yaml"), &with_racks()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "p.yaml: 1 problem in plan\n\
+             p.yaml:4:33: machines[0].racks.colour: unknown key `colour` (expected one of `rack`, `slots`)\n"
+        );
+        let src = "name: x\nmachines:\n  - name: a\n    racks: {rack: r1, slots: 0}\n  - name: b\n    backend: racks\nsteps: [{name: s, command: c}]\n";
+        let e = load_str_with(src, Path::new("p.yaml"), &with_racks()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "p.yaml: 2 problems in plan\n\
+             p.yaml:4:30: machines[0].racks.slots: a machine needs at least one slot\n\
+             p.yaml:5:5: machines[1]: machine `b` uses backend `racks` but has no `racks:` options (add `racks:` with at least `rack`)\n"
+        );
+        let src =
+            "name: x\nmachines: [{name: a, racks: {rack: r1}}]\nsteps: [{name: s, command: c}]\n";
+        let loaded = load_str_with(src, Path::new("p.yaml"), &with_racks()).unwrap();
+        let m = &loaded.plan.machines[0];
+        assert_eq!(m.backend_or(BackendName::LOCAL), BackendName::new("racks"));
+        assert_eq!(
+            m.options_of(BackendName::new("racks")).unwrap()["rack"],
+            "r1"
+        );
+    }
+
+    #[test]
+    fn a_backend_the_build_lacks_is_refused_with_its_feature() {
+        let src = "name: x\nmachines:\n  - name: a\n    backend: far-cloud\n  - name: b\n    backend: rakcs\nsteps: [{name: s, command: c}]\n";
+        let e = load_str_with(src, Path::new("p.yaml"), &with_racks()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "p.yaml: 2 problems in plan\n\
+             p.yaml:4:14: machines[0].backend: backend `far-cloud` is not in this build of qa-run (rebuild with the cargo feature `far-cloud`: `cargo build --release -p qa-cli --features far-cloud`)\n\
+             p.yaml:6:14: machines[1].backend: unknown backend `rakcs` (did you mean `racks`?)\n"
+        );
+        // Without the registration, the built-in loader knows only `local` and `static`.
+        let src =
+            "name: x\nmachines: [{name: a, racks: {rack: r1}}]\nsteps: [{name: s, command: c}]\n";
+        let e = load_str(src, Path::new("p.yaml")).unwrap_err();
+        assert!(e.to_string().contains("unknown key `racks`"), "{e}");
     }
 
     #[test]

@@ -15,10 +15,10 @@ mod diag;
 mod duration;
 mod load;
 mod model;
-mod schema;
+pub mod schema;
 mod tree;
 
 pub use diag::{Diagnostic, PlanError};
 pub use duration::PlanDuration;
-pub use load::{LoadedPlan, load_file, load_str};
+pub use load::{LoadedPlan, load_file, load_file_with, load_str, load_str_with};
 pub use model::*;

@@ -24,7 +24,7 @@ pub struct Plan {
     pub description: Option<String>,
     /// Backend for machines that do not name one. Defaults to `local`.
     #[serde(default)]
-    pub backend: Option<BackendKind>,
+    pub backend: Option<BackendName>,
     /// How many tasks may run at once across the whole run (default 16).
     #[serde(default)]
     pub concurrency: Option<usize>,
@@ -59,48 +59,7 @@ pub struct Plan {
     pub cleanup: CleanupSpec,
 }
 
-/// Which backend makes a machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BackendKind {
-    /// A sandbox directory on this machine; commands run as local processes.
-    Local,
-    /// A host that already exists, reached over SSH.
-    Static,
-    /// An EC2 instance.
-    Aws,
-    /// A Compute Engine instance.
-    Gce,
-    /// An Azure virtual machine.
-    Azure,
-    /// An OCI compute instance.
-    Oci,
-}
-
-impl BackendKind {
-    /// The name used in plans, tags and messages.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BackendKind::Local => "local",
-            BackendKind::Static => "static",
-            BackendKind::Aws => "aws",
-            BackendKind::Gce => "gce",
-            BackendKind::Azure => "azure",
-            BackendKind::Oci => "oci",
-        }
-    }
-
-    /// Whether machines of this backend are made by a cloud (and billed, tagged and swept there).
-    pub fn is_cloud(self) -> bool {
-        !matches!(self, BackendKind::Local | BackendKind::Static)
-    }
-}
-
-impl std::fmt::Display for BackendKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::backend::BackendName;
 
 /// Defaults for steps.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -122,7 +81,9 @@ pub struct StepDefaults {
 
 /// One machine (or `count` identical machines) the plan needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+// Not `deny_unknown_fields`: `options` takes every other key, and the schema walk has
+// already refused any key that is neither a field nor a registered backend's name.
+#[serde(rename_all = "kebab-case")]
 pub struct MachineSpec {
     /// Name; with `count > 1` the machines are `name-1` … `name-N`.
     pub name: String,
@@ -134,25 +95,18 @@ pub struct MachineSpec {
     pub count: u32,
     /// Backend; defaults to the plan's `backend`, then `local`.
     #[serde(default)]
-    pub backend: Option<BackendKind>,
+    pub backend: Option<BackendName>,
     /// Options of the local backend.
     #[serde(default)]
     pub local: Option<LocalMachine>,
     /// Options of the static backend.
     #[serde(default, rename = "static")]
     pub static_hosts: Option<StaticMachine>,
-    /// Options of the AWS backend.
-    #[serde(default)]
-    pub aws: Option<AwsMachine>,
-    /// Options of any other cloud backend, checked by that backend when it is used.
-    #[serde(default)]
-    pub gce: Option<BTreeMap<String, serde_json::Value>>,
-    /// Options of the Azure backend, checked by that backend when it is used.
-    #[serde(default)]
-    pub azure: Option<BTreeMap<String, serde_json::Value>>,
-    /// Options of the OCI backend, checked by that backend when it is used.
-    #[serde(default)]
-    pub oci: Option<BTreeMap<String, serde_json::Value>>,
+    /// Options of a registered backend, by its name: the block `aws:` of a machine on the
+    /// `aws` backend, `my-cloud:` of one on a backend an embedding program registered. The
+    /// loader checks each block against its backend's schema and checks.
+    #[serde(flatten)]
+    pub options: BTreeMap<String, serde_json::Value>,
 }
 
 fn one() -> u32 {
@@ -169,10 +123,7 @@ impl Default for MachineSpec {
             backend: None,
             local: None,
             static_hosts: None,
-            aws: None,
-            gce: None,
-            azure: None,
-            oci: None,
+            options: BTreeMap::new(),
         }
     }
 }
@@ -181,6 +132,26 @@ impl MachineSpec {
     /// The role: `role` if set, else the name.
     pub fn role(&self) -> &str {
         self.role.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The options block of `backend` (`aws:` for `aws`), if the machine has one.
+    pub fn options_of(&self, backend: BackendName) -> Option<&serde_json::Value> {
+        self.options.get(backend.as_str())
+    }
+
+    /// The machine's backend: `backend:` if set, else the backend whose options block it has
+    /// (`static:` or a registered backend's), else `default`.
+    pub fn backend_or(&self, default: BackendName) -> BackendName {
+        if let Some(b) = self.backend {
+            return b;
+        }
+        if let Some(name) = self.options.keys().next() {
+            BackendName::intern(name)
+        } else if self.static_hosts.is_some() {
+            BackendName::STATIC
+        } else {
+            default
+        }
     }
 
     /// Names of the machines this spec expands to.
@@ -248,60 +219,6 @@ pub struct InventoryHost {
     /// A command run on the host when verification fails, before verifying once more.
     #[serde(default)]
     pub repair: Option<String>,
-}
-
-/// Options of the AWS backend.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct AwsMachine {
-    /// Region (default from the AWS configuration).
-    #[serde(default)]
-    pub region: Option<String>,
-    /// Instance type, e.g. `r5.large`.
-    pub instance_type: String,
-    /// AMI id.
-    pub image: String,
-    /// Zones to try, preferred first (default: every zone that offers the type).
-    #[serde(default)]
-    pub zones: Vec<String>,
-    /// Ask for a spot instance.
-    #[serde(default)]
-    pub spot: bool,
-    /// With `spot`, fall back to on-demand on a capacity error.
-    #[serde(default)]
-    pub spot_fallback: bool,
-    /// Reserve capacity before launching.
-    #[serde(default)]
-    pub reserve: bool,
-    /// Extra EBS volumes.
-    #[serde(default)]
-    pub volumes: Vec<VolumeSpec>,
-    /// SSH login user of the image (default `ec2-user`).
-    #[serde(default)]
-    pub ssh_user: Option<String>,
-    /// CIDR admitted to SSH (default: the address qa-run runs from, /32).
-    #[serde(default)]
-    pub ssh_cidr: Option<String>,
-    /// Subnet to launch into.
-    #[serde(default)]
-    pub subnet: Option<String>,
-    /// Create a placement group of this strategy (`cluster`, `spread`, `partition`).
-    #[serde(default)]
-    pub placement_group: Option<String>,
-}
-
-/// Extra block volumes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct VolumeSpec {
-    /// Volume type (`gp3`, `io2`, …).
-    #[serde(default)]
-    pub r#type: Option<String>,
-    /// Size in GiB.
-    pub size_gb: u32,
-    /// How many volumes of this shape (default 1).
-    #[serde(default = "one")]
-    pub count: u32,
 }
 
 /// A file or directory uploaded before the steps run.
@@ -460,6 +377,17 @@ pub enum CleanupPolicy {
     OnSuccess,
     /// Never destroy.
     Never,
+}
+
+impl CleanupPolicy {
+    /// The name used in plans.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CleanupPolicy::Always => "always",
+            CleanupPolicy::OnSuccess => "on-success",
+            CleanupPolicy::Never => "never",
+        }
+    }
 }
 
 /// Cleanup policy: a default and per-role overrides.

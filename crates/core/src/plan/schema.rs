@@ -15,21 +15,30 @@ use std::collections::BTreeMap;
 use super::diag::Diagnostic;
 use super::duration::PlanDuration;
 use super::tree::{Node, Pos, Value};
+use crate::backend::{BackendName, BackendRegistry};
 
-/// What a value in the plan must look like.
+/// What a value in the plan must look like. Backends describe their options block with it
+/// ([`crate::backend::BackendDescriptor::options_shape`]), so their keys are checked with the
+/// same messages as the rest of the plan.
 #[derive(Debug)]
-pub(crate) enum Shape {
+#[non_exhaustive]
+pub enum Shape {
     /// A string; numbers are accepted too (`version: 1.2` means the text `1.2`).
     Str,
     /// `true` or `false`.
     Bool,
     /// A whole number from 0 to `max`.
-    UInt { max: u64 },
+    UInt {
+        /// The largest value allowed.
+        max: u64,
+    },
     /// A [`PlanDuration`]: seconds as a number, or text like `90s`, `1h30m`.
     Duration,
     /// One of a fixed set of words; `what` names the set in messages ("backend").
     Enum {
+        /// What the set is called in messages.
         what: &'static str,
+        /// The words.
         values: &'static [&'static str],
     },
     /// A list of values of one shape.
@@ -40,26 +49,45 @@ pub(crate) enum Shape {
     Struct(&'static [Field]),
     /// A mapping with exactly one key that says which variant this is (`{site: {dir: …}}`).
     OneOf {
+        /// What the value is called in messages.
         what: &'static str,
+        /// Each key and the shape of its value.
         variants: &'static [(&'static str, &'static Shape)],
     },
-    /// Anything; checked later by whoever uses it (options of some cloud backends).
+    /// Anything; checked later by whoever uses it (parameters of custom step types).
     Any,
+    /// The name of a backend this build has (`local`, `static`, or a registered one).
+    Backend,
+    /// A machine: a mapping with these keys, plus the options block of any registered backend
+    /// under the backend's name.
+    Machine(&'static [Field]),
 }
 
-/// One key of a [`Shape::Struct`].
+/// One key of a [`Shape::Struct`]; made with [`req`], [`opt`] or [`dflt`].
 #[derive(Debug)]
-pub(crate) struct Field {
-    pub key: &'static str,
-    pub shape: &'static Shape,
+pub struct Field {
+    key: &'static str,
+    shape: &'static Shape,
     /// The key must be present.
-    pub required: bool,
+    required: bool,
     /// An empty value (`key:` or `key: ~`) means "not set" (an `Option` in the model).
-    pub nullable: bool,
+    nullable: bool,
+}
+
+impl Field {
+    /// The key.
+    pub fn key(&self) -> &'static str {
+        self.key
+    }
+
+    /// Whether the key must be present.
+    pub fn is_required(&self) -> bool {
+        self.required
+    }
 }
 
 /// A key that must be present.
-const fn req(key: &'static str, shape: &'static Shape) -> Field {
+pub const fn req(key: &'static str, shape: &'static Shape) -> Field {
     Field {
         key,
         shape,
@@ -69,7 +97,7 @@ const fn req(key: &'static str, shape: &'static Shape) -> Field {
 }
 
 /// An optional key that may also be left empty (an `Option` in the model).
-const fn opt(key: &'static str, shape: &'static Shape) -> Field {
+pub const fn opt(key: &'static str, shape: &'static Shape) -> Field {
     Field {
         key,
         shape,
@@ -79,7 +107,7 @@ const fn opt(key: &'static str, shape: &'static Shape) -> Field {
 }
 
 /// An optional key with a default; left empty, it is an error (serde would reject it).
-const fn dflt(key: &'static str, shape: &'static Shape) -> Field {
+pub const fn dflt(key: &'static str, shape: &'static Shape) -> Field {
     Field {
         key,
         shape,
@@ -88,26 +116,27 @@ const fn dflt(key: &'static str, shape: &'static Shape) -> Field {
     }
 }
 
-const STR: Shape = Shape::Str;
-const BOOL: Shape = Shape::Bool;
-const U16: Shape = Shape::UInt {
+/// A string.
+pub const STR: Shape = Shape::Str;
+/// `true` or `false`.
+pub const BOOL: Shape = Shape::Bool;
+/// A port number.
+pub const U16: Shape = Shape::UInt {
     max: u16::MAX as u64,
 };
-const U32: Shape = Shape::UInt {
+/// A whole number that fits 32 bits.
+pub const U32: Shape = Shape::UInt {
     max: u32::MAX as u64,
 };
-const U64: Shape = Shape::UInt { max: u64::MAX };
-const DURATION: Shape = Shape::Duration;
-const STR_LIST: Shape = Shape::List(&STR);
+/// A whole number that fits 64 bits.
+pub const U64: Shape = Shape::UInt { max: u64::MAX };
+/// A duration.
+pub const DURATION: Shape = Shape::Duration;
+/// A list of strings.
+pub const STR_LIST: Shape = Shape::List(&STR);
 const ENV: Shape = Shape::Map(&STR);
 const ANY_MAP: Shape = Shape::Map(&Shape::Any);
-
-/// Values of [`super::BackendKind`].
-pub(crate) const BACKENDS: &[&str] = &["local", "static", "aws", "gce", "azure", "oci"];
-const BACKEND: Shape = Shape::Enum {
-    what: "backend",
-    values: BACKENDS,
-};
+const BACKEND: Shape = Shape::Backend;
 const CLEANUP_POLICY: Shape = Shape::Enum {
     what: "cleanup policy",
     values: &["always", "on-success", "never"],
@@ -122,34 +151,14 @@ const DEFAULTS: Shape = Shape::Struct(&[
 
 const LOCAL_MACHINE: Shape = Shape::Struct(&[opt("root", &STR)]);
 const STATIC_MACHINE: Shape = Shape::Struct(&[req("hosts", &STR_LIST)]);
-const VOLUME: Shape =
-    Shape::Struct(&[opt("type", &STR), req("size-gb", &U32), dflt("count", &U32)]);
-const AWS_MACHINE: Shape = Shape::Struct(&[
-    opt("region", &STR),
-    req("instance-type", &STR),
-    req("image", &STR),
-    dflt("zones", &STR_LIST),
-    dflt("spot", &BOOL),
-    dflt("spot-fallback", &BOOL),
-    dflt("reserve", &BOOL),
-    dflt("volumes", &Shape::List(&VOLUME)),
-    opt("ssh-user", &STR),
-    opt("ssh-cidr", &STR),
-    opt("subnet", &STR),
-    opt("placement-group", &STR),
-]);
 
-const MACHINE: Shape = Shape::Struct(&[
+const MACHINE: Shape = Shape::Machine(&[
     req("name", &STR),
     opt("role", &STR),
     dflt("count", &U32),
     opt("backend", &BACKEND),
     opt("local", &LOCAL_MACHINE),
     opt("static", &STATIC_MACHINE),
-    opt("aws", &AWS_MACHINE),
-    opt("gce", &ANY_MAP),
-    opt("azure", &ANY_MAP),
-    opt("oci", &ANY_MAP),
 ]);
 
 const INVENTORY_HOST: Shape = Shape::Struct(&[
@@ -259,6 +268,8 @@ impl Shape {
                 )
             }
             Shape::Any => "any value".into(),
+            Shape::Backend => "a backend name such as `local` or `static`".into(),
+            Shape::Machine(_) => "a mapping with keys such as `name`, `backend`, `count`".into(),
         }
     }
 }
@@ -275,11 +286,9 @@ fn one_of(words: &[&str]) -> String {
     format!("one of {}", backticked(words))
 }
 
-/// The nearest of `candidates` to `word`, if it is near enough to be a likely typo.
-pub(crate) fn nearest<'a>(
-    word: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
+/// The nearest of `candidates` to `word`, if it is near enough to be a likely typo; backends
+/// use it for "did you mean" hints in their own checks, so every hint reads alike.
+pub fn nearest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     // `depends_on` for `depends-on` is the most common slip; compare without the separator too.
     let norm = |s: &str| s.to_ascii_lowercase().replace('_', "-");
     let w = norm(word);
@@ -325,11 +334,17 @@ fn child(path: &str, key: &str) -> String {
     }
 }
 
-/// Walks a parsed plan against [`PLAN`]; returns every problem, and fills `locations`.
-pub(crate) fn check(root: &Node, locations: &mut Locations) -> Vec<Diagnostic> {
+/// Walks a parsed plan against [`PLAN`], with the backends of `backends`; returns every
+/// problem, and fills `locations`.
+pub(crate) fn check(
+    root: &Node,
+    locations: &mut Locations,
+    backends: &BackendRegistry,
+) -> Vec<Diagnostic> {
     let mut walk = Walk {
         diags: Vec::new(),
         locations,
+        backends,
     };
     match &root.value {
         Value::Map(_) => walk.node(root, &PLAN, ""),
@@ -352,6 +367,7 @@ pub(crate) fn check(root: &Node, locations: &mut Locations) -> Vec<Diagnostic> {
 struct Walk<'a> {
     diags: Vec<Diagnostic>,
     locations: &'a mut Locations,
+    backends: &'a BackendRegistry,
 }
 
 impl Walk<'_> {
@@ -438,7 +454,13 @@ impl Walk<'_> {
                 }
             }
             (Shape::Struct(fields), Value::Map(entries)) => {
-                self.fields(node, fields, entries, path)
+                self.fields(node, fields, entries, path, false)
+            }
+            (Shape::Machine(fields), Value::Map(entries)) => {
+                self.fields(node, fields, entries, path, true)
+            }
+            (Shape::Backend, Value::Str(s)) => {
+                self.backend_name(node.pos, path, s);
             }
             (Shape::OneOf { what, variants }, Value::Map(entries)) => {
                 let keys: Vec<&str> = variants.iter().map(|v| v.0).collect();
@@ -505,7 +527,41 @@ impl Walk<'_> {
         }
     }
 
-    fn fields(&mut self, node: &Node, fields: &[Field], entries: &[(Node, Node)], path: &str) {
+    /// Whether `name` is a backend of this build; if not, says so (with the cargo feature that
+    /// would add it, when the build knows one).
+    fn backend_name(&mut self, pos: Option<Pos>, path: &str, name: &str) -> bool {
+        let backend = BackendName::intern(name);
+        if self.backends.get(backend).is_some() {
+            return true;
+        }
+        if let Some(feature) = self.backends.absent_feature(backend) {
+            self.push(
+                pos,
+                path,
+                format!("backend `{name}` is not in this build of qa-run"),
+                Some(format!(
+                    "rebuild with the cargo feature `{feature}`: `cargo build --release -p qa-cli --features {feature}`"
+                )),
+            );
+            return false;
+        }
+        let names: Vec<&str> = self.backends.names().map(BackendName::as_str).collect();
+        let hint = match nearest(name, names.iter().copied()) {
+            Some(n) => format!("did you mean `{n}`?"),
+            None => format!("expected {}", one_of(&names)),
+        };
+        self.push(pos, path, format!("unknown backend `{name}`"), Some(hint));
+        false
+    }
+
+    fn fields(
+        &mut self,
+        node: &Node,
+        fields: &[Field],
+        entries: &[(Node, Node)],
+        path: &str,
+        backend_options: bool,
+    ) {
         let mut seen = BTreeMap::new();
         // Keys a typo was taken for: "missing key" for them would say the same thing twice.
         let mut suggested = Vec::new();
@@ -530,6 +586,9 @@ impl Walk<'_> {
                         continue;
                     }
                     self.node(v, field.shape, &p);
+                }
+                None if backend_options && self.is_backend_key(&key) => {
+                    self.backend_options(k, v, &key, &p);
                 }
                 None => {
                     let hint = match nearest(&key, fields.iter().map(|f| f.key)) {
@@ -557,6 +616,34 @@ impl Walk<'_> {
     }
 }
 
+impl Walk<'_> {
+    /// A key of a machine that names a backend, registered or absent.
+    fn is_backend_key(&self, key: &str) -> bool {
+        let name = BackendName::intern(key);
+        self.backends.get(name).is_some() || self.backends.absent_feature(name).is_some()
+    }
+
+    /// The options block of a backend in a machine.
+    fn backend_options(&mut self, k: &Node, v: &Node, key: &str, path: &str) {
+        if !self.backend_name(k.pos, path, key) {
+            return;
+        }
+        let descriptor = self
+            .backends
+            .get(BackendName::intern(key))
+            .map(|b| b.descriptor().clone());
+        match descriptor.as_ref().and_then(|d| d.options_shape()) {
+            Some(shape) => self.node(v, shape, path),
+            None => self.push(
+                k.pos,
+                path,
+                format!("backend `{key}` takes no options"),
+                Some("remove this block".into()),
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -564,7 +651,7 @@ mod tests {
 
     fn problems(src: &str) -> Vec<String> {
         let root = tree::parse(src).unwrap();
-        check(&root, &mut Locations::new())
+        check(&root, &mut Locations::new(), &BackendRegistry::new())
             .into_iter()
             .map(|d| {
                 format!(
@@ -604,7 +691,7 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported() {
-        let src = "nme: x\nmachines: a\nsteps:\n  - name: s\n    timeout: 10 parsecs\n    retries: -1\nbackend: awss\n";
+        let src = "nme: x\nmachines: a\nsteps:\n  - name: s\n    timeout: 10 parsecs\n    retries: -1\nbackend: statik\n";
         let p = problems(src);
         assert_eq!(p.len(), 5, "{p:#?}"); // no "missing key `name`": the typo hint says it
         assert!(
@@ -624,7 +711,7 @@ mod tests {
             "{p:#?}"
         );
         assert!(
-            p[4].contains("7:10 backend: unknown backend `awss` (did you mean `aws`?)"),
+            p[4].contains("7:10 backend: unknown backend `statik` (did you mean `static`?)"),
             "{p:#?}"
         );
     }
@@ -649,7 +736,7 @@ mod tests {
         fn keys(shape: &Shape, out: &mut Vec<&'static str>) {
             match shape {
                 Shape::List(s) | Shape::Map(s) => keys(s, out),
-                Shape::Struct(fields) => fields.iter().for_each(|f| {
+                Shape::Struct(fields) | Shape::Machine(fields) => fields.iter().for_each(|f| {
                     out.push(f.key);
                     keys(f.shape, out);
                 }),
@@ -679,7 +766,14 @@ mod tests {
     fn locations_are_recorded_for_semantic_checks() {
         let src = "name: x\nmachines: [{name: a}]\nsteps:\n  - name: s\n    command: c\n    depends-on: [t, u]\ncleanup:\n  roles:\n    web: never\n";
         let mut locs = Locations::new();
-        assert!(check(&tree::parse(src).unwrap(), &mut locs).is_empty());
+        assert!(
+            check(
+                &tree::parse(src).unwrap(),
+                &mut locs,
+                &BackendRegistry::new()
+            )
+            .is_empty()
+        );
         assert_eq!(
             locs["steps[0].depends-on[1]"],
             Pos {

@@ -7,10 +7,26 @@ use qa_core::conformance::fakes::FakeExecutor;
 use qa_core::remote::{Connector, RemoteError, RemoteExecutor};
 use qa_core::types::{Access, Machine};
 
-mod plans;
 mod run_cost;
 mod run_keepalive;
 mod run_shared;
+
+/// The built-in backends and the fake cloud (`fake-cloud:` machine options), for loading plans.
+fn backends() -> qa_core::BackendRegistry {
+    let mut r = qa_core::BackendRegistry::new();
+    r.register(qa_core::Backend::new(Arc::new(
+        qa_core::conformance::fakes::FakeCloudBackend,
+    )))
+    .unwrap();
+    r
+}
+
+/// Loads a plan whose machines may be on the fake cloud.
+fn load_file(
+    path: &std::path::Path,
+) -> Result<qa_core::plan::LoadedPlan, qa_core::plan::PlanError> {
+    qa_core::plan::load_file_with(path, &backends())
+}
 
 /// Runs machines in a local directory (their `Access::Local` root), for runs of fake machines.
 #[derive(Debug)]

@@ -6,10 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use qa_core::BackendName;
+use qa_core::conformance::fakes::FAKE_CLOUD;
 use qa_core::conformance::fakes::{FakeProvisioner, FakePublisher};
 use qa_core::engine::{Engine, RunOptions};
 use qa_core::journal::ResourceLedger;
-use qa_core::plan::BackendKind;
 use qa_core::report::{CostEstimate, Report};
 use qa_core::types::{Machine, Resource, ResourceState, TestId};
 use qa_core::{MachineRequest, ProvisionError, Provisioner, RunContext};
@@ -29,7 +30,7 @@ struct PricedProvisioner {
 
 #[async_trait]
 impl Provisioner for PricedProvisioner {
-    fn backend(&self) -> BackendKind {
+    fn backend(&self) -> BackendName {
         self.inner.backend()
     }
     async fn create(
@@ -50,8 +51,12 @@ impl Provisioner for PricedProvisioner {
     ) -> Result<(), ProvisionError> {
         self.inner.destroy(r, ledger).await
     }
-    async fn sweep(&self, t: &TestId) -> Result<Vec<String>, ProvisionError> {
-        self.inner.sweep(t).await
+    async fn sweep(
+        &self,
+        t: &TestId,
+        scope: qa_core::SweepScope<'_>,
+    ) -> Result<Vec<String>, ProvisionError> {
+        self.inner.sweep(t, scope).await
     }
     fn estimate_cost(&self, resources: &[Resource], end_unix: i64) -> Option<CostEstimate> {
         self.asked
@@ -71,7 +76,7 @@ fn usd(total: f64, item: &str) -> CostEstimate {
 }
 
 fn priced(
-    backend: BackendKind,
+    backend: BackendName,
     machines: &Path,
     estimate: CostEstimate,
 ) -> (Arc<PricedProvisioner>, Asked) {
@@ -96,10 +101,9 @@ backend: local
 machines:
   - name: box
   - name: cloud
-    backend: aws
-    aws:
+    backend: fake-cloud
+    fake-cloud:
       instance-type: t3.micro
-      image: ami-12c6146b
 steps:
   - name: hello
     command: echo hello
@@ -124,15 +128,16 @@ fn report_json(run_dir: &Path) -> Report {
 async fn report_json_carries_the_sum_of_the_provisioners_estimates() {
     let dir = tempfile::tempdir().unwrap();
     let machines = dir.path().join("machines");
-    let (local, local_asked) = priced(BackendKind::Local, &machines, usd(1.25, "box: 1 hour"));
-    let (cloud, cloud_asked) = priced(BackendKind::Aws, &machines, usd(2.5, "cloud: 1 hour"));
+    let (local, local_asked) = priced(BackendName::LOCAL, &machines, usd(1.25, "box: 1 hour"));
+    let (cloud, cloud_asked) = priced(FAKE_CLOUD, &machines, usd(2.5, "cloud: 1 hour"));
     let publisher = FakePublisher::new();
     let engine = Engine::new()
+        .backends(crate::backends())
         .provisioner(local)
         .provisioner(cloud)
         .connector(Arc::new(LocalDirs))
         .publisher(Arc::new(publisher.clone()));
-    let loaded = qa_core::plan::load_file(&plan(dir.path())).unwrap();
+    let loaded = crate::load_file(&plan(dir.path())).unwrap();
     let before = now_unix();
     let run = engine
         .prepare(&loaded, RunOptions::new(dir.path().join("results")))
@@ -151,23 +156,17 @@ async fn report_json_carries_the_sum_of_the_provisioners_estimates() {
     assert_eq!(summary.report.cost.as_ref(), Some(&expected));
     let published = publisher.published();
     assert_eq!(
-        published.values().next().unwrap().cost.as_ref(),
-        Some(&expected),
-        "publishers get the estimate too"
+        published.values().next().unwrap(),
+        &written,
+        "publishers get the report on disk, cost and all"
     );
 
-    // Each provisioner was asked about its own resources only; the last time (the report.json
-    // written after teardown) about destroyed ones, until about now.
-    for (asked, backend) in [
-        (local_asked, BackendKind::Local),
-        (cloud_asked, BackendKind::Aws),
-    ] {
+    // Each provisioner was asked about its own resources only, once: the report is built once,
+    // after teardown, so about destroyed ones, until about now; what was published is that
+    // report.
+    for (asked, backend) in [(local_asked, BackendName::LOCAL), (cloud_asked, FAKE_CLOUD)] {
         let asked = asked.lock().unwrap();
-        assert!(
-            asked.len() >= 2,
-            "asked at publish and at the end: {}",
-            asked.len()
-        );
+        assert_eq!(asked.len(), 1, "asked once, for the one report");
         let (resources, end) = asked.last().unwrap();
         assert!(!resources.is_empty());
         assert!(
@@ -199,10 +198,11 @@ async fn a_run_whose_provisioners_have_no_prices_has_no_cost() {
         )
     };
     let engine = Engine::new()
-        .provisioner(fake(BackendKind::Local))
-        .provisioner(fake(BackendKind::Aws))
+        .backends(crate::backends())
+        .provisioner(fake(BackendName::LOCAL))
+        .provisioner(fake(FAKE_CLOUD))
         .connector(Arc::new(LocalDirs));
-    let loaded = qa_core::plan::load_file(&plan(dir.path())).unwrap();
+    let loaded = crate::load_file(&plan(dir.path())).unwrap();
     let summary = engine
         .prepare(&loaded, RunOptions::new(dir.path().join("results")))
         .await

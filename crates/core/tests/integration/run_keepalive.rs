@@ -6,10 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use qa_core::BackendName;
+use qa_core::conformance::fakes::FAKE_CLOUD;
 use qa_core::conformance::fakes::{FakeProvisioner, FakeReservation};
 use qa_core::engine::{Engine, ReservationKeepalive, RunOptions};
 use qa_core::journal::ResourceLedger;
-use qa_core::plan::BackendKind;
 use qa_core::types::TestId;
 use qa_core::{CapacityError, CapacityRequest, CapacityReservation, Placement};
 
@@ -25,8 +26,8 @@ struct Recording {
 
 #[async_trait]
 impl CapacityReservation for Recording {
-    fn backend(&self) -> BackendKind {
-        BackendKind::Aws
+    fn backend(&self) -> BackendName {
+        FAKE_CLOUD
     }
     fn is_enabled(&self) -> bool {
         true
@@ -49,11 +50,12 @@ impl CapacityReservation for Recording {
             .push((test_id.0.clone(), end_unix));
         Ok(())
     }
-    async fn cancel(&self, test_id: &TestId) -> Result<u32, CapacityError> {
-        self.inner.cancel(test_id).await
-    }
-    async fn cancel_all_regions(&self, test_id: &TestId) -> Result<u32, CapacityError> {
-        self.inner.cancel_all_regions(test_id).await
+    async fn cancel(
+        &self,
+        test_id: &TestId,
+        scope: qa_core::SweepScope<'_>,
+    ) -> Result<u32, CapacityError> {
+        self.inner.cancel(test_id, scope).await
     }
 }
 
@@ -66,10 +68,9 @@ fn plan(dir: &Path, step_seconds: f64) -> std::path::PathBuf {
 budget: 1s
 machines:
   - name: cloud
-    backend: aws
-    aws:
+    backend: fake-cloud
+    fake-cloud:
       instance-type: t3.micro
-      image: ami-12c6146b
       reserve: true
 steps:
   - name: long
@@ -105,15 +106,17 @@ async fn reservations_are_extended_while_the_run_lives_and_not_after() {
         margin: Duration::from_secs(2),
     };
     let engine = Engine::new()
+        .backends(crate::backends())
         .provisioner(Arc::new(
             FakeProvisioner::new()
-                .with_backend(BackendKind::Aws)
+                .with_backend(FAKE_CLOUD)
                 .with_workdir_root(dir.path().join("machines")),
         ))
         .reservation(Arc::new(r))
+        .unwrap()
         .reservation_keepalive(keepalive)
         .connector(Arc::new(LocalDirs));
-    let loaded = qa_core::plan::load_file(&plan(dir.path(), 3.5)).unwrap();
+    let loaded = crate::load_file(&plan(dir.path(), 3.5)).unwrap();
     let started = now_unix();
     let mut options = RunOptions::new(dir.path().join("results"));
     options.test_id = Some(TestId("keepalive-test".into()));

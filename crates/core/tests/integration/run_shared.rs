@@ -10,10 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use qa_core::BackendName;
+use qa_core::conformance::fakes::FAKE_CLOUD;
 use qa_core::conformance::fakes::FakeProvisioner;
 use qa_core::engine::{Engine, RunOptions};
 use qa_core::journal::{JOURNAL_FILE, JournalError, JournalState, ResourceLedger};
-use qa_core::plan::BackendKind;
 use qa_core::stages::{Stage, build_graph, task_id};
 use qa_core::types::{Leftovers, Machine, Resource, ResourceKey, ResourceState, TestId};
 use qa_core::{MachineRequest, ProvisionError, Provisioner, RunContext};
@@ -37,7 +38,7 @@ struct SharingProvisioner {
 
 #[async_trait]
 impl Provisioner for SharingProvisioner {
-    fn backend(&self) -> BackendKind {
+    fn backend(&self) -> BackendName {
         self.inner.backend()
     }
 
@@ -106,8 +107,12 @@ impl Provisioner for SharingProvisioner {
         self.inner.destroy(resources, ledger).await
     }
 
-    async fn sweep(&self, t: &TestId) -> Result<Vec<String>, ProvisionError> {
-        self.inner.sweep(t).await
+    async fn sweep(
+        &self,
+        t: &TestId,
+        scope: qa_core::SweepScope<'_>,
+    ) -> Result<Vec<String>, ProvisionError> {
+        self.inner.sweep(t, scope).await
     }
 }
 
@@ -120,9 +125,8 @@ machines:
   - name: box
   - name: cloud
     count: 2
-    aws:
+    fake-cloud:
       instance-type: t3.micro
-      image: ami-12c6146b
 steps:
   - name: hello
     command: echo hello
@@ -144,20 +148,21 @@ async fn run(cleanup: &str) -> (JournalState, Vec<Vec<String>>) {
     let destroys = Destroys::default();
     let cloud = SharingProvisioner {
         inner: FakeProvisioner::new()
-            .with_backend(BackendKind::Aws)
+            .with_backend(FAKE_CLOUD)
             .with_workdir_root(&machines),
         shared_made: AtomicBool::new(false),
         destroys: destroys.clone(),
     };
     let engine = Engine::new()
+        .backends(crate::backends())
         .provisioner(Arc::new(
             FakeProvisioner::new()
-                .with_backend(BackendKind::Local)
+                .with_backend(BackendName::LOCAL)
                 .with_workdir_root(&machines),
         ))
         .provisioner(Arc::new(cloud))
         .connector(Arc::new(LocalDirs));
-    let loaded = qa_core::plan::load_file(&plan(dir.path(), cleanup)).unwrap();
+    let loaded = crate::load_file(&plan(dir.path(), cleanup)).unwrap();
     let summary = engine
         .prepare(&loaded, RunOptions::new(dir.path().join("results")))
         .await
@@ -304,7 +309,7 @@ steps:
 ",
     )
     .unwrap();
-    let g = build_graph(&qa_core::plan::load_file(&local).unwrap(), false).unwrap();
+    let g = build_graph(&crate::load_file(&local).unwrap(), &crate::backends()).unwrap();
     assert!(
         g.node(&release).is_none(),
         "{}",
@@ -312,8 +317,8 @@ steps:
     );
 
     let g = build_graph(
-        &qa_core::plan::load_file(&plan(dir.path(), "")).unwrap(),
-        false,
+        &crate::load_file(&plan(dir.path(), "")).unwrap(),
+        &crate::backends(),
     )
     .unwrap();
     let node = g

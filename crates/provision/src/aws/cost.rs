@@ -24,7 +24,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use qa_core::plan::BackendKind;
+use qa_cloud::aws::AWS as AWS_BACKEND;
 use qa_core::report;
 use qa_core::types::{Resource, ResourceState};
 use serde::{Deserialize, Serialize};
@@ -265,7 +265,7 @@ pub fn now_unix() -> i64 {
 pub fn estimate(resources: &[Resource], end_unix: i64, prices: &PriceTable) -> CostEstimate {
     let mut out = CostEstimate::default();
     for r in resources.iter().filter(|r| {
-        r.backend == BackendKind::Aws
+        r.backend == AWS_BACKEND
             && r.kind == "instance"
             && matches!(
                 r.state,
@@ -429,7 +429,7 @@ mod tests {
     fn instance(kind_type: &str, lifecycle: &str, launched: i64, volumes: &str) -> Resource {
         Resource {
             key: ResourceKey(format!("aws/instance/us-east-1/vm/{kind_type}")),
-            backend: BackendKind::Aws,
+            backend: AWS_BACKEND,
             kind: "instance".into(),
             machine: Some("vm".into()),
             id: Some("i-1".into()),

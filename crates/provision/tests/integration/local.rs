@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use qa_core::conformance::{CheckingLedger, provisioner};
 use qa_core::journal::ResourceLedger;
-use qa_core::plan::{BackendKind, LocalMachine, MachineSpec};
+use qa_core::plan::{BackendName, LocalMachine, MachineSpec};
 use qa_core::provision::{MachineRequest, Provisioner, RunContext};
 use qa_core::types::{Access, Leftovers, ResourceState, RunId, TestId};
 use qa_provision::local::{LocalProvisioner, PATH_DETAIL, SANDBOX_MARKER};
@@ -20,13 +20,10 @@ fn request(name: &str, root: Option<PathBuf>) -> MachineRequest {
             name: name.into(),
             role: Some("tester".into()),
             count: 1,
-            backend: Some(BackendKind::Local),
+            backend: Some(BackendName::LOCAL),
             local: root.map(|root| LocalMachine { root: Some(root) }),
             static_hosts: None,
-            aws: None,
-            gce: None,
-            azure: None,
-            oci: None,
+            options: Default::default(),
         },
         placement: None,
     }
@@ -159,7 +156,10 @@ async fn sweep_finds_sandboxes_of_the_test_id_only() {
     p.create(&request("a", None), &other, &ledger2)
         .await
         .unwrap();
-    let mut removed = p.sweep(&mine.test_id).await.unwrap();
+    let mut removed = p
+        .sweep(&mine.test_id, qa_core::SweepScope::Configured)
+        .await
+        .unwrap();
     removed.sort();
     assert_eq!(removed.len(), 2, "{removed:?}");
     assert!(removed[0].contains("machine a, run run-5"), "{removed:?}");
@@ -174,7 +174,7 @@ async fn sweep_finds_sandboxes_of_the_test_id_only() {
     // A provisioner without a sweep root finds nothing.
     assert!(
         LocalProvisioner::new()
-            .sweep(&other.test_id)
+            .sweep(&other.test_id, qa_core::SweepScope::Configured)
             .await
             .unwrap()
             .is_empty()

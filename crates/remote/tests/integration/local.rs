@@ -206,7 +206,7 @@ async fn connector_binds_executors_to_the_machine_sandbox() {
     let machine = Machine {
         name: "box".into(),
         role: "box".into(),
-        backend: qa_core::plan::BackendKind::Local,
+        backend: qa_core::BackendName::LOCAL,
         access: Access::Local { root: root.clone() },
         workdir: root.display().to_string(),
         resources: vec![],

@@ -385,7 +385,7 @@ async fn connector_connects_ssh_machines() {
     let mut machine = qa_core::Machine {
         name: "db-1".into(),
         role: "db".into(),
-        backend: qa_core::plan::BackendKind::Static,
+        backend: qa_core::BackendName::STATIC,
         access: qa_core::Access::Ssh(host.target()),
         workdir: wd.path().display().to_string(),
         resources: Vec::new(),

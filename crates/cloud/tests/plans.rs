@@ -1,9 +1,12 @@
-//! Plan files as users write them: every bad plan in `tests/bad-plans` is rejected with exactly
-//! the messages in its snapshot, and every plan in `examples/plans` loads.
+//! Plan files as users write them, loaded with every backend qa-run has: every bad plan in
+//! `tests/bad-plans` is rejected with exactly the messages in its snapshot, and every plan in
+//! `examples/plans` loads.
 
 use std::path::{Path, PathBuf};
 
-use qa_core::plan::load_file;
+fn load_file(path: &Path) -> Result<qa_core::plan::LoadedPlan, qa_core::plan::PlanError> {
+    qa_core::plan::load_file_with(path, &qa_cloud::backends())
+}
 
 fn manifest_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,0 +1,213 @@
+//! Capacity: reserving it before machines are made (one request per backend and region), keeping
+//! the reservations alive while the run lives, and releasing what the run's machines shared.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::super::builder::ReservationKeepalive;
+use super::super::context::{ActiveRun, budget, by_backend};
+use crate::backend::{BackendName, SweepScope};
+use crate::capacity::{CapacityRequest, CapacityReservation, RESERVATION_KIND};
+use crate::dag::TaskResult;
+use crate::journal::ResourceLedger;
+use crate::stages::{self, MachineInstance};
+use crate::types::{ResourceState, TestId, Verdict};
+
+/// One reservation request in the making: instance counts by type, and zones in preference
+/// order.
+#[derive(Default)]
+struct Wanted {
+    needs: BTreeMap<String, u32>,
+    zones: Vec<String>,
+}
+
+impl ActiveRun {
+    /// The backend and region of the reservation a machine is launched into, if it asked for
+    /// one: its own region, or the reservation backend's default.
+    pub(crate) fn reservation_key(
+        &self,
+        inst: &MachineInstance,
+    ) -> Option<(BackendName, Option<String>)> {
+        let need = stages::reservation_need(&self.loaded.plan, inst, &self.engine.backends)?;
+        let region = need.region.or_else(|| {
+            self.engine
+                .backends
+                .reservation(inst.backend)
+                .and_then(|r| r.default_region())
+        });
+        Some((inst.backend, region))
+    }
+
+    pub(crate) async fn reserve(&self) -> TaskResult {
+        let mut wanted: BTreeMap<(BackendName, Option<String>), Wanted> = BTreeMap::new();
+        for inst in &self.machines {
+            let Some(need) =
+                stages::reservation_need(&self.loaded.plan, inst, &self.engine.backends)
+            else {
+                continue;
+            };
+            let key = self.reservation_key(inst).expect("the machine has a need");
+            let w = wanted.entry(key).or_default();
+            *w.needs.entry(need.instance_type).or_default() += 1;
+            for z in need.zones {
+                if !w.zones.contains(&z) {
+                    w.zones.push(z);
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return TaskResult::pass();
+        }
+        let end = time::OffsetDateTime::now_utc()
+            + budget(&self.loaded.plan)
+            + self.engine.keepalive.margin;
+        // The keepalives start before the first request, so that whatever is reserved is
+        // extended even when a later request fails.
+        let stop = CancellationToken::new();
+        if let Some(old) = self.state().keepalive.replace(stop.clone()) {
+            old.cancel();
+        }
+        let backends: Vec<BackendName> = {
+            let mut b: Vec<BackendName> = wanted.keys().map(|(b, _)| *b).collect();
+            b.dedup();
+            b
+        };
+        for b in &backends {
+            let r = self
+                .engine
+                .backends
+                .reservation(*b)
+                .cloned()
+                .expect("needs one");
+            tokio::spawn(keep_reservations_alive(
+                r,
+                self.ctx.test_id.clone(),
+                end.unix_timestamp(),
+                self.engine.keepalive,
+                stop.clone(),
+            ));
+        }
+        let several = wanted.len() > 1;
+        for ((backend, region), w) in wanted {
+            let r = self
+                .engine
+                .backends
+                .reservation(backend)
+                .cloned()
+                .expect("needs one");
+            let request = CapacityRequest {
+                test_id: self.ctx.test_id.clone(),
+                region: region.clone(),
+                needs: w.needs,
+                zones: w.zones,
+                end_unix: Some(end.unix_timestamp()),
+            };
+            match r.reserve(&request, &*self.journal).await {
+                Ok(p) => {
+                    self.state().placements.insert((backend, region), p);
+                }
+                Err(e) => {
+                    let msg = match (&region, several) {
+                        (Some(region), true) => format!("{region}: {e}"),
+                        _ => e.to_string(),
+                    };
+                    return TaskResult::new(Verdict::Error, msg);
+                }
+            }
+        }
+        TaskResult::pass()
+    }
+
+    pub(crate) async fn release(&self) -> TaskResult {
+        if let Some(stop) = self.state().keepalive.take() {
+            stop.cancel();
+        }
+        let mut problems = Vec::new();
+        // What the machines of a backend shared (a cloud's key pair, security group, placement
+        // group) goes once their teardowns are over, unless one of them was kept, which needs it.
+        let snap = self.journal.snapshot();
+        let shared = by_backend(snap.live_resources().filter(|r| r.machine.is_none()));
+        for (backend, resources) in shared {
+            let kept_here = {
+                let g = self.state();
+                self.machines
+                    .iter()
+                    .any(|m| m.backend == backend && g.kept.contains(&m.name))
+            };
+            if kept_here {
+                for r in &resources {
+                    if let Err(e) = self.journal.kept(&r.key).await {
+                        problems.push(e.to_string());
+                    }
+                }
+                continue;
+            }
+            let Some(p) = self.engine.backends.provisioner(backend).cloned() else {
+                continue;
+            };
+            if let Err(e) = p.destroy(&resources, &*self.journal).await {
+                problems.push(e.to_string());
+            }
+        }
+        for b in self.engine.backends.iter() {
+            let Some(r) = b.reservation() else {
+                continue;
+            };
+            match r
+                .cancel(&self.ctx.test_id, SweepScope::Run(&snap.resources))
+                .await
+            {
+                Ok(_) => end_reservation_records(&*self.journal, r.backend()).await,
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        if problems.is_empty() {
+            TaskResult::pass()
+        } else {
+            let msg = problems.join("; ");
+            self.state().cleanup_failures.push(msg.clone());
+            TaskResult::new(Verdict::Error, msg)
+        }
+    }
+}
+
+/// Moves the end of the run's reservations forward while the run lives (until `stop`).
+async fn keep_reservations_alive(
+    r: Arc<dyn CapacityReservation>,
+    test_id: TestId,
+    mut end_unix: i64,
+    k: ReservationKeepalive,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(k.interval) => {}
+        }
+        let want = time::OffsetDateTime::now_utc().unix_timestamp()
+            + (k.margin + k.interval).as_secs() as i64;
+        if want <= end_unix {
+            continue;
+        }
+        match r.extend(&test_id, want).await {
+            Ok(()) => {
+                tracing::debug!(test_id = %test_id.0, end_unix = want, "reservations extended");
+                end_unix = want;
+            }
+            Err(e) => tracing::warn!("extending the run's capacity reservations: {e}"),
+        }
+    }
+}
+
+/// After a successful cancel by test id, the journal's reservation records of that backend are
+/// over too.
+pub(crate) async fn end_reservation_records(ledger: &dyn ResourceLedger, backend: BackendName) {
+    for r in ledger.resources() {
+        if r.backend == backend && r.kind == RESERVATION_KIND && r.state != ResourceState::Destroyed
+        {
+            let _ = ledger.destroyed(&r.key).await;
+        }
+    }
+}

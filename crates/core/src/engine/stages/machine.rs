@@ -1,0 +1,263 @@
+//! The tasks of one machine's life: make it, wait until it answers, upload to it, bring its
+//! artifacts back, and destroy or keep it.
+
+use std::time::Duration;
+
+use super::super::context::{ActiveRun, READY_DEADLINE};
+use super::super::layout::{artifacts_dir, script_remote_path};
+use crate::dag::TaskResult;
+use crate::events::Event;
+use crate::journal::ResourceLedger;
+use crate::plan::{CleanupPolicy, StepAction};
+use crate::provision::MachineRequest;
+use crate::remote::RemoteError;
+use crate::stages::{self, Stage};
+use crate::types::{ResourceState, Verdict};
+
+impl ActiveRun {
+    pub(crate) async fn provision(&self, machine: &str) -> TaskResult {
+        let inst = self.instance(machine);
+        // A resumed run reuses a machine whose resources all still exist.
+        let snap = self.journal.snapshot();
+        if let Some(m) = snap.machines.get(machine) {
+            let alive = !m.resources.is_empty()
+                && m.resources.iter().all(|k| {
+                    snap.resources
+                        .iter()
+                        .any(|r| &r.key == k && r.state == ResourceState::Created)
+                });
+            if alive {
+                self.state().machines.insert(machine.to_string(), m.clone());
+                return TaskResult::new(Verdict::Pass, "reused the machine of the earlier run");
+            }
+        }
+        let Some(p) = self.engine.backends.provisioner(inst.backend).cloned() else {
+            return TaskResult::new(
+                Verdict::Error,
+                format!("no provisioner for backend {}", inst.backend),
+            );
+        };
+        let mut spec = self.loaded.plan.machines[inst.spec_index].clone();
+        // Paths in a plan are relative to the plan file, wherever qa-run was started.
+        if let Some(root) = spec.local.as_mut().and_then(|l| l.root.as_mut()) {
+            *root = self.loaded.resolve(root);
+        }
+        // Only a machine that asked for a reservation is launched into one, and only into one
+        // of its own region.
+        let placement = self
+            .reservation_key(inst)
+            .and_then(|key| self.state().placements.get(&key).cloned());
+        let request = MachineRequest {
+            name: inst.name.clone(),
+            role: inst.role.clone(),
+            spec,
+            placement,
+        };
+        match p.create(&request, &self.ctx, &*self.journal).await {
+            Ok(m) => {
+                self.journal
+                    .update(|s| s.machines.insert(m.name.clone(), m.clone()));
+                if let Err(e) = self.journal.flush().await {
+                    return TaskResult::new(Verdict::Error, e.to_string());
+                }
+                self.state().machines.insert(m.name.clone(), m);
+                TaskResult::pass()
+            }
+            Err(e) => TaskResult::new(Verdict::Error, format!("{e} ({})", e.leftovers)),
+        }
+    }
+
+    pub(crate) async fn wait_ready(&self, machine: &str) -> TaskResult {
+        let Some(m) = self.machine(machine) else {
+            return TaskResult::new(Verdict::Error, "machine was not provisioned");
+        };
+        let p = self
+            .engine
+            .backends
+            .provisioner(m.backend)
+            .cloned()
+            .expect("checked before the run");
+        let until = std::time::Instant::now() + READY_DEADLINE;
+        if let Err(e) = p.wait_ready(&m, READY_DEADLINE).await {
+            return TaskResult::new(Verdict::Error, e.to_string());
+        }
+        let connector = self
+            .engine
+            .connector
+            .clone()
+            .expect("checked before the run");
+        // A machine the cloud has just made can answer on port 22 before its first-boot setup
+        // has installed the run's key: refused logins and dropped connections are tried again
+        // until the ready deadline. A host-key problem never is.
+        let fresh = self.engine.backends.is_cloud(m.backend);
+        let mut pause = Duration::from_millis(500);
+        loop {
+            match connector.connect(&m).await {
+                Ok(x) => {
+                    self.state().executors.insert(machine.to_string(), x);
+                    return TaskResult::pass();
+                }
+                Err(e @ (RemoteError::Connect { .. } | RemoteError::Disconnected { .. }))
+                    if fresh && std::time::Instant::now() + pause < until =>
+                {
+                    tracing::info!(machine, "not accepting the run's login yet ({e}); retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return TaskResult::new(Verdict::Error, e.to_string()),
+            }
+        }
+    }
+
+    pub(crate) async fn upload(&self, machine: &str) -> TaskResult {
+        let inst = self.instance(machine);
+        let spec = &self.loaded.plan.machines[inst.spec_index];
+        let Some(x) = self.executor(machine) else {
+            return TaskResult::new(Verdict::Error, "not connected");
+        };
+        for f in &self.loaded.plan.files {
+            if !stages::selects(&f.machines, inst, spec) {
+                continue;
+            }
+            let src = self.loaded.resolve(&f.src);
+            let mode = match f
+                .mode
+                .as_deref()
+                .map(|m| u32::from_str_radix(m.trim_start_matches("0o"), 8))
+            {
+                Some(Ok(m)) => Some(m),
+                Some(Err(_)) => {
+                    return TaskResult::new(
+                        Verdict::Error,
+                        format!("mode of {} is not octal", f.src.display()),
+                    );
+                }
+                None => None,
+            };
+            let r = if src.is_dir() {
+                x.put_tree(&src, &f.dest).await.map(|_| ())
+            } else {
+                x.put_file(&src, &f.dest, mode).await
+            };
+            if let Err(e) = r {
+                return TaskResult::new(Verdict::Error, e.to_string());
+            }
+        }
+        for s in &self.loaded.plan.steps {
+            if let (StepAction::Script(path), true) =
+                (s.action(), stages::selects(&s.machines, inst, spec))
+            {
+                if let Err(e) = x
+                    .put_file(
+                        &self.loaded.resolve(path),
+                        &script_remote_path(&s.name),
+                        Some(0o755),
+                    )
+                    .await
+                {
+                    return TaskResult::new(Verdict::Error, e.to_string());
+                }
+            }
+        }
+        TaskResult::pass()
+    }
+
+    pub(crate) async fn collect(&self, machine: &str) -> TaskResult {
+        let inst = self.instance(machine);
+        let spec = &self.loaded.plan.machines[inst.spec_index];
+        let patterns: Vec<String> = self
+            .loaded
+            .plan
+            .artifacts
+            .iter()
+            .filter(|a| stages::selects(&a.machines, inst, spec))
+            .flat_map(|a| a.paths.iter().cloned())
+            .collect();
+        if patterns.is_empty() {
+            return TaskResult::pass();
+        }
+        let Some(x) = self.executor(machine) else {
+            return TaskResult::new(Verdict::Error, "not connected");
+        };
+        let dest = artifacts_dir(&self.ctx.run_dir, machine);
+        match x.collect(&patterns, &dest).await {
+            Ok(paths) => {
+                let rel: Vec<String> = paths
+                    .iter()
+                    .map(|p| {
+                        p.strip_prefix(&self.ctx.run_dir)
+                            .unwrap_or(p)
+                            .display()
+                            .to_string()
+                    })
+                    .collect();
+                self.state().artifacts.insert(machine.to_string(), rel);
+                TaskResult::pass()
+            }
+            Err(e) => TaskResult::new(Verdict::Error, e.to_string()),
+        }
+    }
+
+    pub(crate) async fn teardown(&self, machine: &str) -> TaskResult {
+        let inst = self.instance(machine);
+        if let Some(x) = self.state().executors.remove(machine) {
+            // Close outside the lock.
+            tokio::spawn(async move { x.close().await });
+        }
+        let resources: Vec<_> = self
+            .journal
+            .snapshot()
+            .live_resources()
+            .filter(|r| r.machine.as_deref() == Some(machine))
+            .cloned()
+            .collect();
+        if resources.is_empty() {
+            return TaskResult::pass();
+        }
+        let policy = self.loaded.plan.cleanup.policy_for(&inst.role);
+        let all_passed = self.state().outcomes.iter().all(|(stage, o)| {
+            !matches!(stage, Stage::Step { machine: m, .. } if m == machine)
+                || o.verdict == Verdict::Pass
+        });
+        let keep = match policy {
+            CleanupPolicy::Always => false,
+            CleanupPolicy::Never => true,
+            CleanupPolicy::OnSuccess => !all_passed,
+        };
+        if keep {
+            for r in &resources {
+                if let Err(e) = self.journal.kept(&r.key).await {
+                    return TaskResult::new(Verdict::Error, e.to_string());
+                }
+            }
+            let access = self
+                .machine(machine)
+                .map(|m| m.access.to_string())
+                .unwrap_or_default();
+            self.state().kept.push(machine.to_string());
+            self.engine.events.event(&Event::Note {
+                task: Some(format!("teardown:{machine}")),
+                message: format!(
+                    "kept {machine} for debugging (cleanup policy {}): {access}; remove it with `qa-run cleanup {}`",
+                    policy.as_str(),
+                    self.ctx.run_dir.display()
+                ),
+            });
+            return TaskResult::pass();
+        }
+        let p = self
+            .engine
+            .backends
+            .provisioner(inst.backend)
+            .cloned()
+            .expect("checked before the run");
+        match p.destroy(&resources, &*self.journal).await {
+            Ok(()) => TaskResult::pass(),
+            Err(e) => {
+                let msg = e.to_string();
+                self.state().cleanup_failures.push(msg.clone());
+                TaskResult::new(Verdict::Error, msg)
+            }
+        }
+    }
+}

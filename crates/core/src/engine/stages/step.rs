@@ -1,0 +1,162 @@
+//! A step on a machine: its log and recording, its environment and timeout, the command,
+//! script, reboot or custom step type it runs, and the verdict its exit gives.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::super::builder::StepContext;
+use super::super::context::{ActiveRun, step_timeout};
+use super::super::layout::{script_remote_path, shell_quote, step_cast, step_log};
+use crate::dag::TaskResult;
+use crate::plan::StepAction;
+use crate::recorder::StepRecorder;
+use crate::remote::{CommandSpec, ExitInfo, OutputSink};
+use crate::stages::Stage;
+use crate::types::Verdict;
+
+/// The verdict of a step from how its process ended.
+pub(crate) fn verdict_of(info: &ExitInfo) -> TaskResult {
+    if info.cancelled {
+        TaskResult::new(
+            Verdict::Interrupted,
+            "interrupted; its process tree was killed",
+        )
+    } else if info.timed_out {
+        TaskResult::new(
+            Verdict::Timeout,
+            format!(
+                "timed out after {:.1}s; its process tree was killed",
+                info.duration.as_secs_f64()
+            ),
+        )
+    } else if info.code == Some(0) {
+        TaskResult::pass()
+    } else if let Some(c) = info.code {
+        TaskResult::new(Verdict::Fail, format!("exit status {c}"))
+    } else if let Some(s) = info.signal {
+        TaskResult::new(Verdict::Fail, format!("killed by signal {s}"))
+    } else {
+        TaskResult::new(Verdict::Error, "ended without an exit status")
+    }
+}
+
+impl ActiveRun {
+    pub(crate) async fn step(
+        &self,
+        stage: &Stage,
+        index: usize,
+        machine: &str,
+        attempt: u32,
+        cancel: CancellationToken,
+    ) -> TaskResult {
+        let step = self.loaded.plan.steps[index].clone();
+        let (Some(m), Some(x)) = (self.machine(machine), self.executor(machine)) else {
+            return TaskResult::new(Verdict::Error, "machine not ready");
+        };
+        let log_rel = step_log(machine, &step.name);
+        let cast_rel = step_cast(machine, &step.name);
+        let recorder = match StepRecorder::create(
+            &self.ctx.run_dir.join(&log_rel),
+            &self.ctx.run_dir.join(&cast_rel),
+            &format!("{} on {machine}", step.name),
+            self.redactor.clone(),
+        ) {
+            Ok(r) => Arc::new(r),
+            Err(e) => {
+                return TaskResult::new(
+                    Verdict::Error,
+                    format!("cannot write the step's log: {e}"),
+                );
+            }
+        };
+        {
+            let mut g = self.state();
+            let d = g.steps.entry(stage.clone()).or_default();
+            d.started = Some(crate::now_rfc3339());
+            d.log = Some(log_rel);
+            d.cast = Some(cast_rel);
+            d.exit_code = None;
+        }
+        if attempt > 1 {
+            recorder.note(&format!("attempt {attempt}"));
+        }
+        let timeout = step_timeout(&self.loaded.plan, &step);
+        let env = self.step_env(&step, &m, attempt);
+        let workdir = step
+            .workdir
+            .clone()
+            .or_else(|| self.loaded.plan.defaults.workdir.clone());
+        let sink: Arc<dyn OutputSink> = recorder.clone();
+        let result = match step.action() {
+            StepAction::Reboot => {
+                recorder.note("rebooting");
+                match x.reboot(timeout).await {
+                    Ok(boot) => {
+                        recorder.note(&format!("back with boot id {}", boot.0));
+                        Ok(ExitInfo {
+                            code: Some(0),
+                            signal: None,
+                            timed_out: false,
+                            cancelled: false,
+                            duration: Duration::ZERO,
+                            rebooted: true,
+                        })
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            StepAction::Custom(name) => {
+                let t = self
+                    .engine
+                    .step_types
+                    .get(name)
+                    .cloned()
+                    .expect("checked before the run");
+                t.run(StepContext {
+                    step: step.clone(),
+                    machine: m.clone(),
+                    executor: x.clone(),
+                    output: sink,
+                    env,
+                    timeout,
+                    cancel,
+                })
+                .await
+            }
+            action => {
+                let command = match action {
+                    StepAction::Script(_) => format!(
+                        "exec \"$QA_RUN_WORKDIR\"/{}",
+                        shell_quote(&script_remote_path(&step.name))
+                    ),
+                    StepAction::Command(c) => c.to_string(),
+                    _ => unreachable!("handled above"),
+                };
+                let spec = CommandSpec {
+                    command,
+                    env,
+                    workdir,
+                    timeout: Some(timeout),
+                    sudo: step.sudo,
+                    pty: step.pty,
+                    detached: step.detached || step.expect_reboot,
+                    expect_reboot: step.expect_reboot,
+                };
+                x.run(&spec, sink, cancel).await
+            }
+        };
+        let tail = recorder.finish();
+        let mut g = self.state();
+        let d = g.steps.entry(stage.clone()).or_default();
+        d.tail = Some(tail);
+        match result {
+            Ok(info) => {
+                d.exit_code = info.code;
+                verdict_of(&info)
+            }
+            Err(e) => TaskResult::new(Verdict::Error, e.to_string()),
+        }
+    }
+}
