@@ -16,9 +16,10 @@ use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::Filter;
 use qa_core::conformance::CheckingLedger;
 use qa_core::journal::ResourceLedger;
-use qa_core::plan::{AwsMachine, MachineSpec, VolumeSpec};
+use qa_cloud::aws::{AwsMachine, VolumeSpec};
+use qa_core::plan::MachineSpec;
 use qa_core::types::{Access, HostKeyPolicy, Leftovers, ResourceState, RunId};
-use qa_core::{MachineRequest, Placement, Provisioner, RunContext, TestId};
+use qa_core::{MachineRequest, Placement, Provisioner, RunContext, SweepScope, TestId};
 use qa_provision::aws::{AwsProvisioner, AwsProvisionerOptions, TEST_ID_TAG};
 
 const REGION: &str = "us-east-1";
@@ -113,7 +114,7 @@ fn request(name: &str, aws: AwsMachine, placement: Option<Placement>) -> Machine
         role: "sut".into(),
         spec: MachineSpec {
             name: name.into(),
-            aws: Some(aws),
+            options: [("aws".to_string(), serde_json::to_value(aws).unwrap())].into(),
             ..Default::default()
         },
         placement,
@@ -493,7 +494,7 @@ async fn sweep_removes_only_what_carries_the_test_id() {
     p.create(&request("b", spec, None), &theirs, &CheckingLedger::new())
         .await
         .unwrap();
-    let removed = p.sweep(&TestId("sweep-mine".into())).await.unwrap();
+    let removed = p.sweep(&TestId("sweep-mine".into()), SweepScope::Configured).await.unwrap();
     for kind in ["instance", "security-group", "key-pair", "placement-group"] {
         assert!(
             removed.iter().any(|l| l.starts_with(kind)),
@@ -509,7 +510,7 @@ async fn sweep_removes_only_what_carries_the_test_id() {
         );
     }
     assert!(
-        p.sweep(&TestId("sweep-mine".into()))
+        p.sweep(&TestId("sweep-mine".into()), SweepScope::Configured)
             .await
             .unwrap()
             .is_empty()
@@ -767,7 +768,7 @@ async fn sweep_reads_every_page_of_instances() {
         ..Default::default()
     };
     let p = AwsProvisioner::from_sdk_config(&s.emu.sdk_config(REGION).await, options).unwrap();
-    let removed = p.sweep(&TestId("paged".into())).await.unwrap();
+    let removed = p.sweep(&TestId("paged".into()), SweepScope::Configured).await.unwrap();
     assert_eq!(
         removed.iter().filter(|l| l.starts_with("instance")).count(),
         7,
