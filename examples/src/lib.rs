@@ -5,4 +5,8 @@
 //! - `custom_provisioner.rs`: a minimal provisioner of one's own that passes the provisioner
 //!   conformance suite (`cargo run -p qa-examples --example custom_provisioner`).
 //!
+//! - `custom_cloud.rs`: a cloud of one's own (descriptor, provisioner and capacity reservation)
+//!   registered by name, and a plan with `backend: toy-cloud` run through the engine
+//!   (`cargo run -p qa-examples --example custom_cloud`).
+//!
 //! Example plans for the `qa-run` binary are in `plans/`.

@@ -254,7 +254,13 @@ async fn cancel_finds_reservations_by_tag_across_pages_and_leaves_other_tests_al
 
     // A fresh instance (as after a crash) cancels by tag alone.
     let fresh = capacity(&emu, REGION).await;
-    assert_eq!(fresh.cancel(&TestId("mine".into()), SweepScope::Configured).await.unwrap(), 2);
+    assert_eq!(
+        fresh
+            .cancel(&TestId("mine".into()), SweepScope::Configured)
+            .await
+            .unwrap(),
+        2
+    );
     assert!(
         emu.proxy
             .lock()
@@ -262,7 +268,13 @@ async fn cancel_finds_reservations_by_tag_across_pages_and_leaves_other_tests_al
             .iter()
             .any(|c| c.params.contains_key("NextToken"))
     );
-    assert_eq!(fresh.cancel(&TestId("mine".into()), SweepScope::Configured).await.unwrap(), 0);
+    assert_eq!(
+        fresh
+            .cancel(&TestId("mine".into()), SweepScope::Configured)
+            .await
+            .unwrap(),
+        0
+    );
     let st = emu.proxy.lock();
     for r in &st.reservations {
         let mine = r.tags.iter().any(|(k, v)| k == TEST_ID_TAG && v == "mine");

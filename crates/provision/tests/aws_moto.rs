@@ -14,9 +14,9 @@ use aws::Ec2Emulator;
 use aws::proxy::State;
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::Filter;
+use qa_cloud::aws::{AwsMachine, VolumeSpec};
 use qa_core::conformance::CheckingLedger;
 use qa_core::journal::ResourceLedger;
-use qa_cloud::aws::{AwsMachine, VolumeSpec};
 use qa_core::plan::MachineSpec;
 use qa_core::types::{Access, HostKeyPolicy, Leftovers, ResourceState, RunId};
 use qa_core::{MachineRequest, Placement, Provisioner, RunContext, SweepScope, TestId};
@@ -494,7 +494,10 @@ async fn sweep_removes_only_what_carries_the_test_id() {
     p.create(&request("b", spec, None), &theirs, &CheckingLedger::new())
         .await
         .unwrap();
-    let removed = p.sweep(&TestId("sweep-mine".into()), SweepScope::Configured).await.unwrap();
+    let removed = p
+        .sweep(&TestId("sweep-mine".into()), SweepScope::Configured)
+        .await
+        .unwrap();
     for kind in ["instance", "security-group", "key-pair", "placement-group"] {
         assert!(
             removed.iter().any(|l| l.starts_with(kind)),
@@ -768,7 +771,10 @@ async fn sweep_reads_every_page_of_instances() {
         ..Default::default()
     };
     let p = AwsProvisioner::from_sdk_config(&s.emu.sdk_config(REGION).await, options).unwrap();
-    let removed = p.sweep(&TestId("paged".into()), SweepScope::Configured).await.unwrap();
+    let removed = p
+        .sweep(&TestId("paged".into()), SweepScope::Configured)
+        .await
+        .unwrap();
     assert_eq!(
         removed.iter().filter(|l| l.starts_with("instance")).count(),
         7,

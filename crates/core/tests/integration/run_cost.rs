@@ -149,7 +149,8 @@ async fn report_json_carries_the_sum_of_the_provisioners_estimates() {
     let expected = CostEstimate {
         currency: "USD".into(),
         total: 3.75,
-        items: vec![("box: 1 hour".into(), 1.25), ("cloud: 1 hour".into(), 2.5)],
+        // By backend name: `fake-cloud` before `local`.
+        items: vec![("cloud: 1 hour".into(), 2.5), ("box: 1 hour".into(), 1.25)],
     };
     let written = report_json(&summary.run_dir);
     assert_eq!(written.cost.as_ref(), Some(&expected));
