@@ -42,7 +42,10 @@ export QA_REQUIRE_XMLLINT=1
 if [ $# -gt 0 ]; then
     exec cargo test "$@"
 fi
-# Benchmarks are measured with `cargo bench`, not run as tests; make sure they still compile.
-cargo check --workspace --all-features --benches --quiet
+# The hygiene gate, before any test: formatting, lints (every target, benchmarks included:
+# they are measured with `cargo bench`, not run here, but must build) and the docs.
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
+RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --workspace --all-features --quiet
 # --all-features: the cloud backends (behind cargo features) are tested too.
 exec cargo test --workspace --all-features --no-fail-fast

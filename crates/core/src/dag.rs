@@ -511,11 +511,11 @@ where
 }
 
 /// Catches a panic inside a future, so one broken task cannot take the run (and its teardown) down.
-async fn futures_catch_unwind<F: std::future::Future>(
+async fn futures_catch_unwind<F: Future>(
     fut: std::panic::AssertUnwindSafe<F>,
 ) -> Result<F::Output, String> {
     struct CatchUnwind<F>(F);
-    impl<F: std::future::Future> std::future::Future for CatchUnwind<std::panic::AssertUnwindSafe<F>> {
+    impl<F: Future> Future for CatchUnwind<std::panic::AssertUnwindSafe<F>> {
         type Output = Result<F::Output, String>;
         fn poll(
             self: std::pin::Pin<&mut Self>,

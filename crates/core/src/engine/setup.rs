@@ -190,8 +190,7 @@ impl Engine {
         Ok(self.prepared(
             loaded,
             run.graph,
-            (run.run_id, run.test_id, run.run_dir),
-            journal,
+            (run.run_id, run.test_id, run.run_dir, journal),
             secrets,
             opts,
             HashMap::new(),
@@ -241,16 +240,16 @@ impl Engine {
             RunId(snap.run_id.clone()),
             TestId(snap.test_id.clone()),
             run_dir.to_path_buf(),
+            Arc::new(journal),
         );
-        Ok(self.prepared(&loaded, graph, ids, Arc::new(journal), secrets, opts, prior))
+        Ok(self.prepared(&loaded, graph, ids, secrets, opts, prior))
     }
 
     fn prepared(
         &self,
         loaded: &LoadedPlan,
         graph: TaskGraph<Stage>,
-        (run_id, test_id, run_dir): (RunId, TestId, PathBuf),
-        journal: Arc<RunJournal>,
+        (run_id, test_id, run_dir, journal): (RunId, TestId, PathBuf, Arc<RunJournal>),
         secrets: BTreeMap<String, String>,
         opts: RunOptions,
         prior: HashMap<String, Verdict>,

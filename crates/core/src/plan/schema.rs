@@ -1,7 +1,7 @@
 //! The shape of a plan file, written as data, and a walk of a YAML tree against it.
 //!
 //! serde stops at the first problem it meets and cannot say where a semantic problem is. This walk
-//! runs first, over the spanned tree of [`super::tree`], and collects *every* unknown key, missing
+//! runs first, over the spanned tree of `super::tree`, and collects *every* unknown key, missing
 //! key, wrong type, unknown enum value and bad duration, each with its line, column and key path.
 //! Only when it finds nothing does the loader deserialize the typed [`super::Plan`] (which keeps
 //! `deny_unknown_fields`, so the two cannot silently drift apart: a test walks every example plan

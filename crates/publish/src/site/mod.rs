@@ -432,10 +432,7 @@ fn write_shared(site_dir: &Path, runs: &[RunEntry]) -> Result<(), PublishError> 
     }
     let pages = index_page::page_count(runs.len());
     for n in 0..pages {
-        w(
-            &index_page::page_file(n),
-            index_page::render(runs, n).as_bytes(),
-        )?;
+        w(&page_file(n), index_page::render(runs, n).as_bytes())?;
     }
     // Pages left from when there were more runs.
     if let Ok(entries) = std::fs::read_dir(site_dir) {

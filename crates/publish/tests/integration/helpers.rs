@@ -28,7 +28,7 @@ pub fn make_run(
     run_id: &str,
     plan: &str,
     started: &str,
-    steps: &[FakeStep],
+    steps: &[FakeStep<'_>],
 ) -> (Report, PathBuf) {
     let dir = results.join(run_id);
     let mut reports = Vec::new();

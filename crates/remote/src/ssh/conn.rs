@@ -365,7 +365,7 @@ fn set_tcp_keepalive(fd: RawFd, idle: Duration) {
                 level,
                 name,
                 &value as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                size_of::<libc::c_int>() as libc::socklen_t,
             )
         };
     };

@@ -392,7 +392,7 @@ async fn connector_connects_ssh_machines() {
         facts: Default::default(),
     };
     let exec = connector.connect(&machine).await.unwrap();
-    assert_eq!(super::logins(&host), 1, "connect logs in at once");
+    assert_eq!(logins(&host), 1, "connect logs in at once");
     let (info, out) = executor::run_recorded(exec.as_ref(), &spec("pwd")).await;
     assert!(info.success());
     assert_eq!(
