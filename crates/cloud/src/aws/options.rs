@@ -238,6 +238,24 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_documentation_names_every_aws_key() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/plan.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let section = &doc[doc.find("### `aws` options").expect("an aws section")..];
+        let mut keys = Vec::new();
+        for shape in [&AWS_MACHINE, &VOLUME] {
+            if let Shape::Struct(fields) = shape {
+                keys.extend(fields.iter().map(|f| f.key()));
+            }
+        }
+        let missing: Vec<_> = keys
+            .into_iter()
+            .filter(|k| !section.contains(&format!("`{k}`")))
+            .collect();
+        assert!(missing.is_empty(), "docs/plan.md's aws section lacks {missing:?}");
+    }
+
     fn registry() -> qa_core::BackendRegistry {
         let mut r = qa_core::BackendRegistry::new();
         r.register(qa_core::Backend::new(std::sync::Arc::new(AwsBackend)))
