@@ -253,7 +253,10 @@ mod tests {
             .into_iter()
             .filter(|k| !section.contains(&format!("`{k}`")))
             .collect();
-        assert!(missing.is_empty(), "docs/plan.md's aws section lacks {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "docs/plan.md's aws section lacks {missing:?}"
+        );
     }
 
     fn registry() -> qa_core::BackendRegistry {

@@ -29,6 +29,7 @@ mod cleanup;
 mod context;
 mod error;
 mod layout;
+mod republish;
 mod run;
 mod setup;
 mod stages;

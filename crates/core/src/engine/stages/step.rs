@@ -16,8 +16,12 @@ use crate::remote::{CommandSpec, ExitInfo, OutputSink};
 use crate::stages::Stage;
 use crate::types::Verdict;
 
-/// The verdict of a step from how its process ended.
-pub(crate) fn verdict_of(info: &ExitInfo) -> TaskResult {
+/// How long a custom step type is given to return once it was asked to stop (its timeout
+/// passed, or the run was interrupted), before the engine stops waiting for it.
+const CUSTOM_STEP_GRACE: Duration = Duration::from_secs(5);
+
+/// The verdict of a step from how its process ended; a timeout names the step's limit.
+pub(crate) fn verdict_of(info: &ExitInfo, limit: Duration) -> TaskResult {
     if info.cancelled {
         TaskResult::new(
             Verdict::Interrupted,
@@ -27,8 +31,8 @@ pub(crate) fn verdict_of(info: &ExitInfo) -> TaskResult {
         TaskResult::new(
             Verdict::Timeout,
             format!(
-                "timed out after {:.1}s; its process tree was killed",
-                info.duration.as_secs_f64()
+                "timed out: its limit is {}; its process tree was killed",
+                crate::plan::PlanDuration(limit)
             ),
         )
     } else if info.code == Some(0) {
@@ -114,16 +118,41 @@ impl ActiveRun {
                     .get(name)
                     .cloned()
                     .expect("checked before the run");
-                t.run(StepContext {
+                // The engine enforces the step's timeout and the run's cancellation, whatever the
+                // step type does with its token: it is asked to stop, given a grace, then left.
+                let stop = cancel.child_token();
+                let started = std::time::Instant::now();
+                let mut work = t.run(StepContext {
                     step: step.clone(),
                     machine: m.clone(),
                     executor: x.clone(),
                     output: sink,
                     env,
                     timeout,
-                    cancel,
-                })
-                .await
+                    cancel: stop.clone(),
+                });
+                let ended = |timed_out: bool, cancelled: bool| ExitInfo {
+                    code: None,
+                    signal: None,
+                    timed_out,
+                    cancelled,
+                    duration: started.elapsed(),
+                    rebooted: false,
+                };
+                tokio::select! {
+                    r = &mut work => r,
+                    _ = tokio::time::sleep(timeout) => {
+                        recorder.note(&format!("timed out: its limit is {}", crate::plan::PlanDuration(timeout)));
+                        stop.cancel();
+                        let _ = tokio::time::timeout(CUSTOM_STEP_GRACE, &mut work).await;
+                        Ok(ended(true, false))
+                    }
+                    _ = cancel.cancelled() => {
+                        stop.cancel();
+                        let _ = tokio::time::timeout(CUSTOM_STEP_GRACE, &mut work).await;
+                        Ok(ended(false, true))
+                    }
+                }
             }
             action => {
                 let command = match action {
@@ -154,7 +183,7 @@ impl ActiveRun {
         match result {
             Ok(info) => {
                 d.exit_code = info.code;
-                verdict_of(&info)
+                verdict_of(&info, timeout)
             }
             Err(e) => TaskResult::new(Verdict::Error, e.to_string()),
         }
