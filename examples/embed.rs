@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use qa_core::engine::{Engine, RunOptions, RunSummary, StepContext, StepType};
+use qa_core::CommandSpec;
+use qa_core::engine::{Engine, RunOptions, RunSummary, StepContext, StepOutcome, StepType};
 use qa_core::plan::{LoadedPlan, MachineSpec, Plan, StepSpec};
-use qa_core::{CommandSpec, ExitInfo, RemoteError};
 
 /// A step type: `uses: checksum` with `with: {path: FILE, cksum: EXPECTED}`. It runs `cksum` on
 /// the machine and passes when the first field matches.
@@ -19,7 +19,7 @@ struct Checksum;
 
 #[async_trait]
 impl StepType for Checksum {
-    async fn run(&self, ctx: StepContext) -> Result<ExitInfo, RemoteError> {
+    async fn run(&self, ctx: StepContext) -> StepOutcome {
         let path = ctx
             .step
             .with
@@ -42,15 +42,25 @@ impl StepType for Checksum {
             timeout: Some(ctx.timeout),
             ..Default::default()
         };
+        if expected.is_empty() {
+            // A mistake in the plan: no point in trying again.
+            return StepOutcome::fatal("`with.cksum` is missing: give the expected checksum");
+        }
         let start = Instant::now();
         ctx.output
             .note(&format!("checking cksum of {path} on {}", ctx.machine.name));
-        let mut info = ctx
+        match ctx
             .executor
             .run(&cmd, ctx.output.clone(), ctx.cancel.clone())
-            .await?;
-        info.duration = start.elapsed();
-        Ok(info)
+            .await
+        {
+            Ok(info) if info.success() => StepOutcome::pass(),
+            Ok(_) => StepOutcome::fail(format!(
+                "{path} does not have checksum {expected} (checked in {:.1}s)",
+                start.elapsed().as_secs_f64()
+            )),
+            Err(e) => e.into(),
+        }
     }
 }
 

@@ -182,11 +182,14 @@ impl<T> TaskGraph<T> {
 
 /// What one attempt of a task produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TaskResult {
     /// The verdict.
     pub verdict: Verdict,
     /// Why, for anything but PASS.
     pub message: Option<String>,
+    /// An ERROR that another attempt would meet again: not retried.
+    pub final_error: bool,
 }
 
 impl TaskResult {
@@ -195,6 +198,7 @@ impl TaskResult {
         TaskResult {
             verdict: Verdict::Pass,
             message: None,
+            final_error: false,
         }
     }
 
@@ -203,6 +207,15 @@ impl TaskResult {
         TaskResult {
             verdict,
             message: Some(message.into()),
+            final_error: false,
+        }
+    }
+
+    /// An ERROR that is not worth another attempt (a bad parameter, refused credentials).
+    pub fn final_error(message: impl Into<String>) -> Self {
+        TaskResult {
+            final_error: true,
+            ..TaskResult::new(Verdict::Error, message)
         }
     }
 }
@@ -487,8 +500,10 @@ where
             Err(msg) => TaskResult::new(Verdict::Error, format!("task panicked: {msg}")),
         };
         let duration = start.elapsed();
-        let retry =
-            result.verdict == Verdict::Error && attempt <= node.retries && !cancel.is_cancelled();
+        let retry = result.verdict == Verdict::Error
+            && !result.final_error
+            && attempt <= node.retries
+            && !cancel.is_cancelled();
         if !retry {
             return TaskOutcome {
                 verdict: result.verdict,

@@ -76,6 +76,30 @@ pub struct ExitInfo {
 }
 
 impl ExitInfo {
+    /// A command that exited with `code` after `duration`.
+    pub fn exited(code: i32, duration: Duration) -> Self {
+        ExitInfo {
+            code: Some(code),
+            signal: None,
+            timed_out: false,
+            cancelled: false,
+            duration,
+            rebooted: false,
+        }
+    }
+
+    /// A command that was stopped: at its timeout (`timed_out`) or by cancellation.
+    pub fn stopped(timed_out: bool, duration: Duration) -> Self {
+        ExitInfo {
+            code: None,
+            signal: None,
+            timed_out,
+            cancelled: !timed_out,
+            duration,
+            rebooted: false,
+        }
+    }
+
     /// Exited with status 0.
     pub fn success(&self) -> bool {
         self.code == Some(0) && !self.timed_out && !self.cancelled

@@ -21,10 +21,86 @@ use crate::report::Report;
 use crate::types::Machine;
 
 /// A step type registered by an embedding program, used by steps with `uses: <name>`.
+///
+/// # Contract
+/// - The engine enforces the step's timeout and the run's cancellation: when either comes,
+///   `ctx.cancel` fires; a step type that does not return within a few seconds after is left
+///   behind and the step ends TIMEOUT or INTERRUPTED.
+/// - What the step says goes to its log and recording through `ctx.output`.
 #[async_trait]
 pub trait StepType: Send + Sync + 'static {
-    /// Runs the step. `Ok` with a non-zero code is FAIL; `Err` is ERROR (and may be retried).
-    async fn run(&self, ctx: StepContext) -> Result<ExitInfo, RemoteError>;
+    /// Runs the step and says how it went.
+    async fn run(&self, ctx: StepContext) -> StepOutcome;
+}
+
+/// How a custom step ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StepOutcome {
+    /// It passed.
+    Pass,
+    /// The test said no, for this reason; never retried.
+    Fail {
+        /// Shown in the report as the step's message.
+        reason: String,
+    },
+    /// Infrastructure failed (ERROR): retried up to the step's `retries` when `retryable`.
+    Error {
+        /// What went wrong.
+        message: String,
+        /// Whether another attempt could succeed.
+        retryable: bool,
+    },
+}
+
+impl StepOutcome {
+    /// PASS.
+    pub fn pass() -> Self {
+        StepOutcome::Pass
+    }
+
+    /// FAIL with a reason.
+    pub fn fail(reason: impl Into<String>) -> Self {
+        StepOutcome::Fail {
+            reason: reason.into(),
+        }
+    }
+
+    /// ERROR that another attempt may not meet (a dropped connection, a busy service).
+    pub fn error(message: impl Into<String>) -> Self {
+        StepOutcome::Error {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    /// ERROR that another attempt would meet again (a bad parameter): not retried.
+    pub fn fatal(message: impl Into<String>) -> Self {
+        StepOutcome::Error {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+
+    /// The outcome of a command the step ran: PASS on status 0, FAIL otherwise (with the
+    /// status or signal as its reason).
+    pub fn from_exit(info: &ExitInfo) -> Self {
+        match (info.code, info.signal) {
+            (Some(0), _) if !info.timed_out && !info.cancelled => StepOutcome::Pass,
+            _ if info.timed_out => StepOutcome::fail("its command timed out"),
+            _ if info.cancelled => StepOutcome::fail("its command was cancelled"),
+            (Some(c), _) => StepOutcome::fail(format!("exit status {c}")),
+            (None, Some(s)) => StepOutcome::fail(format!("killed by signal {s}")),
+            (None, None) => StepOutcome::error("its command ended without an exit status"),
+        }
+    }
+}
+
+/// An executor's error is an infrastructure error, worth another attempt.
+impl From<RemoteError> for StepOutcome {
+    fn from(e: RemoteError) -> Self {
+        StepOutcome::error(e.to_string())
+    }
 }
 
 /// What a custom step type gets.

@@ -35,7 +35,7 @@ mod setup;
 mod stages;
 
 pub use builder::{
-    Engine, PublisherFactory, ReportHook, ReservationKeepalive, StepContext, StepType,
+    Engine, PublisherFactory, ReportHook, ReservationKeepalive, StepContext, StepOutcome, StepType,
     TEARDOWN_MARGIN,
 };
 pub use cleanup::{CleanupReport, JanitorReport, SweepReport};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::super::builder::StepContext;
+use super::super::builder::{StepContext, StepOutcome};
 use super::super::context::{ActiveRun, step_timeout};
 use super::super::layout::{script_remote_path, shell_quote, step_cast, step_log};
 use crate::dag::TaskResult;
@@ -93,6 +93,55 @@ impl ActiveRun {
             .clone()
             .or_else(|| self.loaded.plan.defaults.workdir.clone());
         let sink: Arc<dyn OutputSink> = recorder.clone();
+        if let StepAction::Custom(name) = step.action() {
+            let t = self
+                .engine
+                .step_types
+                .get(name)
+                .cloned()
+                .expect("checked before the run");
+            // The engine enforces the step's timeout and the run's cancellation, whatever the
+            // step type does with its token: it is asked to stop, given a grace, then left.
+            let stop = cancel.child_token();
+            let mut work = t.run(StepContext {
+                step: step.clone(),
+                machine: m.clone(),
+                executor: x.clone(),
+                output: sink,
+                env,
+                timeout,
+                cancel: stop.clone(),
+            });
+            let ended = tokio::select! {
+                outcome = &mut work => Some(outcome),
+                _ = tokio::time::sleep(timeout) => None,
+                _ = cancel.cancelled() => None,
+            };
+            let result = match ended {
+                Some(StepOutcome::Pass) => TaskResult::pass(),
+                Some(StepOutcome::Fail { reason }) => TaskResult::new(Verdict::Fail, reason),
+                Some(StepOutcome::Error {
+                    message,
+                    retryable: true,
+                }) => TaskResult::new(Verdict::Error, message),
+                Some(StepOutcome::Error { message, .. }) => TaskResult::final_error(message),
+                None => {
+                    let cancelled = cancel.is_cancelled();
+                    if !cancelled {
+                        recorder.note(&format!(
+                            "timed out: its limit is {}",
+                            crate::plan::PlanDuration(timeout)
+                        ));
+                    }
+                    stop.cancel();
+                    let _ = tokio::time::timeout(CUSTOM_STEP_GRACE, &mut work).await;
+                    verdict_of(&ExitInfo::stopped(!cancelled, timeout), timeout)
+                }
+            };
+            let tail = recorder.finish();
+            self.state().steps.entry(stage.clone()).or_default().tail = Some(tail);
+            return result;
+        }
         let result = match step.action() {
             StepAction::Reboot => {
                 recorder.note("rebooting");
@@ -111,49 +160,6 @@ impl ActiveRun {
                     Err(e) => Err(e),
                 }
             }
-            StepAction::Custom(name) => {
-                let t = self
-                    .engine
-                    .step_types
-                    .get(name)
-                    .cloned()
-                    .expect("checked before the run");
-                // The engine enforces the step's timeout and the run's cancellation, whatever the
-                // step type does with its token: it is asked to stop, given a grace, then left.
-                let stop = cancel.child_token();
-                let started = std::time::Instant::now();
-                let mut work = t.run(StepContext {
-                    step: step.clone(),
-                    machine: m.clone(),
-                    executor: x.clone(),
-                    output: sink,
-                    env,
-                    timeout,
-                    cancel: stop.clone(),
-                });
-                let ended = |timed_out: bool, cancelled: bool| ExitInfo {
-                    code: None,
-                    signal: None,
-                    timed_out,
-                    cancelled,
-                    duration: started.elapsed(),
-                    rebooted: false,
-                };
-                tokio::select! {
-                    r = &mut work => r,
-                    _ = tokio::time::sleep(timeout) => {
-                        recorder.note(&format!("timed out: its limit is {}", crate::plan::PlanDuration(timeout)));
-                        stop.cancel();
-                        let _ = tokio::time::timeout(CUSTOM_STEP_GRACE, &mut work).await;
-                        Ok(ended(true, false))
-                    }
-                    _ = cancel.cancelled() => {
-                        stop.cancel();
-                        let _ = tokio::time::timeout(CUSTOM_STEP_GRACE, &mut work).await;
-                        Ok(ended(false, true))
-                    }
-                }
-            }
             action => {
                 let command = match action {
                     StepAction::Script(_) => format!(
@@ -161,7 +167,7 @@ impl ActiveRun {
                         shell_quote(&script_remote_path(&step.name))
                     ),
                     StepAction::Command(c) => c.to_string(),
-                    _ => unreachable!("handled above"),
+                    StepAction::Reboot | StepAction::Custom(_) => unreachable!("handled above"),
                 };
                 let spec = CommandSpec {
                     command,
