@@ -622,6 +622,7 @@ mod tests {
             TaskResult {
                 verdict: v,
                 message: None,
+                final_error: false,
             }
         }
 
