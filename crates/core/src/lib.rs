@@ -42,6 +42,28 @@ pub use remote::{
 };
 pub use types::*;
 
+// Foreign types in qa-core's signatures, so that an embedding program names them without
+// depending on (and matching the versions of) the crates they come from.
+pub use async_trait::async_trait;
+pub use serde_json;
+pub use tokio_util::sync::CancellationToken;
+
+/// What an embedding program usually needs, in one `use qa_core::prelude::*;`.
+pub mod prelude {
+    pub use crate::backend::{
+        Backend, BackendDescriptor, BackendName, BackendRegistry, ReservationNeed, SweepScope,
+    };
+    pub use crate::dag::RunCancel;
+    pub use crate::engine::{Engine, RunOptions, RunSummary, StepContext, StepOutcome, StepType};
+    pub use crate::events::{Event, EventSink};
+    pub use crate::plan::{LoadedPlan, MachineSpec, Plan, StepSpec};
+    pub use crate::{CancellationToken, async_trait};
+    pub use crate::{
+        CapacityReservation, CommandSpec, Connector, ExitInfo, Machine, Provisioner, RemoteError,
+        RemoteExecutor, ResultPublisher, Verdict,
+    };
+}
+
 /// Now, as RFC 3339 UTC with milliseconds.
 pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
