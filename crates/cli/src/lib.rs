@@ -237,7 +237,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
             ref test_id,
             concurrency,
         } => {
-            let loaded = match qa_core::plan::load_file(plan) {
+            let loaded = match qa_core::plan::load_file_with(plan, &qa_cloud::backends()) {
                 Ok(l) => l,
                 Err(e) => return fail(&e.to_string(), exit::BAD_PLAN_OR_USAGE),
             };
@@ -291,7 +291,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
             }
         }
         Command::Plan { ref plan, format } => {
-            let loaded = match qa_core::plan::load_file(plan) {
+            let loaded = match qa_core::plan::load_file_with(plan, &qa_cloud::backends()) {
                 Ok(l) => l,
                 Err(e) => return fail(&e.to_string(), exit::BAD_PLAN_OR_USAGE),
             };
@@ -327,8 +327,8 @@ pub async fn dispatch(cli: Cli) -> i32 {
         Command::Validate { ref plans } => {
             let mut code = exit::ALL_PASSED;
             for p in plans {
-                match qa_core::plan::load_file(p) {
-                    Ok(l) => match qa_core::stages::build_graph(&l, false) {
+                match qa_core::plan::load_file_with(p, &qa_cloud::backends()) {
+                    Ok(l) => match qa_core::stages::build_graph(&l, &qa_cloud::backends()) {
                         Ok(g) => print_stdout(&format!(
                             "ok: {} ({} machine(s), {} step(s), {} tasks)\n",
                             p.display(),
@@ -462,6 +462,7 @@ pub fn default_engine(settings: &EngineSettings, events: Arc<dyn EventSink>) -> 
         qa_provision::static_hosts::StaticProvisioner::new(settings.inventory.clone(), lease_dir())
             .with_connector(connector.clone());
     Engine::new()
+        .backends(qa_cloud::backends())
         .provisioner(Arc::new(
             qa_provision::local::LocalProvisioner::new().with_sweep_root(&settings.results),
         ))
@@ -583,6 +584,9 @@ async fn execute(
                 for f in &summary.cleanup_failures {
                     eprintln!("  cleanup incomplete: {f}");
                 }
+                if let Some(f) = &summary.publish_failure {
+                    eprintln!("  publishing failed: {f}");
+                }
                 eprintln!(
                     "results: {}  (report.json, junit.xml, logs/, casts/)",
                     summary.run_dir.display()
@@ -628,6 +632,9 @@ async fn watch_signals(
     std::process::exit(exit::INTERRUPTED);
 }
 
+/// The name of the EC2 backend.
+const AWS: qa_core::BackendName = qa_core::BackendName::new("aws");
+
 /// Which clouds a command needs, and their region.
 #[derive(Debug, Clone, Default)]
 pub struct Clouds {
@@ -643,15 +650,13 @@ impl Clouds {
 
 fn clouds_of_plan(plan: &qa_core::plan::Plan) -> Clouds {
     let machines = qa_core::stages::machine_instances(plan);
-    let aws = machines
-        .iter()
-        .find(|m| m.backend == qa_core::plan::BackendKind::Aws)
-        .map(|m| {
-            plan.machines[m.spec_index]
-                .aws
-                .as_ref()
-                .and_then(|a| a.region.clone())
-        });
+    let aws = machines.iter().find(|m| m.backend == AWS).map(|m| {
+        plan.machines[m.spec_index]
+            .options_of(AWS)
+            .and_then(|a| a.get("region"))
+            .and_then(|r| r.as_str())
+            .map(str::to_string)
+    });
     Clouds { aws }
 }
 
@@ -663,12 +668,13 @@ fn clouds_of_run(run_dir: &Path) -> Clouds {
     let aws = state
         .resources
         .iter()
-        .find(|r| r.backend == qa_core::plan::BackendKind::Aws)
+        .find(|r| r.backend == AWS)
         .map(|r| r.details.get("region").cloned());
-    let from_plan = qa_core::plan::load_file(Path::new(&state.plan_path))
-        .ok()
-        .map(|l| clouds_of_plan(&l.plan))
-        .unwrap_or_default();
+    let from_plan =
+        qa_core::plan::load_file_with(Path::new(&state.plan_path), &qa_cloud::backends())
+            .ok()
+            .map(|l| clouds_of_plan(&l.plan))
+            .unwrap_or_default();
     Clouds {
         aws: aws.or(from_plan.aws),
     }
@@ -762,7 +768,14 @@ pub async fn with_clouds(engine: Engine, clouds: &Clouds) -> Result<Engine, Clou
     })
     .await
     .map_err(|e| CloudError::Infrastructure(e.to_string()))?;
-    Ok(engine.provisioner(Arc::new(p)).reservation(Arc::new(c)))
+    let p = Arc::new(p);
+    let mut backends = engine.backend_registry().clone();
+    backends.set_provisioner(p.clone());
+    backends
+        .set_reservation(Arc::new(c))
+        .and_then(|b| b.set_janitor(AWS, p))
+        .map_err(|e| CloudError::Infrastructure(e.to_string()))?;
+    Ok(engine.backends(backends))
 }
 
 /// Without cloud features, plans that need a cloud are refused by the engine's check with the
@@ -801,77 +814,49 @@ pub fn aws_prices(path: Option<&Path>) -> Result<qa_provision::aws::cost::PriceT
 
 #[cfg(feature = "aws")]
 async fn janitor(older_than: std::time::Duration, yes: bool, all_regions: bool) -> i32 {
-    let p = match qa_provision::aws::AwsProvisioner::from_env(Default::default()).await {
-        Ok(p) => p,
-        Err(e) => return fail(&e.to_string(), exit::INFRASTRUCTURE_ERROR),
+    let engine = default_engine(
+        &EngineSettings::default(),
+        Arc::new(qa_core::events::NoEvents),
+    );
+    let engine = match with_clouds(engine, &Clouds::all()).await {
+        Ok(e) => e,
+        Err(e) => return fail(e.message(), e.exit_code()),
     };
-    let regions = if all_regions {
-        match p.regions().await {
-            Ok(r) => r,
-            Err(e) => return fail(&e.to_string(), exit::INFRASTRUCTURE_ERROR),
-        }
-    } else {
-        vec![p.region().to_string()]
-    };
-    let cutoff = time::OffsetDateTime::now_utc().unix_timestamp() - older_than.as_secs() as i64;
-    let mut tasks = tokio::task::JoinSet::new();
-    for region in regions {
-        let p = p.in_region(&region);
-        tasks.spawn(async move {
-            let listed = p.expired(cutoff).await;
-            (region, p, listed)
-        });
-    }
+    let report = engine.janitor(older_than, all_regions, yes).await;
     let mut code = exit::ALL_PASSED;
-    let mut found = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        let Ok((region, p, listed)) = joined else {
-            code = exit::INFRASTRUCTURE_ERROR;
-            continue;
-        };
-        match listed {
-            Ok(list) if list.is_empty() => {}
-            Ok(list) => found.push((region, p, list)),
-            Err(e) => {
-                eprintln!("error: {region}: {e}");
-                code = exit::INFRASTRUCTURE_ERROR;
-            }
-        }
+    for e in &report.errors {
+        eprintln!("error: {e}");
+        code = exit::INFRASTRUCTURE_ERROR;
     }
-    found.sort_by(|a, b| a.0.cmp(&b.0));
-    if found.is_empty() {
+    if report.expired.is_empty() {
         if code == exit::ALL_PASSED {
             println!("nothing has outlived its keep-until");
         }
         return code;
     }
-    let mut total = 0;
-    for (region, _, list) in &found {
-        for r in list {
-            total += 1;
-            println!(
-                "{region:<14} {:<16} {:<24} test-id {:<30} keep-until {}",
-                r.kind,
-                r.id,
-                r.test_id.as_deref().unwrap_or("-"),
-                r.keep_until
-            );
-        }
+    for (_, r) in &report.expired {
+        println!(
+            "{:<14} {:<16} {:<24} test-id {:<30} keep-until {}",
+            r.region,
+            r.kind,
+            r.id,
+            r.test_id.as_deref().unwrap_or("-"),
+            r.keep_until
+        );
     }
     if !yes {
-        eprintln!("{total} resource(s) listed; nothing removed (add --yes to remove them)");
+        eprintln!(
+            "{} resource(s) listed; nothing removed (add --yes to remove them)",
+            report.expired.len()
+        );
         return code;
     }
-    for (region, p, _) in &found {
-        match p.remove_expired(cutoff).await {
-            Ok(removed) => removed
-                .iter()
-                .for_each(|r| println!("removed {region}: {r}")),
-            Err(e) => {
-                eprintln!("left: {region}: {e}");
-                code = exit::CLEANUP_INCOMPLETE;
-            }
-        }
+    for r in &report.removed {
+        println!("removed {r}");
+    }
+    for l in &report.left {
+        eprintln!("left: {l}");
+        code = exit::CLEANUP_INCOMPLETE;
     }
     code
 }
@@ -888,7 +873,9 @@ async fn janitor(_older_than: std::time::Duration, _yes: bool, _all_regions: boo
 fn plan_inventory_of(run_dir: &Path) -> Vec<qa_core::plan::InventoryHost> {
     qa_core::journal::read_state(&run_dir.join(qa_core::journal::JOURNAL_FILE))
         .ok()
-        .and_then(|s| qa_core::plan::load_file(Path::new(&s.plan_path)).ok())
+        .and_then(|s| {
+            qa_core::plan::load_file_with(Path::new(&s.plan_path), &qa_cloud::backends()).ok()
+        })
         .map(|l| resolve_inventory(&l.plan.inventory, &l.base_dir).unwrap_or(l.plan.inventory))
         .unwrap_or_default()
 }
@@ -972,41 +959,20 @@ async fn cleanup(
         }
     }
     if let Some(id) = test_id {
-        let id = TestId(id.to_string());
-        for b in [
-            qa_core::plan::BackendKind::Local,
-            qa_core::plan::BackendKind::Static,
-            qa_core::plan::BackendKind::Aws,
-        ] {
-            if let Some(p) = engine.provisioner_for(b) {
-                let swept = if all_regions {
-                    p.sweep_all_regions(&id).await
-                } else {
-                    p.sweep(&id).await
-                };
-                match swept {
-                    Ok(lines) => lines.iter().for_each(|l| println!("swept {l}")),
-                    Err(e) => {
-                        eprintln!("left: {e}");
-                        remaining += 1;
-                    }
-                }
-            }
-            if let Some(r) = engine.reservation_for(b) {
-                let res = if all_regions {
-                    r.cancel_all_regions(&id).await
-                } else {
-                    r.cancel(&id).await
-                };
-                match res {
-                    Ok(n) => println!("cancelled {n} reservation(s) on {b}"),
-                    Err(e) => {
-                        eprintln!("left: {e}");
-                        remaining += 1;
-                    }
-                }
-            }
+        let scope = if all_regions {
+            qa_core::SweepScope::AllRegions
+        } else {
+            qa_core::SweepScope::Configured
+        };
+        let swept = engine.sweep_test_id(&TestId(id.to_string()), scope).await;
+        swept.swept.iter().for_each(|l| println!("swept {l}"));
+        for (b, n) in &swept.cancelled {
+            println!("cancelled {n} reservation(s) on {b}");
         }
+        for e in &swept.remaining {
+            eprintln!("left: {e}");
+        }
+        remaining += swept.remaining.len();
     }
     if remaining > 0 {
         exit::CLEANUP_INCOMPLETE
@@ -1016,30 +982,17 @@ async fn cleanup(
 }
 
 async fn publish_again(run_dir: &Path) -> i32 {
-    let report = match qa_publish::load_report(run_dir) {
-        Ok(r) => r,
-        Err(e) => return fail(&e.to_string(), exit::BAD_PLAN_OR_USAGE),
-    };
-    let plan = match qa_core::plan::load_file(Path::new(&report.plan_path)) {
+    let engine = default_engine(
+        &EngineSettings::default(),
+        Arc::new(qa_core::events::NoEvents),
+    );
+    let published = match engine.publish_again(run_dir).await {
         Ok(p) => p,
         Err(e) => return fail(&e.to_string(), exit::BAD_PLAN_OR_USAGE),
     };
-    if plan.plan.publish.is_empty() {
-        return fail(
-            &format!("plan {} has no `publish:` targets", plan.path.display()),
-            exit::BAD_PLAN_OR_USAGE,
-        );
-    }
-    let redactor = qa_core::redact::Redactor::new(
-        plan.plan
-            .secrets
-            .iter()
-            .filter_map(|k| std::env::var(k).ok()),
-    );
     let mut code = exit::ALL_PASSED;
-    for t in &plan.plan.publish {
-        let p = qa_publish::from_target_with_redactor(t, &plan.base_dir, redactor.clone());
-        match p.publish(&report, run_dir).await {
+    for p in published {
+        match p {
             Ok(r) => println!("published to {}: {}", r.publisher, r.location),
             Err(e) => {
                 eprintln!("error: {e}");
