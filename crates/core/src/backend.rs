@@ -148,7 +148,7 @@ impl OptionProblem {
 }
 
 /// What the plan loader and the engine know of a backend before any of its clients exist: its
-/// name, the shape of its options block in a machine (`aws:`, `my-cloud:`), the checks a plan
+/// name, the shape of its options block in a machine (`my-cloud:`), the checks a plan
 /// must pass before the run touches anything, and what a machine asks to be reserved.
 ///
 /// # Contract

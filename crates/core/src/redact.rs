@@ -1,7 +1,7 @@
 //! Redaction of secrets in everything qa-run writes: step logs, recordings, reports, pages.
 //!
 //! Two sources of secrets: values the plan marks secret (`secrets:` names environment variables)
-//! and common credential shapes that need no declaration — AWS access key ids, private-key
+//! and common credential shapes that need no declaration — access key ids (`AKIA…`, `ASIA…`), private-key
 //! blocks, and passwords in URLs (`scheme://user:password@host`).
 
 /// What replaces a secret.
@@ -33,7 +33,7 @@ impl Redactor {
             }
         }
         let out = mask_private_keys(&out);
-        let out = mask_aws_key_ids(&out);
+        let out = mask_access_key_ids(&out);
         mask_url_passwords(&out)
     }
 }
@@ -75,7 +75,7 @@ fn mask_private_keys(text: &str) -> String {
     out
 }
 
-fn mask_aws_key_ids(text: &str) -> String {
+fn mask_access_key_ids(text: &str) -> String {
     let b = text.as_bytes();
     let mut out = String::with_capacity(text.len());
     let mut i = 0;

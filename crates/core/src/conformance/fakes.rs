@@ -2,7 +2,7 @@
 //! should not need a backend crate, and as proof that each conformance suite can be passed.
 //!
 //! - [`FakeProvisioner`]: "instances" in a shared in-memory cloud; a second provisioner made with
-//!   [`FakeProvisioner::fresh_instance`] sees the same cloud, as a new process would see AWS.
+//!   [`FakeProvisioner::fresh_instance`] sees the same cloud, as a new process would see a real one.
 //! - [`FakeExecutor`]: the smallest honest executor: `/bin/sh` in a process group in a directory,
 //!   plus a boot id in memory that [`RemoteExecutor::reboot`] changes, and injectable failures.
 //! - [`FakeReservation`]: reservations in memory, with zones that can be declared out of capacity.

@@ -102,9 +102,9 @@ pub struct MachineSpec {
     /// Options of the static backend.
     #[serde(default, rename = "static")]
     pub static_hosts: Option<StaticMachine>,
-    /// Options of a registered backend, by its name: the block `aws:` of a machine on the
-    /// `aws` backend, `my-cloud:` of one on a backend an embedding program registered. The
-    /// loader checks each block against its backend's schema and checks.
+    /// Options of a registered backend, by its name: the block `my-cloud:` of a machine on the
+    /// backend registered as `my-cloud`. The loader checks each block against its backend's
+    /// schema and checks.
     #[serde(flatten)]
     pub options: BTreeMap<String, serde_json::Value>,
 }
@@ -134,7 +134,7 @@ impl MachineSpec {
         self.role.as_deref().unwrap_or(&self.name)
     }
 
-    /// The options block of `backend` (`aws:` for `aws`), if the machine has one.
+    /// The options block of `backend` (the block named after it), if the machine has one.
     pub fn options_of(&self, backend: BackendName) -> Option<&serde_json::Value> {
         self.options.get(backend.as_str())
     }
