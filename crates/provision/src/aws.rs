@@ -1990,33 +1990,6 @@ fn with_leftovers(mut e: ProvisionError, earlier: &[ResourceKey]) -> ProvisionEr
     e
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn extra_volumes_get_device_names_after_the_root_device() {
-        assert_eq!(device_names(2).unwrap(), vec!["/dev/sdf", "/dev/sdg"]);
-        assert_eq!(device_names(21).unwrap().last().unwrap(), "/dev/sdz");
-        assert!(device_names(22).is_none());
-    }
-
-    #[test]
-    fn resource_names_keep_only_what_ec2_accepts() {
-        assert_eq!(
-            resource_name(&["qa-run", "plan x_20260101T000000Z-00ab"]),
-            "qa-run-plan-x-20260101T000000Z-00ab"
-        );
-    }
-
-    #[test]
-    fn earlier_resources_join_an_errors_leftovers() {
-        let k = ResourceKey("aws/key-pair/x".into());
-        let e = with_leftovers(err(None, "x", Leftovers::Clear), std::slice::from_ref(&k));
-        assert_eq!(e.leftovers, Leftovers::Remaining(vec![k]));
-    }
-}
-
 #[async_trait]
 impl Janitor for AwsProvisioner {
     async fn regions(&self) -> PResult<Vec<String>> {
@@ -2051,5 +2024,32 @@ impl Janitor for AwsProvisioner {
 
     async fn remove_expired(&self, region: &str, cutoff_unix: i64) -> PResult<Vec<String>> {
         self.in_region(region).remove_expired(cutoff_unix).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_volumes_get_device_names_after_the_root_device() {
+        assert_eq!(device_names(2).unwrap(), vec!["/dev/sdf", "/dev/sdg"]);
+        assert_eq!(device_names(21).unwrap().last().unwrap(), "/dev/sdz");
+        assert!(device_names(22).is_none());
+    }
+
+    #[test]
+    fn resource_names_keep_only_what_ec2_accepts() {
+        assert_eq!(
+            resource_name(&["qa-run", "plan x_20260101T000000Z-00ab"]),
+            "qa-run-plan-x-20260101T000000Z-00ab"
+        );
+    }
+
+    #[test]
+    fn earlier_resources_join_an_errors_leftovers() {
+        let k = ResourceKey("aws/key-pair/x".into());
+        let e = with_leftovers(err(None, "x", Leftovers::Clear), std::slice::from_ref(&k));
+        assert_eq!(e.leftovers, Leftovers::Remaining(vec![k]));
     }
 }
