@@ -2,6 +2,8 @@
 //! [`Engine`], progress output, signal handling and the mapping of every outcome to a documented
 //! exit code ([`qa_core::exit`]). `main.rs` only calls [`main`], so tests can drive the same code.
 #![warn(missing_docs)]
+// The doc comments of arguments are their `--help` text, where `<run-id>` is a placeholder.
+#![allow(rustdoc::invalid_html_tags)]
 
 mod progress;
 
