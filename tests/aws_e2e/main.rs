@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use aws::Ec2Emulator;
 use qa_testkit::TestSshd;
+use qa_testkit::git::git;
 use serde_json::Value;
 
 const REGION: &str = "us-east-1";
@@ -159,21 +160,6 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn write(path: &Path, content: &str) {

@@ -12,6 +12,7 @@
 //!   pairs a bastion with a guest that listens on `127.0.0.2` and is reached through the
 //!   bastion's `direct-tcpip` channels. Every process is killed when its handle is dropped.
 //! - [`procs`]: finding processes by their command line, to check that nothing was left running.
+//! - [`git`]: running `git` in a test's repositories.
 //! - [`net`]: a free loopback port.
 //!
 //! ```no_run
@@ -24,6 +25,7 @@
 //! the environment variable `QA_REQUIRE_SSHD` is set, in which case it panics (CI sets it).
 #![warn(missing_docs)]
 
+pub mod git;
 pub mod net;
 pub mod procs;
 mod sshd;
