@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use aws::Ec2Emulator;
 use qa_testkit::TestSshd;
+use qa_testkit::cli::json;
 use qa_testkit::git::git;
 use serde_json::Value;
 
@@ -107,11 +108,10 @@ impl Rig {
 
     /// The binary with the environment of an AWS user whose endpoint is the emulator.
     fn bin(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_qa-run"));
+        let mut c = qa_testkit::cli::bin(env!("CARGO_BIN_EXE_qa-run"));
         let home = self.dir.path().join("home");
         std::fs::create_dir_all(&home).unwrap();
-        c.env_remove("QA_RUN_LOG")
-            .env_remove("AWS_PROFILE")
+        c.env_remove("AWS_PROFILE")
             .env("HOME", &home)
             .env("AWS_ENDPOINT_URL", self.emu.url())
             .env("AWS_ACCESS_KEY_ID", "AKIDQARUNTEST")
@@ -144,13 +144,6 @@ fn remote_home(rig: &Rig) -> PathBuf {
         "root" => PathBuf::from("/root"),
         u => Path::new("/home").join(u),
     }
-}
-
-fn json(path: &Path) -> Value {
-    serde_json::from_slice(
-        &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-    )
-    .unwrap()
 }
 
 fn text(o: &Output) -> String {

@@ -11,8 +11,10 @@
 //!   a boot-id file, and a reboot is sshd restarted with a new id written to it. [`Bastion`]
 //!   pairs a bastion with a guest that listens on `127.0.0.2` and is reached through the
 //!   bastion's `direct-tcpip` channels. Every process is killed when its handle is dropped.
-//! - [`procs`]: finding processes by their command line, to check that nothing was left running.
+//! - [`procs`]: finding processes by their command line or working directory, to check that
+//!   nothing was left running.
 //! - [`git`]: running `git` in a test's repositories.
+//! - [`cli`]: driving the real `qa-run` binary (its path is the caller's `CARGO_BIN_EXE_qa-run`).
 //! - [`net`]: a free loopback port.
 //!
 //! ```no_run
@@ -25,6 +27,7 @@
 //! the environment variable `QA_REQUIRE_SSHD` is set, in which case it panics (CI sets it).
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod git;
 pub mod net;
 pub mod procs;

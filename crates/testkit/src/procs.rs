@@ -1,5 +1,6 @@
-//! The process table, read from `/proc`: finding processes by their command line, to check that a
-//! test left nothing running, and killing a process with all its descendants.
+//! The process table, read from `/proc`: finding processes by what their command line (or
+//! working directory) mentions, to check that a test left nothing running, and killing a process
+//! with all its descendants.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -55,6 +56,20 @@ pub fn processes_matching(needle: &str) -> Vec<i32> {
     others()
         .filter(|p| p.cmdline.contains(needle))
         .map(|p| p.pid)
+        .collect()
+}
+
+/// Processes (other than this one) whose command line or working directory mentions `needle`,
+/// one `PID: COMMAND LINE (cwd DIR)` line each, for an assertion message.
+pub fn processes_mentioning(needle: &str) -> Vec<String> {
+    others()
+        .filter_map(|p| {
+            let cwd = fs::read_link(format!("/proc/{}/cwd", p.pid))
+                .map(|d| d.display().to_string())
+                .unwrap_or_default();
+            (p.cmdline.contains(needle) || cwd.contains(needle))
+                .then(|| format!("{}: {} (cwd {cwd})", p.pid, p.cmdline))
+        })
         .collect()
 }
 
