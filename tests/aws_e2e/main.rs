@@ -1,16 +1,14 @@
-//! qa-run on EC2, end to end: the real `qa-run` binary (built with `--features aws`) against moto
-//! with the EC2 layer of `crates/provision/tests/aws` in front of it, and every instance's SSH
-//! address mapped onto a local OpenSSH sshd of qa-testkit (`QA_RUN_AWS_SSH_ADDRESS`), so that
-//! provisioning, SSH, the reboot, collection and publishing all happen for real.
+//! qa-run on EC2, end to end: the real `qa-run` binary (built with `--features aws`) against
+//! qa-testkit's EC2 emulator (moto with an EC2 layer in front of it, `qa_testkit::aws`), and every
+//! instance's SSH address mapped onto a local OpenSSH sshd of qa-testkit
+//! (`QA_RUN_AWS_SSH_ADDRESS`), so that provisioning, SSH, the reboot, collection and publishing
+//! all happen for real.
 //!
 //! Nothing leaves 127.0.0.1: the SDK's endpoint is the emulator (`AWS_ENDPOINT_URL`), credentials
 //! are dummies, instance metadata is off, and the plans admit SSH from `127.0.0.1/32` so the
 //! caller's address is never looked up.
 //!
 //! Run with `cargo test -p qa-cli --features aws --test aws_e2e`.
-
-#[path = "../../crates/provision/tests/aws/mod.rs"]
-mod aws;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -20,8 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use aws::Ec2Emulator;
 use qa_testkit::TestSshd;
+use qa_testkit::aws::{Ec2Emulator, TEST_ID_TAG};
 use qa_testkit::cli::json;
 use qa_testkit::git::git;
 use serde_json::Value;
@@ -708,7 +706,7 @@ async fn forgotten(rig: &Rig, region: &str, test_id: &str) {
         TagSpecification::builder()
             .resource_type(t)
             .tags(Tag::builder().key("created-by").value("qa-run").build())
-            .tags(Tag::builder().key(aws::TEST_ID_TAG).value(test_id).build())
+            .tags(Tag::builder().key(TEST_ID_TAG).value(test_id).build())
             .tags(
                 Tag::builder()
                     .key("qa-run:keep-until")

@@ -1,4 +1,4 @@
-//! qa-testkit: what qa-run's tests run against.
+//! qa-testkit: what qa-run's tests run against, in one place.
 //!
 //! Nothing here talks to a host outside the machine: every server listens on a loopback address.
 //!
@@ -16,6 +16,8 @@
 //! - [`git`]: running `git` in a test's repositories.
 //! - [`cli`]: driving the real `qa-run` binary (its path is the caller's `CARGO_BIN_EXE_qa-run`).
 //! - [`net`]: a free loopback port.
+//! - `aws` (feature `aws`): the EC2 emulator, moto's server with a layer in front of it that
+//!   adds capacity reservations and placement groups, injects errors and records every call.
 //!
 //! ```no_run
 //! let Some(host) = qa_testkit::TestSshd::start_or_skip() else { return };
@@ -27,6 +29,8 @@
 //! the environment variable `QA_REQUIRE_SSHD` is set, in which case it panics (CI sets it).
 #![warn(missing_docs)]
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod cli;
 pub mod git;
 pub mod net;
