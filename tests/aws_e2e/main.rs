@@ -1,16 +1,14 @@
-//! qa-run on EC2, end to end: the real `qa-run` binary (built with `--features aws`) against moto
-//! with the EC2 layer of `crates/provision/tests/aws` in front of it, and every instance's SSH
-//! address mapped onto a local OpenSSH sshd of qa-testkit (`QA_RUN_AWS_SSH_ADDRESS`), so that
-//! provisioning, SSH, the reboot, collection and publishing all happen for real.
+//! qa-run on EC2, end to end: the real `qa-run` binary (built with `--features aws`) against
+//! qa-testkit's EC2 emulator (moto with an EC2 layer in front of it, `qa_testkit::aws`), and every
+//! instance's SSH address mapped onto a local OpenSSH sshd of qa-testkit
+//! (`QA_RUN_AWS_SSH_ADDRESS`), so that provisioning, SSH, the reboot, collection and publishing
+//! all happen for real.
 //!
 //! Nothing leaves 127.0.0.1: the SDK's endpoint is the emulator (`AWS_ENDPOINT_URL`), credentials
 //! are dummies, instance metadata is off, and the plans admit SSH from `127.0.0.1/32` so the
 //! caller's address is never looked up.
 //!
 //! Run with `cargo test -p qa-cli --features aws --test aws_e2e`.
-
-#[path = "../../crates/provision/tests/aws/mod.rs"]
-mod aws;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -20,8 +18,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use aws::Ec2Emulator;
 use qa_testkit::TestSshd;
+use qa_testkit::aws::{Ec2Emulator, TEST_ID_TAG};
+use qa_testkit::cli::json;
+use qa_testkit::git::git;
 use serde_json::Value;
 
 const REGION: &str = "us-east-1";
@@ -106,11 +106,10 @@ impl Rig {
 
     /// The binary with the environment of an AWS user whose endpoint is the emulator.
     fn bin(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_qa-run"));
+        let mut c = qa_testkit::cli::bin(env!("CARGO_BIN_EXE_qa-run"));
         let home = self.dir.path().join("home");
         std::fs::create_dir_all(&home).unwrap();
-        c.env_remove("QA_RUN_LOG")
-            .env_remove("AWS_PROFILE")
+        c.env_remove("AWS_PROFILE")
             .env("HOME", &home)
             .env("AWS_ENDPOINT_URL", self.emu.url())
             .env("AWS_ACCESS_KEY_ID", "AKIDQARUNTEST")
@@ -145,13 +144,6 @@ fn remote_home(rig: &Rig) -> PathBuf {
     }
 }
 
-fn json(path: &Path) -> Value {
-    serde_json::from_slice(
-        &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-    )
-    .unwrap()
-}
-
 fn text(o: &Output) -> String {
     format!(
         "exit {:?}\nstdout:\n{}\nstderr:\n{}",
@@ -159,21 +151,6 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn write(path: &Path, content: &str) {
@@ -729,7 +706,7 @@ async fn forgotten(rig: &Rig, region: &str, test_id: &str) {
         TagSpecification::builder()
             .resource_type(t)
             .tags(Tag::builder().key("created-by").value("qa-run").build())
-            .tags(Tag::builder().key(aws::TEST_ID_TAG).value(test_id).build())
+            .tags(Tag::builder().key(TEST_ID_TAG).value(test_id).build())
             .tags(
                 Tag::builder()
                     .key("qa-run:keep-until")

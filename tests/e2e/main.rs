@@ -3,16 +3,15 @@
 //! that nothing is left running or on disk afterwards.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use qa_testkit::cli::{bin, json, only_run_dir, wait_until, write_plan};
+use qa_testkit::procs::processes_mentioning;
 use serde_json::Value;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_qa-run"));
-    c.env_remove("QA_RUN_LOG");
-    c
-}
+/// The binary under test.
+const QA_RUN: &str = env!("CARGO_BIN_EXE_qa-run");
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -22,63 +21,7 @@ fn workspace() -> PathBuf {
 }
 
 fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("qa-run runs")
-}
-
-fn only_run_dir(results: &Path) -> PathBuf {
-    let dirs: Vec<PathBuf> = std::fs::read_dir(results)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    assert_eq!(
-        dirs.len(),
-        1,
-        "expected one run directory in {}: {dirs:?}",
-        results.display()
-    );
-    dirs.into_iter().next().unwrap()
-}
-
-fn json(path: &Path) -> Value {
-    serde_json::from_slice(
-        &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-    )
-    .unwrap()
-}
-
-/// Processes whose command line or working directory mentions `needle`.
-fn processes_mentioning(needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let name = e.file_name();
-        let Some(pid) = name
-            .to_str()
-            .filter(|s| s.chars().all(|c| c.is_ascii_digit()))
-        else {
-            continue;
-        };
-        if pid == std::process::id().to_string() {
-            continue;
-        }
-        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        let cwd = std::fs::read_link(e.path().join("cwd"))
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        if cmd.contains(needle) || cwd.contains(needle) {
-            found.push(format!("{pid}: {cmd} (cwd {cwd})"));
-        }
-    }
-    found
-}
-
-fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    bin(QA_RUN).args(args).output().expect("qa-run runs")
 }
 
 fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
@@ -114,17 +57,6 @@ fn signal(child: &Child, sig: i32) {
     assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
 }
 
-/// A plan in `dir` with one machine and the given steps (YAML list items).
-fn write_plan(dir: &Path, name: &str, steps: &str, extra: &str) -> PathBuf {
-    let p = dir.join(format!("{name}.yaml"));
-    std::fs::write(
-        &p,
-        format!("name: {name}\nmachines:\n  - name: box\n{extra}steps:\n{steps}"),
-    )
-    .unwrap();
-    p
-}
-
 fn task_state(run_dir: &Path, task: &str) -> Option<String> {
     let s: Value = serde_json::from_slice(&std::fs::read(run_dir.join("state.json")).ok()?).ok()?;
     s["tasks"][task]["state"].as_str().map(str::to_string)
@@ -141,7 +73,7 @@ fn start_and_wait_for(
     let mut args = vec!["--results", results.to_str().unwrap(), "run"];
     args.extend_from_slice(extra);
     args.push(plan.to_str().unwrap());
-    let child = bin()
+    let child = bin(QA_RUN)
         .args(&args)
         .stdout(Stdio::null())
         .stderr(stderr)
@@ -162,7 +94,7 @@ fn local_smoke_shows_every_verdict_and_leaves_nothing_behind() {
     let tmp = tempfile::tempdir().unwrap();
     let results = tmp.path().join("results");
     let plan = workspace().join("examples/plans/local-smoke.yaml");
-    let out = bin()
+    let out = bin(QA_RUN)
         .args([
             "--results",
             results.to_str().unwrap(),
@@ -516,7 +448,7 @@ fn secrets_are_passed_to_steps_and_masked_in_every_result_file() {
         "  - name: leak\n    command: \"echo token=$QA_E2E_TOKEN; exit 3\"\n",
         "secrets: [QA_E2E_TOKEN]\n",
     );
-    let out = bin()
+    let out = bin(QA_RUN)
         .env("QA_E2E_TOKEN", "s3cr3t-value-123")
         .args([
             "--results",
@@ -568,7 +500,7 @@ fn a_relative_sandbox_root_is_relative_to_the_plan_file() {
         "  - name: broken\n    command: \"pwd; exit 1\"\n",
         "    local:\n      root: sandboxes\ncleanup:\n  default: on-success\n",
     );
-    let out = bin()
+    let out = bin(QA_RUN)
         .current_dir(&elsewhere)
         .args(["--results", results.to_str().unwrap(), "run"])
         .arg(&plan)
@@ -841,7 +773,7 @@ fn a_plan_runs_on_an_existing_host_over_ssh_and_releases_its_lease() {
         ),
     )
     .unwrap();
-    let out = bin()
+    let out = bin(QA_RUN)
         .env("QA_RUN_LEASE_DIR", &leases)
         .args([
             "--results",
@@ -887,7 +819,7 @@ fn a_plan_runs_on_an_existing_host_over_ssh_and_releases_its_lease() {
     );
 
     // An unknown host key stops the run as an infrastructure error, naming the fingerprint.
-    let out = bin()
+    let out = bin(QA_RUN)
         .env("QA_RUN_LEASE_DIR", &leases)
         .args([
             "--results",

@@ -1,18 +1,15 @@
-//! EC2 capacity reservations against moto with the harness's EC2 layer in front of it
-//! (`crates/provision/tests/aws`). Needs `python3 -m pip install "moto[server]"`; run with
+//! EC2 capacity reservations against moto with the EC2 layer of qa-testkit's emulator in front
+//! of it (`qa_testkit::aws`). Needs `python3 -m pip install "moto[server]"`; run with
 //! `cargo test -p qa-capacity --features aws --test aws_moto`.
-
-#[path = "../../provision/tests/aws/mod.rs"]
-mod aws;
 
 use std::collections::BTreeMap;
 
-use aws::Ec2Emulator;
 use qa_capacity::aws::{AwsCapacity, TEST_ID_TAG};
 use qa_core::conformance::CheckingLedger;
 use qa_core::journal::{MemoryLedger, ResourceLedger};
 use qa_core::types::ResourceState;
 use qa_core::{CapacityError, CapacityRequest, CapacityReservation, SweepScope, TestId};
+use qa_testkit::aws::Ec2Emulator;
 
 const REGION: &str = "us-east-1";
 const END: i64 = 1_900_000_000; // 2030-03-17T17:46:40Z

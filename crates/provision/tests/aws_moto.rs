@@ -1,8 +1,6 @@
-//! The EC2 provisioner against moto with the harness's EC2 layer in front of it (`tests/aws`).
-//! Needs `python3 -m pip install "moto[server]"`; run with
+//! The EC2 provisioner against moto with the EC2 layer of qa-testkit's emulator in front of it
+//! (`qa_testkit::aws`). Needs `python3 -m pip install "moto[server]"`; run with
 //! `cargo test -p qa-provision --features aws --test aws_moto`.
-
-mod aws;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -10,8 +8,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws::Ec2Emulator;
-use aws::proxy::State;
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::Filter;
 use qa_cloud::aws::{AwsMachine, VolumeSpec};
@@ -21,6 +17,8 @@ use qa_core::plan::MachineSpec;
 use qa_core::types::{Access, HostKeyPolicy, Leftovers, ResourceState, RunId};
 use qa_core::{MachineRequest, Placement, Provisioner, RunContext, SweepScope, TestId};
 use qa_provision::aws::{AwsProvisioner, AwsProvisionerOptions, TEST_ID_TAG};
+use qa_testkit::aws::Ec2Emulator;
+use qa_testkit::aws::proxy::State;
 
 const REGION: &str = "us-east-1";
 const IMAGE: &str = "ami-12c6146b";

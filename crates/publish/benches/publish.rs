@@ -6,11 +6,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
 use qa_core::report::{CostEstimate, MachineReport, Report, StepReport};
 use qa_core::{ResultPublisher, Verdict};
+use qa_testkit::git::git;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -146,20 +146,6 @@ impl Timer {
             cpu_seconds() - self.cpu
         )
     }
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let s = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .output()
-        .unwrap();
-    assert!(
-        s.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&s.stderr)
-    );
 }
 
 fn main() {

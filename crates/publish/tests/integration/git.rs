@@ -1,27 +1,12 @@
 //! Publishing to a git remote: a bare repository on disk stands in for GitHub Pages.
 
 use std::path::Path;
-use std::process::Command;
 
 use qa_core::{ResultPublisher, Verdict};
 use qa_publish::GitPublisher;
+use qa_testkit::git::git;
 
 use crate::helpers::{make_run, step};
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn bare(d: &Path) -> std::path::PathBuf {
     let remote = d.join("pages.git");

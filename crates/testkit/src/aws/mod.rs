@@ -1,14 +1,12 @@
-//! The EC2 emulator the AWS tests run against: moto's server mode on a loopback port, with
-//! [`proxy::Ec2Proxy`] in front of it. Nothing here talks to a real AWS endpoint: the SDK is
-//! pointed at the proxy with `endpoint_url`, and credentials are dummy values.
+//! The EC2 emulator the AWS tests run against (feature `aws`): moto's server mode on a loopback
+//! port, with [`proxy::Ec2Proxy`] in front of it. Nothing here talks to a real AWS endpoint: the
+//! SDK is pointed at the proxy with `endpoint_url`, and credentials are dummy values.
 //!
 //! moto comes from PyPI: `python3 -m pip install "moto[server]"`.
 
-#![allow(dead_code)]
-
 pub mod proxy;
 
-use std::net::{SocketAddr, TcpStream as StdTcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream as StdTcpStream};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -22,9 +20,9 @@ pub use proxy::Ec2Proxy;
 pub const TEST_ID_TAG: &str = "qa-run:test-id";
 
 /// moto's server, killed when dropped.
-pub struct Moto {
+struct Moto {
     child: Child,
-    pub addr: SocketAddr,
+    addr: SocketAddr,
 }
 
 impl Drop for Moto {
@@ -33,19 +31,13 @@ impl Drop for Moto {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Moto {
-    pub async fn start() -> Moto {
+    /// Starts moto on a free loopback port (trying another port if it exits) and waits until it
+    /// listens; panics with moto's complaint if it does not start.
+    async fn start() -> Moto {
         let mut last = String::new();
         for _ in 0..3 {
-            let port = free_port();
+            let port = crate::net::free_port(Ipv4Addr::LOCALHOST.into()).expect("free port");
             let mut child = Command::new("python3")
                 .args([
                     "-m",
@@ -92,17 +84,20 @@ impl Moto {
     }
 }
 
-/// moto plus the layer in front of it.
+/// moto plus the layer in front of it; both stop when it is dropped.
 pub struct Ec2Emulator {
+    /// The layer the SDK talks to: what it holds, what it was told to do, the calls it saw.
     pub proxy: Ec2Proxy,
-    pub moto: Moto,
+    /// Held only to keep moto running as long as the emulator.
+    _moto: Moto,
 }
 
 impl Ec2Emulator {
+    /// Starts moto and the layer in front of it.
     pub async fn start() -> Ec2Emulator {
         let moto = Moto::start().await;
         let proxy = Ec2Proxy::start(moto.addr).await;
-        Ec2Emulator { proxy, moto }
+        Ec2Emulator { proxy, _moto: moto }
     }
 
     /// The proxy's URL, for `endpoint_url`.

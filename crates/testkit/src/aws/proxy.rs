@@ -27,33 +27,51 @@ pub struct Call {
 /// A capacity reservation held by the emulator.
 #[derive(Debug, Clone)]
 pub struct Reservation {
+    /// `cr-…`.
     pub id: String,
+    /// The region it was made in.
     pub region: String,
+    /// Its availability zone.
     pub zone: String,
+    /// The instance type it holds capacity for.
     pub instance_type: String,
+    /// `InstancePlatform` (`Linux/UNIX`, …).
     pub platform: String,
+    /// How many instances it holds.
     pub count: u32,
+    /// `active` until cancelled, then `cancelled`.
     pub state: String,
+    /// The end date, if the request gave one.
     pub end_date: Option<String>,
+    /// `unlimited` or `limited`.
     pub end_date_type: String,
+    /// `open` or `targeted`.
     pub match_criteria: String,
+    /// Tags given at creation, as (key, value).
     pub tags: Vec<(String, String)>,
 }
 
 /// A placement group held by the emulator.
 #[derive(Debug, Clone)]
 pub struct PlacementGroup {
+    /// `pg-…`.
     pub id: String,
+    /// The region it was made in.
     pub region: String,
+    /// Its name (unique in its region).
     pub name: String,
+    /// `cluster`, `spread` or `partition`.
     pub strategy: String,
+    /// Tags given at creation, as (key, value).
     pub tags: Vec<(String, String)>,
 }
 
 /// What the emulator holds and what the test asked it to do.
 #[derive(Debug)]
 pub struct State {
+    /// Capacity reservations made so far, cancelled ones included.
     pub reservations: Vec<Reservation>,
+    /// Placement groups that exist.
     pub groups: Vec<PlacementGroup>,
     tokens: HashMap<String, String>,
     /// (zone, instance type) without capacity, for reservations and on-demand and spot launches.
@@ -64,6 +82,7 @@ pub struct State {
     pub failures: HashMap<String, (String, String, u16)>,
     /// Items per page of DescribeCapacityReservations / DescribePlacementGroups without MaxResults.
     pub page_size: usize,
+    /// Every call, in order.
     pub calls: Vec<Call>,
     /// Actions whose answer is withheld after the call was carried out: the caller never learns
     /// what it made (a crash inside a create looks like this).
@@ -102,9 +121,10 @@ impl State {
     }
 }
 
-/// The running layer.
+/// The running layer; it stops listening when dropped.
 pub struct Ec2Proxy {
-    pub addr: SocketAddr,
+    addr: SocketAddr,
+    /// What it holds and was told to do (shared with a probe that must look from another task).
     pub state: Arc<Mutex<State>>,
     task: JoinHandle<()>,
 }
@@ -117,7 +137,7 @@ impl Drop for Ec2Proxy {
 
 impl Ec2Proxy {
     /// Listens on a free loopback port and forwards to moto at `moto`.
-    pub async fn start(moto: SocketAddr) -> Ec2Proxy {
+    pub(crate) async fn start(moto: SocketAddr) -> Ec2Proxy {
         assert!(
             moto.ip().is_loopback(),
             "the proxy only forwards to loopback"
@@ -145,6 +165,7 @@ impl Ec2Proxy {
         format!("http://{}", self.addr)
     }
 
+    /// The state, locked.
     pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap()
     }
@@ -334,7 +355,7 @@ fn ok(action: &str, inner: &str) -> Response {
 
 /// Tags of one resource type from `TagSpecification.N.Tag.M.Key/Value` (the SDK's spelling) or
 /// `TagSpecifications.N.Tags.M.Key/Value` (the spelling of some EC2 examples).
-pub fn tags_for(params: &BTreeMap<String, String>, resource_type: &str) -> Vec<(String, String)> {
+fn tags_for(params: &BTreeMap<String, String>, resource_type: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for spec in ["TagSpecification", "TagSpecifications"] {
         for n in 1..=20 {
