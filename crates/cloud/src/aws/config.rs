@@ -6,9 +6,12 @@
 //! itself, so the provisioner and the capacity reservations of one run always reach the same
 //! account, endpoint and region the same way.
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::config::retry::RetryConfig;
+
+/// The AWS SDK's configuration (credentials, region, endpoint), as built by `aws_config`.
+pub use aws_config::SdkConfig;
 
 /// Neither the caller nor the AWS configuration named a region.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
