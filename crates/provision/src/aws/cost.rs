@@ -30,6 +30,7 @@ use qa_core::types::{Resource, ResourceState};
 use serde::{Deserialize, Serialize};
 
 use super::AwsProvisioner;
+use super::records::KIND_INSTANCE;
 
 /// Hours in the month AWS prices volumes by.
 const HOURS_PER_MONTH: f64 = 730.0;
@@ -266,7 +267,7 @@ pub fn estimate(resources: &[Resource], end_unix: i64, prices: &PriceTable) -> C
     let mut out = CostEstimate::default();
     for r in resources.iter().filter(|r| {
         r.backend == AWS_BACKEND
-            && r.kind == "instance"
+            && r.kind == KIND_INSTANCE
             && matches!(
                 r.state,
                 ResourceState::Created | ResourceState::Destroyed | ResourceState::Kept
