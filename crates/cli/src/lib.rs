@@ -3,186 +3,29 @@
 //! exit code ([`qa_core::exit`]). `main.rs` only calls [`main`], so tests can drive the same code.
 #![warn(missing_docs)]
 
+mod args;
+mod inventory;
 mod progress;
+mod settings;
+mod wiring;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::Parser;
 use qa_core::dag::RunCancel;
 use qa_core::engine::{Engine, PreparedRun, RunOptions};
-use qa_core::events::EventSink;
 use qa_core::exit;
 use qa_core::journal::RunStatus;
-use qa_core::{Access, Connector, Machine, RemoteError, RemoteExecutor, RunId, TestId};
+use qa_core::{RunId, TestId};
 
-const AFTER_HELP: &str = "\
-Examples:
-  qa-run run examples/plans/local-smoke.yaml      run a plan; results in results/<run-id>/
-  qa-run plan examples/plans/local-smoke.yaml     show the task graph, touch nothing
-  qa-run validate plans/*.yaml                    check plans, report every problem
-  qa-run resume results/<run-id>                  continue a run; passed steps are not re-run
-  qa-run cleanup results/<run-id>                 destroy what a killed run left behind
-  qa-run report results                           rebuild the results site from every run
-
-Environment:
-  QA_RUN_LOG                  log filter for -v output (e.g. `qa_remote=debug`)
-  QA_RUN_LEASE_DIR            where static-host leases are kept (default ~/.cache/qa-run/leases)
-  QA_RUN_SSH_BOOT_ID_PATH     file read for a machine's boot id (default /proc/sys/kernel/random/boot_id)
-  QA_RUN_SSH_REBOOT_COMMAND   command a `reboot: true` step runs (default: reboot, with sudo -n if not root)
-  AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL, ...  the usual AWS configuration (aws builds)
-  QA_RUN_AWS_SSH_ADDRESS      reach EC2 machines' SSH at HOST:PORT instead of their own address,
-                              for all (`HOST:PORT`) or some (`NAME=HOST:PORT,...`); for port
-                              forwards, tunnels and emulators
-
-";
-
-/// qa-run: runs test plans on machines it gets for you, and always cleans up.
-#[derive(Debug, Parser)]
-#[command(name = "qa-run", version, about, long_about = None, after_help = format!("{AFTER_HELP}{}", exit::EXIT_CODES_HELP))]
-pub struct Cli {
-    /// Directory that holds one directory per run.
-    #[arg(long, global = true, default_value = "results", value_name = "DIR")]
-    pub results: PathBuf,
-    /// Write events as JSON lines to stdout instead of progress on stderr.
-    #[arg(long, global = true)]
-    pub json: bool,
-    /// known_hosts file for checking SSH host keys (repeatable; default ~/.ssh/known_hosts and
-    /// /etc/ssh/ssh_known_hosts). Machines qa-run creates use a run-local file instead.
-    #[arg(long, global = true, value_name = "FILE")]
-    pub known_hosts: Vec<PathBuf>,
-    /// More log output on stderr (repeat for more).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
-    /// What to do.
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// Subcommands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run a plan: provision, upload, run the steps, collect, publish, tear down.
-    #[command(
-        after_help = "The run directory is printed at the start and the end; open its report.json, junit.xml, logs/ and casts/.
-
-Cost: report.json (and junit.xml, the site, the markdown summary) carries an estimate of what the
-run's EC2 machines cost, priced from a built-in table of us-east-1 on-demand prices.
-  QA_RUN_AWS_PRICES=FILE   a JSON price table laid over the built-in one, e.g.
-                           {\"on-demand-hourly\": {\"r5.large\": 0.133}, \"spot-fraction\": 0.4,
-                            \"volume-gb-month\": {\"gp3\": 0.088}}
-                           (keys: on-demand-hourly, spot-hourly, spot-fraction, volume-gb-month;
-                           see docs/plan.md). A file that cannot be read or parsed stops the run."
-    )]
-    Run {
-        /// The plan file (YAML).
-        plan: PathBuf,
-        /// Use this run id instead of a generated one.
-        #[arg(long)]
-        run_id: Option<String>,
-        /// Tag resources with this test id (default: the run id).
-        #[arg(long)]
-        test_id: Option<String>,
-        /// Tasks at once (default: the plan's `concurrency`, else 16).
-        #[arg(long)]
-        concurrency: Option<usize>,
-    },
-    /// Expand a plan into its task graph and write the rendered artefacts, without touching anything.
-    Plan {
-        /// The plan file.
-        plan: PathBuf,
-        /// How to print the graph.
-        #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
-        format: GraphFormat,
-    },
-    /// Check plan files and report every problem in each.
-    Validate {
-        /// Plan files.
-        #[arg(required = true)]
-        plans: Vec<PathBuf>,
-    },
-    /// Destroy everything a run created, from its journal (works after a crash).
-    #[command(
-        after_help = "With RUN_DIR, what the run's journal lists is destroyed and its \
-reservations cancelled, and every cloud it used is also swept by the run's test id tag in every \
-region the journal names (a crash inside a create can leave something the journal knows only as \
-an intent). Kept machines go too. With --test-id alone, for a run whose directory is lost, \
-resources are found by tag only.
-
-Examples:
-  qa-run cleanup results/btrfsqa-20261123T101500Z-1a2b
-  qa-run cleanup --test-id btrfsqa-20261123T101500Z-1a2b --aws
-  qa-run cleanup --test-id btrfsqa-20261123T101500Z-1a2b --all-regions
-
-Exit codes: 0 nothing is left, 2 bad usage or cloud settings, 3 a cloud could not be reached, \
-4 something could not be removed (listed on stderr)."
-    )]
-    Cleanup {
-        /// The run directory (results/<run-id>).
-        run_dir: Option<PathBuf>,
-        /// Also sweep resources tagged with this test id (when the journal is lost).
-        #[arg(long)]
-        test_id: Option<String>,
-        /// With --test-id: sweep and cancel in every region, not only the configured one
-        /// (implies --aws).
-        #[arg(long)]
-        all_regions: bool,
-        /// With --test-id: also sweep AWS (credentials from the usual AWS configuration).
-        #[arg(long)]
-        aws: bool,
-    },
-    /// Continue a run from its journal; steps that passed are not run again.
-    Resume {
-        /// The run directory.
-        run_dir: PathBuf,
-    },
-    /// Rebuild the results site from every run's report.json under a results directory.
-    Report {
-        /// The results directory (default: --results).
-        results_dir: Option<PathBuf>,
-        /// Where to write the site (default: <results>/site).
-        #[arg(long)]
-        site: Option<PathBuf>,
-    },
-    /// Publish a finished run to the plan's `publish:` targets again.
-    Publish {
-        /// The run directory.
-        run_dir: PathBuf,
-    },
-    /// List cloud resources qa-run made that outlived their keep-until tag; remove them with --yes.
-    #[command(
-        after_help = "Credentials and region come from the usual AWS configuration \
-(AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL, …). Without --yes nothing is removed."
-    )]
-    Janitor {
-        /// Only resources whose keep-until passed at least this long ago (e.g. 14h).
-        #[arg(long, default_value = "0s", value_parser = parse_duration)]
-        older_than: std::time::Duration,
-        /// Remove what is listed (default: list only).
-        #[arg(long)]
-        yes: bool,
-        /// Look in every region, not only the configured one.
-        #[arg(long)]
-        all_regions: bool,
-    },
-}
-
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    qa_core::plan::PlanDuration::parse(s).map(|d| d.get())
-}
-
-/// Formats of `qa-run plan`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum GraphFormat {
-    /// One task a line with its dependencies.
-    Text,
-    /// Graphviz dot.
-    Dot,
-    /// JSON.
-    Json,
-}
+pub use args::{Cli, Command, GraphFormat};
+use inventory::plan_inventory_of;
+pub use inventory::{InventoryError, resolve_inventory};
+pub use settings::Settings;
+pub use wiring::{AccessConnector, EngineSettings, default_engine};
 
 /// Runs the command line with the process's arguments.
 pub fn main() -> ExitCode {
@@ -198,7 +41,8 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code as u8);
         }
     };
-    init_tracing(cli.verbose);
+    let settings = Settings::from_env();
+    init_tracing(cli.verbose, settings.log_filter.as_deref());
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -209,19 +53,21 @@ pub fn main() -> ExitCode {
             return ExitCode::from(exit::INFRASTRUCTURE_ERROR as u8);
         }
     };
-    let code = rt.block_on(dispatch(cli));
+    let code = rt.block_on(dispatch(cli, &settings));
     ExitCode::from(code as u8)
 }
 
-fn init_tracing(verbose: u8) {
+/// Logs to stderr at the level `-v` asks for, unless `QA_RUN_LOG` holds a valid filter.
+fn init_tracing(verbose: u8, log_filter: Option<&str>) {
     let level = match verbose {
         0 => "warn",
         1 => "info",
         2 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("QA_RUN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let filter = log_filter
+        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -229,7 +75,7 @@ fn init_tracing(verbose: u8) {
 }
 
 /// Runs one parsed command and returns its exit code.
-pub async fn dispatch(cli: Cli) -> i32 {
+pub async fn dispatch(cli: Cli, settings: &Settings) -> i32 {
     match cli.command {
         Command::Run {
             ref plan,
@@ -252,7 +98,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
             };
             let sink = progress::sink(cli.json);
             let engine = default_engine(
-                &EngineSettings::from_cli(&cli, &cli.results, inventory),
+                &engine_settings(&cli, settings, &cli.results, inventory),
                 sink.clone(),
             );
             let engine = match with_clouds(engine, &clouds_of_plan(&loaded.plan)).await {
@@ -275,7 +121,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
             let results = run_dir.parent().unwrap_or(Path::new("."));
             let inventory = plan_inventory_of(run_dir);
             let engine = default_engine(
-                &EngineSettings::from_cli(&cli, results, inventory),
+                &engine_settings(&cli, settings, results, inventory),
                 sink.clone(),
             );
             let engine = match with_clouds(engine, &clouds_of_run(run_dir)).await {
@@ -296,7 +142,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
                 Err(e) => return fail(&e.to_string(), exit::BAD_PLAN_OR_USAGE),
             };
             let engine = default_engine(
-                &EngineSettings::from_cli(&cli, &cli.results, loaded.plan.inventory.clone()),
+                &engine_settings(&cli, settings, &cli.results, loaded.plan.inventory.clone()),
                 Arc::new(qa_core::events::NoEvents),
             );
             match engine
@@ -359,9 +205,8 @@ pub async fn dispatch(cli: Cli) -> i32 {
                 .as_deref()
                 .map(plan_inventory_of)
                 .unwrap_or_default();
-            let settings = EngineSettings::from_cli(&cli, &cli.results, inventory);
             cleanup(
-                &settings,
+                &engine_settings(&cli, settings, &cli.results, inventory),
                 run_dir.as_deref(),
                 test_id.as_deref(),
                 all_regions,
@@ -393,6 +238,21 @@ pub async fn dispatch(cli: Cli) -> i32 {
     }
 }
 
+/// What the engine needs from the command line, the plan and the environment.
+fn engine_settings(
+    cli: &Cli,
+    settings: &Settings,
+    results: &Path,
+    inventory: Vec<qa_core::plan::InventoryHost>,
+) -> EngineSettings {
+    EngineSettings {
+        results: results.to_path_buf(),
+        inventory,
+        known_hosts: cli.known_hosts.clone(),
+        environment: settings.clone(),
+    }
+}
+
 fn print_stdout(s: &str) {
     let mut out = std::io::stdout().lock();
     // A closed pipe (`qa-run plan x | head`) is not an error.
@@ -404,81 +264,6 @@ fn fail(message: &str, code: i32) -> i32 {
     let m = message.trim_end();
     eprintln!("error: {m}");
     code
-}
-
-/// What the engine needs from the command line and the plan.
-#[derive(Debug, Clone, Default)]
-pub struct EngineSettings {
-    /// Parent of run directories (local sandboxes are swept below it).
-    pub results: PathBuf,
-    /// Hosts of the plan's `inventory:` (empty for commands without a plan).
-    pub inventory: Vec<qa_core::plan::InventoryHost>,
-    /// known_hosts files for strict host-key checking.
-    pub known_hosts: Vec<PathBuf>,
-}
-
-impl EngineSettings {
-    fn from_cli(cli: &Cli, results: &Path, inventory: Vec<qa_core::plan::InventoryHost>) -> Self {
-        EngineSettings {
-            results: results.to_path_buf(),
-            inventory,
-            known_hosts: cli.known_hosts.clone(),
-        }
-    }
-}
-
-/// Directory of static-host leases: `$QA_RUN_LEASE_DIR`, else `~/.cache/qa-run/leases`.
-pub fn lease_dir() -> PathBuf {
-    std::env::var_os("QA_RUN_LEASE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(qa_provision::static_hosts::StaticProvisioner::default_lease_dir)
-}
-
-/// The engine with every backend this build links: local sandboxes, static hosts over SSH, and
-/// the publishers.
-pub fn default_engine(settings: &EngineSettings, events: Arc<dyn EventSink>) -> Engine {
-    let factory: qa_core::engine::PublisherFactory = Arc::new(|t, base, redactor| {
-        Ok(qa_publish::from_target_with_redactor(
-            t,
-            base,
-            redactor.clone(),
-        ))
-    });
-    let mut ssh_options = qa_remote::ssh::SshOptions {
-        known_hosts: settings.known_hosts.clone(),
-        ..Default::default()
-    };
-    if let Some(path) = env_nonempty("QA_RUN_SSH_BOOT_ID_PATH") {
-        ssh_options.boot_id_path = path;
-    }
-    if let Some(cmd) = env_nonempty("QA_RUN_SSH_REBOOT_COMMAND") {
-        ssh_options.reboot_command = cmd;
-    }
-    let connector = Arc::new(AccessConnector {
-        local: qa_remote::local::LocalConnector::new(),
-        ssh: qa_remote::ssh::SshConnector::new(ssh_options),
-    });
-    let static_hosts =
-        qa_provision::static_hosts::StaticProvisioner::new(settings.inventory.clone(), lease_dir())
-            .with_connector(connector.clone());
-    Engine::new()
-        .provisioner(Arc::new(
-            qa_provision::local::LocalProvisioner::new().with_sweep_root(&settings.results),
-        ))
-        .provisioner(Arc::new(static_hosts))
-        .connector(connector)
-        .publisher_factory(factory)
-        .report_hook(Arc::new(|report, run_dir, redactor| {
-            std::fs::write(
-                run_dir.join("junit.xml"),
-                qa_publish::junit::render_with(report, redactor),
-            )
-        }))
-        .events(events)
-}
-
-fn env_nonempty(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
 /// Parses `QA_RUN_AWS_SSH_ADDRESS`: `HOST:PORT` (every machine, stored under `*`) or
@@ -508,23 +293,6 @@ pub fn parse_ssh_address_overrides(
         out.insert(name.to_string(), parsed);
     }
     Ok(out)
-}
-
-/// Picks the executor by how a machine is reached.
-#[derive(Debug)]
-pub struct AccessConnector {
-    local: qa_remote::local::LocalConnector,
-    ssh: qa_remote::ssh::SshConnector,
-}
-
-#[async_trait::async_trait]
-impl Connector for AccessConnector {
-    async fn connect(&self, machine: &Machine) -> Result<Arc<dyn RemoteExecutor>, RemoteError> {
-        match &machine.access {
-            Access::Local { .. } => self.local.connect(machine).await,
-            Access::Ssh(_) => self.ssh.connect(machine).await,
-        }
-    }
 }
 
 async fn execute(
@@ -745,7 +513,10 @@ pub async fn with_clouds(engine: Engine, clouds: &Clouds) -> Result<Engine, Clou
         return Ok(engine);
     };
     let settings = aws_settings(
-        env_nonempty("QA_RUN_AWS_SSH_ADDRESS").as_deref(),
+        std::env::var("QA_RUN_AWS_SSH_ADDRESS")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .as_deref(),
         aws_prices_path().as_deref(),
     )?;
     let p = qa_provision::aws::AwsProvisioner::from_env(qa_provision::aws::AwsProvisionerOptions {
@@ -778,10 +549,10 @@ pub const AWS_PRICES_ENV: &str = "QA_RUN_AWS_PRICES";
 
 /// The file [`AWS_PRICES_ENV`] names, when set and not empty.
 #[cfg(feature = "aws")]
-fn aws_prices_path() -> Option<PathBuf> {
+fn aws_prices_path() -> Option<std::path::PathBuf> {
     std::env::var_os(AWS_PRICES_ENV)
         .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
+        .map(std::path::PathBuf::from)
 }
 
 /// The built-in EC2 price table with the JSON file `path` laid over it. The error names the
@@ -882,51 +653,6 @@ async fn janitor(_older_than: std::time::Duration, _yes: bool, _all_regions: boo
         "the janitor looks at cloud resources; this build has no cloud backend (it was built with --no-default-features; rebuild with the `aws` feature)",
         exit::BAD_PLAN_OR_USAGE,
     )
-}
-
-/// The inventory of the plan a run used, if its journal and plan can still be read.
-fn plan_inventory_of(run_dir: &Path) -> Vec<qa_core::plan::InventoryHost> {
-    qa_core::journal::read_state(&run_dir.join(qa_core::journal::JOURNAL_FILE))
-        .ok()
-        .and_then(|s| qa_core::plan::load_file(Path::new(&s.plan_path)).ok())
-        .map(|l| resolve_inventory(&l.plan.inventory, &l.base_dir).unwrap_or(l.plan.inventory))
-        .unwrap_or_default()
-}
-
-/// Fills what inventory hosts leave unset from their OpenSSH config entry (`ssh-config:`):
-/// HostName, Port, User, IdentityFile and ProxyJump, the way `ssh` would read them.
-pub fn resolve_inventory(
-    inventory: &[qa_core::plan::InventoryHost],
-    base_dir: &Path,
-) -> Result<Vec<qa_core::plan::InventoryHost>, String> {
-    let mut out = Vec::with_capacity(inventory.len());
-    for h in inventory {
-        let mut h = h.clone();
-        if let Some(file) = &h.ssh_config {
-            let path = if file.is_absolute() {
-                file.clone()
-            } else {
-                base_dir.join(file)
-            };
-            let config = qa_remote::ssh::OpenSshConfig::load(&path)
-                .map_err(|e| format!("inventory host `{}`: {e}", h.name))?;
-            let alias = h.host.clone().unwrap_or_else(|| h.name.clone());
-            let found = config
-                .host(&alias)
-                .map_err(|e| format!("inventory host `{}`: {e}", h.name))?;
-            h.host = Some(found.host_name.unwrap_or(alias));
-            h.port = h.port.or(found.port);
-            h.user = h.user.or(found.user);
-            if h.identity_file.is_none() {
-                h.identity_file = found.identity_files.into_iter().next();
-            }
-            if h.proxy_jump.is_empty() {
-                h.proxy_jump = found.proxy_jump;
-            }
-        }
-        out.push(h);
-    }
-    Ok(out)
 }
 
 async fn cleanup(
@@ -1053,59 +779,6 @@ async fn publish_again(run_dir: &Path) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn inventory_hosts_take_what_they_leave_unset_from_their_ssh_config() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("ssh_config"),
-            "Host lab-*\n  User qa\n  Port 2222\n  IdentityFile /keys/lab\nHost lab-1\n  HostName 10.0.0.11\n  ProxyJump ops@bastion:22\n",
-        )
-        .unwrap();
-        let host = |name: &str| qa_core::plan::InventoryHost {
-            name: name.into(),
-            host: None,
-            port: None,
-            user: None,
-            identity_file: None,
-            passphrase_env: None,
-            proxy_jump: vec![],
-            ssh_config: Some("ssh_config".into()),
-            require_commands: vec![],
-            min_free_mib: None,
-            repair: None,
-        };
-        let mut explicit = host("lab-2");
-        explicit.user = Some("root".into());
-        let out = resolve_inventory(&[host("lab-1"), explicit], dir.path()).unwrap();
-        assert_eq!(out[0].host.as_deref(), Some("10.0.0.11"));
-        assert_eq!(
-            (out[0].port, out[0].user.as_deref()),
-            (Some(2222), Some("qa"))
-        );
-        assert_eq!(
-            out[0].identity_file.as_deref(),
-            Some(Path::new("/keys/lab"))
-        );
-        assert_eq!(out[0].proxy_jump, vec!["ops@bastion:22".to_string()]);
-        assert_eq!(
-            out[1].host.as_deref(),
-            Some("lab-2"),
-            "no HostName: the alias is the address"
-        );
-        assert_eq!(
-            out[1].user.as_deref(),
-            Some("root"),
-            "what the plan sets wins"
-        );
-        let mut missing = host("x");
-        missing.ssh_config = Some("nope".into());
-        assert!(
-            resolve_inventory(&[missing], dir.path())
-                .unwrap_err()
-                .contains("inventory host `x`")
-        );
-    }
 
     #[cfg(feature = "aws")]
     #[test]
