@@ -57,7 +57,17 @@ pub fn main() -> ExitCode {
         .enable_all()
         .build()
     {
-        Ok(rt) => rt.block_on(dispatch(cli, &settings)),
+        Ok(rt) => {
+            let outcome = rt.block_on(dispatch(cli, &settings));
+            if let Err(CliError::Aborted { .. }) = outcome {
+                // The run's tasks were left where they were. Dropping them kills the process
+                // groups of local steps still running (the local executor's guard against
+                // orphans); a blocking call under way, such as a command over SSH, gets a tenth
+                // of a second and is then left behind, so the exit is still at once.
+                rt.shutdown_timeout(std::time::Duration::from_millis(100));
+            }
+            outcome
+        }
         Err(e) => Err(CliError::Runtime(e)),
     };
     match outcome {

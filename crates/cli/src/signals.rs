@@ -1,27 +1,30 @@
 //! Ctrl-C and SIGTERM during a run. The first asks the run to stop: running steps are
 //! interrupted and teardown still runs, so the run ends by itself with exit code 130. The second
-//! marks the journal `aborted` and exits at once with 130; `qa-run cleanup` removes what is left.
+//! marks the journal `aborted` and hands the command a [`CliError::Aborted`], so it stops
+//! waiting for teardown and exits at once; `qa-run cleanup` removes what is left.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use qa_core::dag::RunCancel;
-use qa_core::exit;
 use qa_core::journal::{RunJournal, RunStatus};
 
+use crate::error::CliError;
 use crate::progress::Progress;
 
-/// Watches for interrupts while a run goes; at the second one, writes the journal and exits.
+/// Watches for interrupts while a run goes, and returns at the second one, once the journal
+/// says `aborted`. Never returns if the signal handlers cannot be installed.
 pub(crate) async fn watch_signals(
     cancel: RunCancel,
     journal: Arc<RunJournal>,
     sink: Arc<Progress>,
-) {
+) -> CliError {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
     ) else {
-        return;
+        return std::future::pending().await;
     };
     tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
     sink.message(
@@ -33,14 +36,15 @@ pub(crate) async fn watch_signals(
         s.status = RunStatus::Aborted;
         s.finished = Some(qa_core::now_rfc3339());
     });
-    let _ = journal.flush_blocking();
-    eprintln!(
-        "aborted: teardown may be incomplete; run `qa-run cleanup {}`",
-        journal
+    // The asynchronous flush waits for a write already under way, so an older state cannot
+    // land on top of this one. A journal that cannot be written changes nothing here: the
+    // message still points at cleanup, which reads what was last written.
+    let _ = journal.flush().await;
+    CliError::Aborted {
+        run_dir: journal
             .path()
             .parent()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default()
-    );
-    std::process::exit(exit::INTERRUPTED);
+            .map(Path::to_path_buf)
+            .unwrap_or_default(),
+    }
 }

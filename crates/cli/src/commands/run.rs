@@ -61,8 +61,14 @@ pub(super) async fn execute(
     if !json {
         sink.message(&format!("run directory: {}", run.run_dir.display()));
     }
-    let signals = tokio::spawn(watch_signals(cancel, run.journal.clone(), sink.clone()));
-    let outcome = run.execute().await;
+    let mut signals = tokio::spawn(watch_signals(cancel, run.journal.clone(), sink.clone()));
+    let outcome = tokio::select! {
+        outcome = run.execute() => outcome,
+        Ok(aborted) = &mut signals => {
+            sink.finish();
+            return Err(aborted);
+        }
+    };
     signals.abort();
     sink.finish();
     let summary = outcome?;
