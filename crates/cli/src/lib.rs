@@ -1,7 +1,7 @@
 //! The `qa-run` command line. `main.rs` only calls [`main`], which parses the arguments, reads
 //! the environment once ([`Settings`]), starts the runtime and hands the command to
 //! [`dispatch`]; a failure comes back as a [`CliError`], which alone chooses the documented exit
-//! code ([`qa_core::exit`]) and prints itself. The rooms:
+//! code ([`qa_core::exit`]) and prints itself. The modules:
 //!
 //! - `args`: the command line and its `--help` text;
 //! - `settings`: the `QA_RUN_*` variables;

@@ -1,7 +1,7 @@
 //! The clouds of an `aws` build: EC2 machines and capacity reservations added to the engine,
 //! the settings they read from the environment (`QA_RUN_AWS_SSH_ADDRESS`, `QA_RUN_AWS_PRICES`),
-//! and the janitor that finds what outlived its keep-until tag. Every line of the CLI that
-//! names an AWS type is in this file.
+//! and the janitor that finds what outlived its keep-until tag. This is the only file of the
+//! CLI that uses the AWS backends (`qa_provision::aws`, `qa_capacity::aws`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,7 +16,7 @@ use qa_provision::aws::{AwsProvisioner, AwsProvisionerOptions};
 use super::{CloudError, Clouds, JanitorOptions};
 use crate::error::CliError;
 
-/// Reach EC2 machines' SSH at another address (`qa-run --help`).
+/// Names the address to reach EC2 machines' SSH at instead of their own (`qa-run --help`).
 const SSH_ADDRESS_ENV: &str = "QA_RUN_AWS_SSH_ADDRESS";
 
 /// Names a JSON file of EC2 prices laid over the built-in table (`qa-run run --help`).
