@@ -1,4 +1,6 @@
-//! The `qa-run` binary: everything is in the `qa_cli` library, so tests drive the same code.
+//! The `qa-run` binary. Everything is in the library ([`qa_cli::main`]), so tests drive the same
+//! code.
+
 fn main() -> std::process::ExitCode {
     qa_cli::main()
 }
