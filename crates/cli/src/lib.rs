@@ -36,7 +36,7 @@ pub use commands::dispatch;
 pub use error::CliError;
 pub use inventory::{InventoryError, resolve_inventory};
 pub use settings::Settings;
-pub use wiring::{AccessConnector, EngineSettings, default_engine};
+pub use wiring::{EngineSettings, default_engine};
 
 /// Runs the command line with the process's arguments.
 pub fn main() -> ExitCode {

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use qa_core::engine::Engine;
 use qa_core::events::EventSink;
-use qa_core::{Access, Connector, Machine, RemoteError, RemoteExecutor};
 
 use crate::settings::Settings;
 
@@ -44,10 +43,7 @@ pub fn default_engine(settings: &EngineSettings, events: Arc<dyn EventSink>) -> 
     if let Some(cmd) = &settings.environment.ssh_reboot_command {
         ssh_options.reboot_command = cmd.clone();
     }
-    let connector = Arc::new(AccessConnector {
-        local: qa_remote::local::LocalConnector::new(),
-        ssh: qa_remote::ssh::SshConnector::new(ssh_options),
-    });
+    let connector = Arc::new(qa_remote::RoutingConnector::new(ssh_options));
     let static_hosts = qa_provision::static_hosts::StaticProvisioner::new(
         settings.inventory.clone(),
         settings.environment.lease_dir.clone(),
@@ -68,21 +64,4 @@ pub fn default_engine(settings: &EngineSettings, events: Arc<dyn EventSink>) -> 
             )
         }))
         .events(events)
-}
-
-/// Picks the executor by how a machine is reached.
-#[derive(Debug)]
-pub struct AccessConnector {
-    local: qa_remote::local::LocalConnector,
-    ssh: qa_remote::ssh::SshConnector,
-}
-
-#[async_trait::async_trait]
-impl Connector for AccessConnector {
-    async fn connect(&self, machine: &Machine) -> Result<Arc<dyn RemoteExecutor>, RemoteError> {
-        match &machine.access {
-            Access::Local { .. } => self.local.connect(machine).await,
-            Access::Ssh(_) => self.ssh.connect(machine).await,
-        }
-    }
 }
