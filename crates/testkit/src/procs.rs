@@ -94,6 +94,13 @@ pub(crate) fn kill_tree(child: &mut Option<Child>) {
             }
         }
     }
+    // Freeze the whole tree before killing any of it: killed one by one, a connection's sshd
+    // could still report the exit status of a command killed before it, which a dropped
+    // connection never does.
+    for pid in &seen {
+        // SAFETY: as above.
+        unsafe { libc::kill(*pid, libc::SIGSTOP) };
+    }
     for pid in &seen {
         // SAFETY: as above.
         unsafe { libc::kill(*pid, libc::SIGKILL) };
