@@ -149,23 +149,16 @@ impl AwsProvisioner {
                 .tag_specifications(tag_spec(ResourceType::KeyPair, &tags))
                 .send()
         };
-        let out = match create().await {
-            Ok(out) => out,
+        let made = match create().await {
             Err(e) if e.code() == Some("InvalidKeyPair.Duplicate") => {
                 // Made by this run before a crash; its private key is lost, so make it again.
                 let _ = client.delete_key_pair().key_name(&name).send().await;
-                match create().await {
-                    Ok(o) => o,
-                    Err(e) => {
-                        return Err(close_if_refused(
-                            ledger,
-                            &key,
-                            refused_or_unknown(None, "CreateKeyPair", e, &key),
-                        )
-                        .await);
-                    }
-                }
+                create().await
             }
+            other => other,
+        };
+        let out = match made {
+            Ok(out) => out,
             Err(e) => {
                 return Err(close_if_refused(
                     ledger,
