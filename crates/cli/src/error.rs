@@ -97,7 +97,9 @@ impl CliError {
             | CliError::Report(_)
             | CliError::NoPublishTargets { .. }
             | CliError::InvalidPlans { .. }
-            | CliError::Engine(EngineError::Plan(_) | EngineError::Setup(_))
+            | CliError::Engine(
+                EngineError::Plan(_) | EngineError::Setup(_) | EngineError::Republish(_),
+            )
             | CliError::Cloud(
                 CloudError::Setting { .. }
                 | CloudError::PriceFile { .. }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use qa_core::Verdict;
-use qa_core::events::{EVENT_SCHEMA_VERSION, Event, EventRecord, EventSink};
+use qa_core::events::{Event, EventRecord, EventSink, TaskId, TaskKind};
 
 enum Mode {
     Json,
@@ -16,7 +16,7 @@ enum Mode {
     Terminal {
         multi: MultiProgress,
         overall: ProgressBar,
-        running: HashMap<String, ProgressBar>,
+        running: HashMap<TaskId, ProgressBar>,
     },
 }
 
@@ -94,21 +94,21 @@ impl Progress {
     }
 }
 
-fn is_interesting(task: &str) -> bool {
-    !task.starts_with("upload:") && !task.starts_with("collect:")
+fn is_interesting(task: &TaskId) -> bool {
+    !matches!(task.kind(), TaskKind::Upload | TaskKind::Collect)
 }
 
 impl EventSink for Progress {
     fn event(&self, event: &Event) {
+        if matches!(event, Event::StepOutput { .. }) {
+            // Step output goes to the step's log, not to the terminal or the JSON lines.
+            return;
+        }
         let t = self.start.elapsed();
         let mut mode = self.mode.lock().expect("progress");
         match &mut *mode {
             Mode::Json => {
-                let rec = EventRecord {
-                    v: EVENT_SCHEMA_VERSION,
-                    t_ms: t.as_millis() as u64,
-                    event: event.clone(),
-                };
+                let rec = EventRecord::new(event.clone(), t);
                 let mut out = std::io::stdout().lock();
                 if let Ok(s) = serde_json::to_string(&rec) {
                     let _ = writeln!(out, "{s}");
@@ -152,19 +152,19 @@ impl EventSink for Progress {
                 running,
             } => match event {
                 Event::TaskStarted { task, .. } => {
-                    if task.starts_with("step:") {
+                    if task.kind() == TaskKind::Step {
                         let b = multi.insert_before(overall, ProgressBar::new_spinner());
                         b.set_style(
                             ProgressStyle::with_template("  {spinner} {elapsed:>4} {msg}")
                                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                         );
-                        b.set_message(task.trim_start_matches("step:").to_string());
+                        b.set_message(task.to_string().trim_start_matches("step:").to_string());
                         b.enable_steady_tick(Duration::from_millis(120));
                         if let Some(old) = running.insert(task.clone(), b) {
                             old.finish_and_clear();
                         }
                     }
-                    overall.set_message(task.clone());
+                    overall.set_message(task.to_string());
                 }
                 Event::TaskFinished {
                     task,
@@ -176,7 +176,7 @@ impl EventSink for Progress {
                         b.finish_and_clear();
                     }
                     overall.inc(1);
-                    if task.starts_with("step:") || *verdict != Verdict::Pass {
+                    if task.kind() == TaskKind::Step || *verdict != Verdict::Pass {
                         let why = message
                             .as_deref()
                             .map(|m| format!(": {m}"))

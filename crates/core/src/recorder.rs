@@ -16,17 +16,29 @@ use crate::remote::{OutputSink, OutputStream};
 /// Lines of log kept for the report's tail of a failing step.
 pub const TAIL_LINES: usize = 40;
 
+/// Told of every line as it is written to the log: its stream, where its entry starts in the
+/// log file (bytes), and the line without its end. Called with the recorder's lock held: it must
+/// not block.
+pub type LineObserver = Box<dyn Fn(OutputStream, u64, &str) + Send + Sync>;
+
 /// Writes a step's log and recording.
-#[derive(Debug)]
 pub struct StepRecorder {
     start: Instant,
     redactor: Redactor,
+    observer: Option<LineObserver>,
     inner: Mutex<Inner>,
 }
 
-#[derive(Debug)]
+impl std::fmt::Debug for StepRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepRecorder").finish_non_exhaustive()
+    }
+}
+
 struct Inner {
     log: BufWriter<File>,
+    /// Bytes written to the log so far.
+    log_len: u64,
     cast: BufWriter<File>,
     pending: [Vec<u8>; 2],
     tail: std::collections::VecDeque<String>,
@@ -61,14 +73,22 @@ impl StepRecorder {
         Ok(StepRecorder {
             start: Instant::now(),
             redactor,
+            observer: None,
             inner: Mutex::new(Inner {
                 log,
+                log_len: 0,
                 cast,
                 pending: [Vec::new(), Vec::new()],
                 tail: Default::default(),
                 at_line_start: [true, true],
             }),
         })
+    }
+
+    /// Tells `observer` of every line written to the log from now on.
+    pub fn observe_lines(mut self, observer: LineObserver) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Writes whatever is held back and flushes. Returns the last [`TAIL_LINES`] lines of output.
@@ -96,17 +116,26 @@ impl StepRecorder {
             serde_json::json!([(t * 1e6).round() / 1e6, "o", term])
         );
         let marker = if stream == 0 { '|' } else { '!' };
+        let which = if stream == 0 {
+            OutputStream::Stdout
+        } else {
+            OutputStream::Stderr
+        };
         for piece in text.split_inclusive(['\n', '\r']) {
+            let entry_at = g.log_len;
             if g.at_line_start[stream] {
-                let _ = write!(g.log, "[{t:>9.3}s] {marker} ");
+                g.write_log(format!("[{t:>9.3}s] {marker} ").as_bytes());
             }
-            let _ = g.log.write_all(piece.as_bytes());
+            g.write_log(piece.as_bytes());
             let ended = piece.ends_with('\n') || piece.ends_with('\r');
             if ended && piece.ends_with('\r') {
-                let _ = g.log.write_all(b"\n");
+                g.write_log(b"\n");
             }
             g.at_line_start[stream] = ended;
             let line = piece.trim_end_matches(['\n', '\r']).to_string();
+            if let Some(observe) = &self.observer {
+                observe(which, entry_at, &line);
+            }
             if !line.is_empty() || ended {
                 g.tail.push_back(line);
                 if g.tail.len() > TAIL_LINES {
@@ -116,11 +145,20 @@ impl StepRecorder {
         }
         if !g.at_line_start[stream] {
             // A partial line is only written at the end; finish it so the log stays line-based.
-            let _ = g.log.write_all(b"\n");
+            g.write_log(b"\n");
             g.at_line_start[stream] = true;
         }
         let _ = g.log.flush();
         let _ = g.cast.flush();
+    }
+}
+
+impl Inner {
+    /// Writes to the log, counting what was written.
+    fn write_log(&mut self, bytes: &[u8]) {
+        if self.log.write_all(bytes).is_ok() {
+            self.log_len += bytes.len() as u64;
+        }
     }
 }
 
@@ -146,7 +184,8 @@ impl OutputSink for StepRecorder {
     fn note(&self, message: &str) {
         let t = self.start.elapsed().as_secs_f64();
         let mut g = self.inner.lock().expect("recorder lock");
-        let _ = writeln!(g.log, "[{t:>9.3}s] # {}", self.redactor.redact(message));
+        let entry = format!("[{t:>9.3}s] # {}\n", self.redactor.redact(message));
+        g.write_log(entry.as_bytes());
         let _ = g.log.flush();
     }
 }
@@ -191,5 +230,42 @@ mod tests {
                 .all(|w| w[0][0].as_f64() <= w[1][0].as_f64())
         );
         assert_eq!(tail, "hello [REDACTED] world\noops\nsecond");
+    }
+
+    #[test]
+    fn observers_see_each_line_where_the_log_has_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("s.log");
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let r = StepRecorder::create(
+            &log,
+            &dir.path().join("s.cast"),
+            "t",
+            Redactor::new(["hush".to_string()]),
+        )
+        .unwrap()
+        .observe_lines(Box::new(move |stream, at, line| {
+            s2.lock().unwrap().push((stream, at, line.to_string()));
+        }));
+        r.note("first a note");
+        r.output(OutputStream::Stdout, b"one\ntw");
+        r.output(OutputStream::Stderr, b"hush now\r");
+        r.output(OutputStream::Stdout, b"o\nthree");
+        r.finish();
+        let log = std::fs::read(&log).unwrap();
+        let seen = seen.lock().unwrap();
+        let lines: Vec<&str> = seen.iter().map(|(_, _, l)| l.as_str()).collect();
+        assert_eq!(lines, ["one", "[REDACTED] now", "two", "three"]);
+        assert_eq!(seen[1].0, OutputStream::Stderr);
+        for (_, at, line) in seen.iter() {
+            let entry = &log[*at as usize..];
+            let entry = std::str::from_utf8(entry).unwrap().lines().next().unwrap();
+            assert!(
+                entry.ends_with(line.as_str()),
+                "{entry:?} at {at} is not {line:?}"
+            );
+            assert!(entry.starts_with('['), "{entry:?} is not an entry's start");
+        }
     }
 }

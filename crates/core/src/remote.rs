@@ -33,7 +33,8 @@ pub struct CommandSpec {
 }
 
 /// Which output stream bytes came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum OutputStream {
     /// Standard output.
     Stdout,

@@ -124,19 +124,9 @@ pub fn selects(selectors: &[String], machine: &MachineInstance, spec: &MachineSp
             .any(|s| s == &machine.name || s == &machine.role || s == &spec.name)
 }
 
-/// Task id of a stage.
+/// Task id of a stage: its [`TaskId`](crate::events::TaskId) as text.
 pub fn task_id(stage: &Stage) -> String {
-    match stage {
-        Stage::Reserve => "reserve".into(),
-        Stage::Provision { machine } => format!("provision:{machine}"),
-        Stage::WaitReady { machine } => format!("ready:{machine}"),
-        Stage::Upload { machine } => format!("upload:{machine}"),
-        Stage::Step { step, machine, .. } => format!("step:{step}@{machine}"),
-        Stage::Collect { machine } => format!("collect:{machine}"),
-        Stage::Publish => "publish".into(),
-        Stage::Teardown { machine } => format!("teardown:{machine}"),
-        Stage::Release => "release".into(),
-    }
+    crate::events::TaskId::from(stage).to_string()
 }
 
 /// Expands a plan into its task graph, for the backends of `backends`: a `reserve` task when

@@ -24,7 +24,7 @@ pub(super) async fn plan(
         Arc::new(qa_core::events::NoEvents),
     );
     let (run_dir, graph) = engine
-        .plan_only(&loaded, RunOptions::new(&globals.results))
+        .plan_only(&loaded, RunOptions::from_env(&globals.results))
         .await?;
     let out = match format {
         GraphFormat::Text => qa_core::stages::render_text(&graph),

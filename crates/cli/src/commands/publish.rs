@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use qa_core::engine::RunOptions;
 use qa_core::exit;
 
 use crate::error::CliError;
@@ -16,7 +17,13 @@ pub(super) async fn publish(run_dir: &Path) -> Result<i32, CliError> {
         std::sync::Arc::new(qa_core::events::NoEvents),
     );
     let mut failed = 0;
-    for published in engine.publish_again(run_dir).await? {
+    for published in engine
+        .publish_again(
+            run_dir,
+            &RunOptions::from_env(run_dir.parent().unwrap_or(run_dir)),
+        )
+        .await?
+    {
         match published {
             Ok(r) => println!("published to {}: {}", r.publisher, r.location),
             Err(e) => {

@@ -22,8 +22,7 @@ pub(super) async fn resume(globals: &Globals, run_dir: &Path) -> Result<i32, Cli
     let engine = default_engine(&globals.engine_settings(results, inventory), sink.clone());
     let engine = with_clouds(engine, &clouds_of_run(run_dir)).await?;
     let cancel = RunCancel::new();
-    let mut opts = RunOptions::new(results);
-    opts.cancel = cancel.clone();
+    let opts = RunOptions::from_env(results).cancel(cancel.clone());
     let run = engine.prepare_resume(run_dir, opts).await?;
     execute(run, cancel, sink, globals.json).await
 }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use qa_core::dag::RunCancel;
 use qa_core::engine::{PreparedRun, RunOptions};
-use qa_core::{RunId, TestId};
 
 use super::Globals;
 use crate::clouds::{clouds_of_plan, with_clouds};
@@ -40,11 +39,16 @@ pub(super) async fn run(
     );
     let engine = with_clouds(engine, &clouds_of_plan(&loaded.plan)).await?;
     let cancel = RunCancel::new();
-    let mut opts = RunOptions::new(&globals.results);
-    opts.run_id = run_id.map(RunId);
-    opts.test_id = test_id.map(TestId);
-    opts.concurrency = concurrency;
-    opts.cancel = cancel.clone();
+    let mut opts = RunOptions::from_env(&globals.results).cancel(cancel.clone());
+    if let Some(id) = run_id {
+        opts = opts.run_id(id);
+    }
+    if let Some(id) = test_id {
+        opts = opts.test_id(id);
+    }
+    if let Some(n) = concurrency {
+        opts = opts.concurrency(n);
+    }
     let run = engine.prepare(&loaded, opts).await?;
     execute(run, cancel, sink, globals.json).await
 }

@@ -101,6 +101,8 @@ pub struct FakeInstance {
     pub test_id: String,
     /// The client token it was created with.
     pub client_token: String,
+    /// The tags it was created with.
+    pub tags: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default)]
@@ -221,6 +223,7 @@ impl Provisioner for FakeProvisioner {
                         name: name.into(),
                         test_id: run.test_id.0.clone(),
                         client_token: token,
+                        tags: run.tags.clone(),
                     };
                     cloud.instances.insert(id.clone(), instance);
                     id

@@ -2,6 +2,7 @@
 //! machine's settings and each step exactly as qa-run will run it (same environment, timeout and
 //! working directory as the run itself, secrets left out).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -19,6 +20,7 @@ pub(crate) fn write_plan_artefacts(
     graph: &TaskGraph<Stage>,
     dir: &Path,
     (run_id, test_id): (&str, &str),
+    run_env: &BTreeMap<String, String>,
 ) -> Result<(), EngineError> {
     let w = |p: PathBuf, s: String| -> Result<(), EngineError> {
         if let Some(d) = p.parent() {
@@ -49,7 +51,7 @@ pub(crate) fn write_plan_artefacts(
             let env = step_env(
                 plan,
                 s,
-                None,
+                (run_env, None),
                 &StepIdentity {
                     run_id,
                     test_id,

@@ -5,12 +5,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::builder::Engine;
 use crate::backend::BackendName;
 use crate::capacity::Placement;
 use crate::dag::{RunCancel, TaskOutcome};
+use crate::events::{Event, EventRecord, EventSink, EventStream};
 use crate::journal::RunJournal;
 use crate::plan::{LoadedPlan, Plan, StepSpec};
 use crate::provision::RunContext;
@@ -51,16 +53,17 @@ pub(crate) struct StepIdentity<'a> {
     pub workdir: &'a str,
 }
 
-/// A step's environment: the plan's defaults, the step's own, then (`secrets`, when given) the
+/// A step's environment: the run's (given in code), the plan's defaults, the step's own, then (`secrets`, when given) the
 /// secrets' values and qa-run's `QA_RUN_*` variables. The rendered plan artefacts use the same
 /// function, with the secrets left out.
 pub(crate) fn step_env(
     plan: &Plan,
     step: &StepSpec,
-    secrets: Option<&BTreeMap<String, String>>,
+    (run_env, secrets): (&BTreeMap<String, String>, Option<&BTreeMap<String, String>>),
     id: &StepIdentity<'_>,
 ) -> BTreeMap<String, String> {
-    let mut env = plan.defaults.env.clone();
+    let mut env = run_env.clone();
+    env.extend(plan.defaults.env.clone());
     env.extend(step.env.clone());
     if let Some(secrets) = secrets {
         env.extend(secrets.clone());
@@ -126,11 +129,58 @@ pub(crate) struct ActiveRun {
     pub ctx: RunContext,
     pub journal: Arc<RunJournal>,
     pub secrets: BTreeMap<String, String>,
+    /// Variables every step gets, given in code.
+    pub run_env: BTreeMap<String, String>,
     pub redactor: Redactor,
     pub state: Mutex<RunState>,
     pub start: Instant,
     pub started_at: String,
     pub cancel: RunCancel,
+    pub events: Emitter,
+}
+
+/// Sends a run's events to the engine's sink and, while someone listens, to the run's stream.
+#[derive(Clone)]
+pub(crate) struct Emitter {
+    sink: Arc<dyn EventSink>,
+    stream: Arc<Mutex<Option<mpsc::UnboundedSender<EventRecord>>>>,
+    start: Instant,
+}
+
+impl Emitter {
+    pub fn new(sink: Arc<dyn EventSink>, start: Instant) -> Self {
+        Emitter {
+            sink,
+            stream: Arc::default(),
+            start,
+        }
+    }
+
+    /// Tells the sink and the stream of `event`.
+    pub fn emit(&self, event: Event) {
+        self.sink.event(&event);
+        let mut g = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = g.as_ref()
+            && tx
+                .send(EventRecord::new(event, self.start.elapsed()))
+                .is_err()
+        {
+            // Nobody reads the stream any more.
+            *g = None;
+        }
+    }
+
+    /// A new stream of the events from now on; an earlier one ends.
+    pub fn listen(&self) -> EventStream {
+        let (tx, stream) = EventStream::channel();
+        *self.stream.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        stream
+    }
+
+    /// Ends the stream.
+    pub fn end(&self) {
+        self.stream.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
 }
 
 impl ActiveRun {
@@ -165,7 +215,7 @@ impl ActiveRun {
         step_env(
             &self.loaded.plan,
             step,
-            Some(&self.secrets),
+            (&self.run_env, Some(&self.secrets)),
             &StepIdentity {
                 run_id: &self.ctx.run_id.0,
                 test_id: &self.ctx.test_id.0,
@@ -176,6 +226,11 @@ impl ActiveRun {
                 workdir: &machine.workdir,
             },
         )
+    }
+
+    /// Tells the engine's sink and the run's event stream (if one was asked for) of `event`.
+    pub fn emit(&self, event: Event) {
+        self.events.emit(event);
     }
 
     /// Writes the journal in the background; a failure is logged, and the next write tries again.

@@ -1,5 +1,9 @@
 //! Why a run could not start or finish.
 
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::backend::BackendName;
 use crate::exit;
 use crate::journal::JournalError;
 use crate::plan::PlanError;
@@ -11,10 +15,13 @@ pub enum EngineError {
     /// The plan is wrong.
     #[error(transparent)]
     Plan(#[from] PlanError),
-    /// The plan cannot run with what this engine has (a backend not compiled in, a secret
-    /// missing from the environment, an unknown step type).
+    /// The plan cannot run with what this engine has (a backend not compiled in, a secret not
+    /// given, an unknown step type): every problem, each with its place in the plan.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// A finished run cannot be published again (no report, no targets, no publisher).
     #[error("{0}")]
-    Setup(String),
+    Republish(String),
     /// The journal could not be written or read.
     #[error(transparent)]
     Journal(#[from] JournalError),
@@ -33,7 +40,9 @@ impl EngineError {
     /// The exit code this error maps to.
     pub fn exit_code(&self) -> i32 {
         match self {
-            EngineError::Plan(_) | EngineError::Setup(_) => exit::BAD_PLAN_OR_USAGE,
+            EngineError::Plan(_) | EngineError::Setup(_) | EngineError::Republish(_) => {
+                exit::BAD_PLAN_OR_USAGE
+            }
             EngineError::Journal(_) | EngineError::Io { .. } => exit::INFRASTRUCTURE_ERROR,
         }
     }
@@ -43,4 +52,108 @@ impl EngineError {
 pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> EngineError {
     let context = context.into();
     move |source| EngineError::Io { context, source }
+}
+
+/// Why a plan cannot run with an engine: every problem found, in plan order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub struct SetupError {
+    /// The plan file (or the label of a plan built in code).
+    pub plan: PathBuf,
+    /// What is missing, in plan order.
+    pub problems: Vec<SetupProblem>,
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: cannot run this plan:", self.plan.display())?;
+        for p in &self.problems {
+            write!(f, "\n  - ")?;
+            match (p.line, p.column) {
+                (Some(l), Some(c)) => write!(f, "{}:{l}:{c}: ", self.plan.display())?,
+                _ => {
+                    if let Some(k) = &p.key_path {
+                        write!(f, "{k}: ")?;
+                    }
+                }
+            }
+            write!(f, "{}", p.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// One thing a plan needs that the engine does not have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SetupProblem {
+    /// What kind of problem.
+    pub kind: SetupProblemKind,
+    /// Where in the plan, as a key path (`steps[2].uses`); `None` when it is not about one place.
+    pub key_path: Option<String>,
+    /// 1-based line of that place in the plan file, when the plan came from a file.
+    pub line: Option<u64>,
+    /// 1-based column of that place.
+    pub column: Option<u64>,
+    /// What is wrong and what to do, for people.
+    pub message: String,
+}
+
+impl SetupProblem {
+    pub(crate) fn new(
+        kind: SetupProblemKind,
+        key_path: Option<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        SetupProblem {
+            kind,
+            key_path,
+            line: None,
+            column: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for SetupProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(k) = &self.key_path {
+            write!(f, "{k}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// The kinds of [`SetupProblem`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SetupProblemKind {
+    /// A machine's backend is known but was left out of this build.
+    BackendNotBuilt {
+        /// The backend.
+        backend: BackendName,
+        /// The cargo feature that builds it in.
+        feature: String,
+    },
+    /// A machine's backend is registered without a provisioner.
+    NoProvisioner {
+        /// The backend.
+        backend: BackendName,
+    },
+    /// A step uses a step type that is not registered.
+    UnknownStepType {
+        /// The step type's name.
+        name: String,
+    },
+    /// The engine has no connector to reach machines.
+    NoConnector,
+    /// The plan publishes results, and the engine has no publisher factory.
+    NoPublisherFactory,
+    /// A secret the plan declares was not given.
+    SecretMissing {
+        /// The secret's name.
+        name: String,
+    },
+    /// The plan's task graph cannot be built.
+    Graph,
 }

@@ -40,7 +40,7 @@ pub use builder::{
 };
 pub use cleanup::{CleanupReport, JanitorReport, SweepReport};
 pub use context::{DEFAULT_BUDGET, DEFAULT_STEP_TIMEOUT, READY_DEADLINE};
-pub use error::EngineError;
+pub use error::{EngineError, SetupError, SetupProblem, SetupProblemKind};
 pub use layout::file_name_of;
 pub use run::{PreparedRun, RunSummary};
-pub use setup::RunOptions;
+pub use setup::{RunOptions, UNKNOWN_USER};

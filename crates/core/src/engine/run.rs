@@ -14,7 +14,7 @@ use super::error::EngineError;
 use crate::dag::{
     RunCancel, RunnerOptions, TaskExecutor, TaskGraph, TaskNode, TaskOutcome, TaskResult, run_graph,
 };
-use crate::events::Event;
+use crate::events::{Event, EventStream, TaskId};
 use crate::exit;
 use crate::journal::{RunJournal, RunStatus, TaskRecord, TaskState};
 use crate::report::Report;
@@ -80,11 +80,32 @@ impl PreparedRun {
         &self.graph
     }
 
+    /// The run's events as an async stream, from [`Event::RunStarted`] to
+    /// [`Event::RunFinished`], after which it ends. Ask for it before [`PreparedRun::execute`];
+    /// asking again replaces the earlier stream, which then ends.
+    ///
+    /// ```no_run
+    /// # async fn demo(run: qa_core::engine::PreparedRun) {
+    /// let mut run = run;
+    /// let mut events = run.events();
+    /// let printer = tokio::spawn(async move {
+    ///     while let Some(record) = events.next().await {
+    ///         println!("{:>6} ms {:?}", record.t_ms, record.event);
+    ///     }
+    /// });
+    /// let summary = run.execute().await;
+    /// printer.await.unwrap(); // ends once the run has
+    /// # }
+    /// ```
+    pub fn events(&mut self) -> EventStream {
+        self.run.events.listen()
+    }
+
     /// Runs every task, teardown included; the report is written and published once, after
     /// teardown, by the `publish` task.
     pub async fn execute(self) -> Result<RunSummary, EngineError> {
         let run = self.run.clone();
-        run.engine.events.event(&Event::RunStarted {
+        run.emit(Event::RunStarted {
             run_id: run.ctx.run_id.0.clone(),
             run_dir: self.run_dir.display().to_string(),
             tasks: self.graph.len(),
@@ -134,12 +155,14 @@ impl PreparedRun {
             s.finished = Some(crate::now_rfc3339());
             s.pid = None;
         });
-        self.journal.flush().await?;
-        run.engine.events.event(&Event::RunFinished {
+        let flushed = self.journal.flush().await;
+        run.emit(Event::RunFinished {
             run_id: run.ctx.run_id.0.clone(),
             outcome: report.outcome,
             exit_code,
         });
+        run.events.end();
+        flushed?;
         Ok(RunSummary {
             run_dir: self.run_dir,
             report,
@@ -195,8 +218,8 @@ impl TaskExecutor<Stage> for ActiveRun {
             t.started = Some(crate::now_rfc3339());
         });
         self.flush_later();
-        self.engine.events.event(&Event::TaskStarted {
-            task: node.id.clone(),
+        self.emit(Event::TaskStarted {
+            task: TaskId::from(&node.payload),
             attempt,
         });
     }
@@ -221,8 +244,8 @@ impl TaskExecutor<Stage> for ActiveRun {
             t.message = message.clone();
         });
         self.flush_later();
-        self.engine.events.event(&Event::TaskFinished {
-            task: node.id.clone(),
+        self.emit(Event::TaskFinished {
+            task: TaskId::from(&node.payload),
             verdict: outcome.verdict,
             duration_ms: outcome.duration.as_millis() as u64,
             message,

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use super::artefacts::write_plan_artefacts;
 use super::builder::Engine;
-use super::context::{ActiveRun, RunState, budget};
-use super::error::{EngineError, io_err};
+use super::context::{ActiveRun, Emitter, RunState, budget};
+use super::error::{EngineError, SetupError, SetupProblem, SetupProblemKind, io_err};
 use super::layout::absolute;
 use super::run::PreparedRun;
 use crate::dag::{RunCancel, RunnerOptions, TaskGraph};
@@ -20,23 +20,55 @@ use crate::redact::Redactor;
 use crate::stages::{self, Stage};
 use crate::types::{RunId, TestId, Verdict};
 
-/// Where and how to run.
-#[derive(Debug, Clone)]
+/// Where and how to run, given in code: nothing here comes from the process environment unless
+/// [`RunOptions::from_env`] (or [`RunOptions::secrets_from_env`]) says so.
+///
+/// ```
+/// use qa_core::engine::RunOptions;
+/// let opts = RunOptions::new("results")
+///     .concurrency(4)
+///     .user("ci-bot")
+///     .secret("API_TOKEN", "s3cr3t-value")
+///     .env("LANG", "C.UTF-8");
+/// assert_eq!(opts.results_dir(), std::path::Path::new("results"));
+/// // Debug output names the secrets, never their values.
+/// assert!(!format!("{opts:?}").contains("s3cr3t"));
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
 pub struct RunOptions {
-    /// Parent of run directories.
-    pub results_dir: PathBuf,
-    /// Run id (generated if absent).
-    pub run_id: Option<RunId>,
-    /// Test id for tags (the run id if absent).
-    pub test_id: Option<TestId>,
-    /// Concurrency (the plan's, else 16, if absent).
-    pub concurrency: Option<usize>,
-    /// Cancellation.
-    pub cancel: RunCancel,
+    results_dir: PathBuf,
+    run_id: Option<RunId>,
+    test_id: Option<TestId>,
+    concurrency: Option<usize>,
+    cancel: RunCancel,
+    secrets: BTreeMap<String, String>,
+    secrets_from_env: bool,
+    user: Option<String>,
+    env: BTreeMap<String, String>,
 }
 
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("results_dir", &self.results_dir)
+            .field("run_id", &self.run_id)
+            .field("test_id", &self.test_id)
+            .field("concurrency", &self.concurrency)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .field("secrets_from_env", &self.secrets_from_env)
+            .field("user", &self.user)
+            .field("env", &self.env)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The user name tags carry when none is given.
+pub const UNKNOWN_USER: &str = "unknown";
+
 impl RunOptions {
-    /// Defaults with results under `results_dir`.
+    /// Defaults, with run directories made under `results_dir`: a generated run id, the run id
+    /// as test id, the plan's concurrency (else 16), no secrets, user [`UNKNOWN_USER`].
     pub fn new(results_dir: impl Into<PathBuf>) -> Self {
         RunOptions {
             results_dir: results_dir.into(),
@@ -44,7 +76,92 @@ impl RunOptions {
             test_id: None,
             concurrency: None,
             cancel: RunCancel::new(),
+            secrets: BTreeMap::new(),
+            secrets_from_env: false,
+            user: None,
+            env: BTreeMap::new(),
         }
+    }
+
+    /// As a command-line tool runs: [`RunOptions::new`], with the user from `USER` (else
+    /// `LOGNAME`) and the plan's secrets read from the environment
+    /// ([`RunOptions::secrets_from_env`]).
+    pub fn from_env(results_dir: impl Into<PathBuf>) -> Self {
+        let mut o = RunOptions::new(results_dir).secrets_from_env();
+        o.user = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .ok()
+            .filter(|u| !u.is_empty());
+        o
+    }
+
+    /// The run's id (generated from the plan's name and the time if not set).
+    pub fn run_id(mut self, id: impl Into<String>) -> Self {
+        self.run_id = Some(RunId(id.into()));
+        self
+    }
+
+    /// The test id resources are tagged with (the run id if not set).
+    pub fn test_id(mut self, id: impl Into<String>) -> Self {
+        self.test_id = Some(TestId(id.into()));
+        self
+    }
+
+    /// How many tasks run at once (over the plan's `concurrency`).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = Some(n);
+        self
+    }
+
+    /// Cancels the run when `cancel` fires.
+    pub fn cancel(mut self, cancel: RunCancel) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    /// The value of a secret the plan declares (`secrets: [NAME]`). It is given to steps as
+    /// `NAME` and masked in everything the run writes. Given values win over the environment.
+    pub fn secret(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.secrets.insert(name.into(), value.into());
+        self
+    }
+
+    /// Reads the plan's secrets that were not given with [`RunOptions::secret`] from
+    /// environment variables of the same names, when the run is set up.
+    pub fn secrets_from_env(mut self) -> Self {
+        self.secrets_from_env = true;
+        self
+    }
+
+    /// The user name resources are tagged with.
+    pub fn user(mut self, name: impl Into<String>) -> Self {
+        self.user = Some(name.into());
+        self
+    }
+
+    /// A variable every step gets, under the plan's own `env` (which wins).
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.insert(name.into(), value.into());
+        self
+    }
+
+    /// Where run directories are made.
+    pub fn results_dir(&self) -> &Path {
+        &self.results_dir
+    }
+
+    /// The run's cancellation.
+    pub fn cancellation(&self) -> &RunCancel {
+        &self.cancel
+    }
+
+    /// A secret's value: given, else (when asked for) from the environment.
+    pub(super) fn secret_value(&self, name: &str) -> Option<String> {
+        self.secrets.get(name).cloned().or_else(|| {
+            self.secrets_from_env
+                .then(|| std::env::var(name).ok())
+                .flatten()
+        })
     }
 }
 
@@ -58,34 +175,70 @@ struct NewRun {
 }
 
 impl Engine {
-    /// Checks that the plan can run here: backends linked, step types registered, secrets set.
-    /// Returns the secrets' values.
-    pub fn check(&self, loaded: &LoadedPlan) -> Result<BTreeMap<String, String>, EngineError> {
+    /// Checks that the plan can run here: backends linked, step types registered, secrets given
+    /// (or, with [`RunOptions::secrets_from_env`], set in the environment). Returns the secrets'
+    /// values, or every problem with its place in the plan.
+    pub fn check(
+        &self,
+        loaded: &LoadedPlan,
+        opts: &RunOptions,
+    ) -> Result<BTreeMap<String, String>, SetupError> {
         let plan = &loaded.plan;
         let mut problems = Vec::new();
+        let mut seen_specs = std::collections::BTreeSet::new();
         for m in stages::machine_instances(plan) {
-            if self.backends.provisioner(m.backend).is_none() {
-                let why = match self.backends.absent_feature(m.backend) {
-                    Some(feature) => format!(
-                        "which this build does not include (build qa-run with the `{feature}` feature)"
-                    ),
-                    None if self.backends.get(m.backend).is_some() => {
-                        "which has no provisioner in this program".to_string()
-                    }
-                    None => "which is not registered".to_string(),
-                };
-                problems.push(format!(
-                    "machine `{}` needs the `{}` backend, {why}",
-                    m.name, m.backend
-                ));
+            if self.backends.provisioner(m.backend).is_some() || !seen_specs.insert(m.spec_index) {
+                continue;
             }
+            let spec = &plan.machines[m.spec_index];
+            let key_path = if spec.backend.is_some() {
+                format!("machines[{}].backend", m.spec_index)
+            } else if plan.backend.is_some() {
+                "backend".to_string()
+            } else {
+                format!("machines[{}]", m.spec_index)
+            };
+            let (kind, why) = match self.backends.absent_feature(m.backend) {
+                Some(feature) => (
+                    SetupProblemKind::BackendNotBuilt {
+                        backend: m.backend,
+                        feature: feature.to_string(),
+                    },
+                    format!(
+                        "which this build does not include (build qa-run with the cargo feature `{feature}`)"
+                    ),
+                ),
+                None => (
+                    SetupProblemKind::NoProvisioner { backend: m.backend },
+                    if self.backends.get(m.backend).is_some() {
+                        "which has no provisioner in this program (give one with `Engine::provisioner`)"
+                            .to_string()
+                    } else {
+                        "which is not registered in this program".to_string()
+                    },
+                ),
+            };
+            problems.push(SetupProblem::new(
+                kind,
+                Some(key_path),
+                format!(
+                    "machine `{}` needs the `{}` backend, {why}",
+                    spec.name, m.backend
+                ),
+            ));
         }
-        for s in &plan.steps {
-            if let StepAction::Custom(name) = s.action() {
-                if !self.step_types.contains_key(name) {
-                    let mut known: Vec<&str> = self.step_types.keys().map(String::as_str).collect();
-                    known.sort();
-                    problems.push(format!(
+        for (i, s) in plan.steps.iter().enumerate() {
+            if let StepAction::Custom(name) = s.action()
+                && !self.step_types.contains_key(name)
+            {
+                let mut known: Vec<&str> = self.step_types.keys().map(String::as_str).collect();
+                known.sort();
+                problems.push(SetupProblem::new(
+                    SetupProblemKind::UnknownStepType {
+                        name: name.to_string(),
+                    },
+                    Some(format!("steps[{i}].uses")),
+                    format!(
                         "step `{}` uses step type `{name}`, which is not registered (known: {})",
                         s.name,
                         if known.is_empty() {
@@ -93,41 +246,87 @@ impl Engine {
                         } else {
                             known.join(", ")
                         }
-                    ));
-                }
+                    ),
+                ));
             }
         }
         if self.connector.is_none() {
-            problems.push("no connector: the engine cannot reach machines".into());
+            problems.push(SetupProblem::new(
+                SetupProblemKind::NoConnector,
+                None,
+                "no connector: the engine cannot reach machines (give one with `Engine::connector`)",
+            ));
         }
         if !plan.publish.is_empty() && self.publisher_factory.is_none() {
-            problems.push("the plan publishes results but no publisher factory is set".into());
+            problems.push(SetupProblem::new(
+                SetupProblemKind::NoPublisherFactory,
+                Some("publish".into()),
+                "the plan publishes results but this program has no publisher factory",
+            ));
         }
         let mut secrets = BTreeMap::new();
-        for name in &plan.secrets {
-            match std::env::var(name) {
-                Ok(v) => {
+        for (i, name) in plan.secrets.iter().enumerate() {
+            match opts.secret_value(name) {
+                Some(v) => {
                     secrets.insert(name.clone(), v);
                 }
-                Err(_) => problems.push(format!(
-                    "secret `{name}` is not set in the environment (export {name}=… before running)"
+                None => problems.push(SetupProblem::new(
+                    SetupProblemKind::SecretMissing { name: name.clone() },
+                    Some(format!("secrets[{i}]")),
+                    if opts.secrets_from_env {
+                        format!(
+                            "secret `{name}` is not set in the environment (export {name}=… before running)"
+                        )
+                    } else {
+                        format!("secret `{name}` was not given (`RunOptions::secret`)")
+                    },
                 )),
             }
+        }
+        // Values given for secrets the plan does not declare are masked all the same.
+        for (k, v) in &opts.secrets {
+            secrets.entry(k.clone()).or_insert_with(|| v.clone());
         }
         if problems.is_empty() {
             Ok(secrets)
         } else {
-            Err(EngineError::Setup(format!(
-                "{}: cannot run this plan:\n  - {}",
-                loaded.path.display(),
-                problems.join("\n  - ")
-            )))
+            Err(self.setup_error(loaded, problems))
         }
     }
 
+    /// Places each problem in the plan file and wraps them up.
+    fn setup_error(&self, loaded: &LoadedPlan, mut problems: Vec<SetupProblem>) -> SetupError {
+        for p in &mut problems {
+            if let Some((line, column)) = p
+                .key_path
+                .as_deref()
+                .and_then(|k| crate::plan::locate(&loaded.path, k))
+            {
+                p.line = Some(line);
+                p.column = Some(column);
+            }
+        }
+        SetupError {
+            plan: loaded.path.clone(),
+            problems,
+        }
+    }
+
+    fn graph(&self, loaded: &LoadedPlan) -> Result<TaskGraph<Stage>, SetupError> {
+        stages::build_graph(loaded, &self.backends).map_err(|e| {
+            self.setup_error(
+                loaded,
+                vec![SetupProblem::new(
+                    SetupProblemKind::Graph,
+                    None,
+                    e.to_string(),
+                )],
+            )
+        })
+    }
+
     fn new_run(&self, loaded: &LoadedPlan, opts: &RunOptions) -> Result<NewRun, EngineError> {
-        let graph = stages::build_graph(loaded, &self.backends)
-            .map_err(|e| EngineError::Setup(e.to_string()))?;
+        let graph = self.graph(loaded)?;
         let run_id = opts
             .run_id
             .clone()
@@ -172,6 +371,7 @@ impl Engine {
             &run.graph,
             &run.run_dir.join("plan"),
             (&run.run_id.0, &run.test_id.0),
+            &opts.env,
         )?;
         Ok((run.run_dir, run.graph))
     }
@@ -182,7 +382,7 @@ impl Engine {
         loaded: &LoadedPlan,
         opts: RunOptions,
     ) -> Result<PreparedRun, EngineError> {
-        let secrets = self.check(loaded)?;
+        let secrets = self.check(loaded, &opts)?;
         let mut run = self.new_run(loaded, &opts)?;
         run.state.status = RunStatus::Running;
         run.state.pid = Some(std::process::id());
@@ -207,9 +407,8 @@ impl Engine {
         let journal = RunJournal::open(run_dir)?;
         let snap = journal.snapshot();
         let loaded = crate::plan::load_file_with(Path::new(&snap.plan_path), &self.backends)?;
-        let secrets = self.check(&loaded)?;
-        let graph = stages::build_graph(&loaded, &self.backends)
-            .map_err(|e| EngineError::Setup(e.to_string()))?;
+        let secrets = self.check(&loaded, &opts)?;
+        let graph = self.graph(&loaded)?;
         let prior: HashMap<String, Verdict> = graph
             .nodes()
             .filter(|n| matches!(n.payload, Stage::Step { .. }))
@@ -254,9 +453,7 @@ impl Engine {
         opts: RunOptions,
         prior: HashMap<String, Verdict>,
     ) -> PreparedRun {
-        let user = std::env::var("USER")
-            .or_else(|_| std::env::var("LOGNAME"))
-            .unwrap_or_else(|_| "unknown".into());
+        let user = opts.user.clone().unwrap_or_else(|| UNKNOWN_USER.into());
         let keep_until =
             time::OffsetDateTime::now_utc() + budget(&loaded.plan) + Duration::from_secs(3600);
         let tags = BTreeMap::from([
@@ -284,6 +481,7 @@ impl Engine {
         };
         let redactor = Redactor::new(secrets.values().cloned());
         let concurrency = opts.concurrency.or(loaded.plan.concurrency).unwrap_or(16);
+        let start = Instant::now();
         PreparedRun::new(
             Arc::new(ActiveRun {
                 engine: self.clone(),
@@ -292,11 +490,13 @@ impl Engine {
                 ctx,
                 journal: journal.clone(),
                 secrets,
+                run_env: opts.env.clone(),
                 redactor,
                 state: Mutex::new(RunState::default()),
-                start: Instant::now(),
+                start,
                 started_at: crate::now_rfc3339(),
                 cancel: opts.cancel.clone(),
+                events: Emitter::new(self.events.clone(), start),
             }),
             graph,
             journal,

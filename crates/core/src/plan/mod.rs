@@ -11,9 +11,11 @@
 //! assert_eq!(plan.plan.steps[0].name, "hello");
 //! ```
 
+mod build;
 mod diag;
 mod duration;
 mod load;
+mod locate;
 mod model;
 pub mod schema;
 mod tree;
@@ -21,4 +23,5 @@ mod tree;
 pub use diag::{Diagnostic, PlanError};
 pub use duration::PlanDuration;
 pub use load::{LoadedPlan, load_file, load_file_with, load_str, load_str_with};
+pub(crate) use locate::locate;
 pub use model::*;

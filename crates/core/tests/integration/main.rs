@@ -9,6 +9,7 @@ use qa_core::types::{Access, Machine};
 
 mod run_cost;
 mod run_custom_steps;
+mod run_events;
 mod run_keepalive;
 mod run_shared;
 

@@ -139,8 +139,7 @@ async fn run(dir: &Path, timeout: &str, cancel: RunCancel) -> RunSummary {
         .connector(Arc::new(LocalDirs))
         .step_type("stubborn", Arc::new(Stubborn));
     let loaded = crate::load_file(&plan(dir, timeout)).unwrap();
-    let mut options = RunOptions::new(dir.join("results"));
-    options.cancel = cancel;
+    let options = RunOptions::new(dir.join("results")).cancel(cancel);
     engine
         .prepare(&loaded, options)
         .await

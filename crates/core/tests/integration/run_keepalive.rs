@@ -118,8 +118,7 @@ async fn reservations_are_extended_while_the_run_lives_and_not_after() {
         .connector(Arc::new(LocalDirs));
     let loaded = crate::load_file(&plan(dir.path(), 3.5)).unwrap();
     let started = now_unix();
-    let mut options = RunOptions::new(dir.path().join("results"));
-    options.test_id = Some(TestId("keepalive-test".into()));
+    let options = RunOptions::new(dir.path().join("results")).test_id("keepalive-test");
     let run = engine.prepare(&loaded, options).await.unwrap();
     let summary = run.execute().await.unwrap();
     assert_eq!(summary.exit_code, 0, "{:?}", summary.report);

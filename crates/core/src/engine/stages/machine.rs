@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::super::context::{ActiveRun, READY_DEADLINE};
 use super::super::layout::{artifacts_dir, script_remote_path};
 use crate::dag::TaskResult;
-use crate::events::Event;
+use crate::events::{Event, TaskId, TaskKind};
 use crate::journal::ResourceLedger;
 use crate::plan::{CleanupPolicy, StepAction};
 use crate::provision::MachineRequest;
@@ -235,8 +235,8 @@ impl ActiveRun {
                 .map(|m| m.access.to_string())
                 .unwrap_or_default();
             self.state().kept.push(machine.to_string());
-            self.engine.events.event(&Event::Note {
-                task: Some(format!("teardown:{machine}")),
+            self.emit(Event::Note {
+                task: Some(TaskId::of_machine(TaskKind::Teardown, machine)),
                 message: format!(
                     "kept {machine} for debugging (cleanup policy {}): {access}; remove it with `qa-run cleanup {}`",
                     policy.as_str(),

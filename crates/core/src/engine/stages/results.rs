@@ -7,7 +7,7 @@ use super::super::context::{ActiveRun, by_backend};
 use super::super::error::{EngineError, io_err};
 use super::super::layout::REPORT_FILE;
 use crate::dag::TaskResult;
-use crate::events::Event;
+use crate::events::{Event, TaskId, TaskKind};
 use crate::journal::ResourceLedger;
 use crate::report::{
     CostEstimate, MachineReport, REPORT_SCHEMA_VERSION, Report, StepReport, TaskReport,
@@ -36,8 +36,8 @@ impl ActiveRun {
         let mut problems = Vec::new();
         for p in publishers {
             match p.publish(&report, &self.ctx.run_dir).await {
-                Ok(receipt) => self.engine.events.event(&Event::Note {
-                    task: Some("publish".into()),
+                Ok(receipt) => self.emit(Event::Note {
+                    task: Some(TaskId::run_wide(TaskKind::Publish)),
                     message: format!("published to {}: {}", receipt.publisher, receipt.location),
                 }),
                 Err(e) => problems.push(self.redactor.redact(&e.to_string())),

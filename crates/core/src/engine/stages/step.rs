@@ -10,8 +10,9 @@ use super::super::builder::{StepContext, StepOutcome};
 use super::super::context::{ActiveRun, step_timeout};
 use super::super::layout::{script_remote_path, shell_quote, step_cast, step_log};
 use crate::dag::TaskResult;
+use crate::events::{Event, TaskId};
 use crate::plan::StepAction;
-use crate::recorder::StepRecorder;
+use crate::recorder::{LineObserver, StepRecorder};
 use crate::remote::{CommandSpec, ExitInfo, OutputSink};
 use crate::stages::Stage;
 use crate::types::Verdict;
@@ -47,6 +48,20 @@ pub(crate) fn verdict_of(info: &ExitInfo, limit: Duration) -> TaskResult {
 }
 
 impl ActiveRun {
+    /// Tells the run's listeners of each line of a step's output.
+    fn line_events(&self, stage: &Stage) -> LineObserver {
+        let events = self.events.clone();
+        let task = TaskId::from(stage);
+        Box::new(move |stream, offset, line| {
+            events.emit(Event::StepOutput {
+                task: task.clone(),
+                stream,
+                offset,
+                line: line.to_string(),
+            });
+        })
+    }
+
     pub(crate) async fn step(
         &self,
         stage: &Stage,
@@ -67,7 +82,7 @@ impl ActiveRun {
             &format!("{} on {machine}", step.name),
             self.redactor.clone(),
         ) {
-            Ok(r) => Arc::new(r),
+            Ok(r) => Arc::new(r.observe_lines(self.line_events(stage))),
             Err(e) => {
                 return TaskResult::new(
                     Verdict::Error,
