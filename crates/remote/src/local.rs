@@ -342,8 +342,9 @@ impl LocalExecutor {
             if status.is_none() {
                 status = child.try_wait().ok().flatten();
             }
-            let quiet =
-                status.is_some() && !signal_group(pgid, 0) && step_tag::tagged(tag).is_empty();
+            let quiet = status.is_some()
+                && step_tag::tagged(tag).is_empty()
+                && !step_tag::group_alive(pgid);
             if quiet || Instant::now() >= until {
                 break;
             }
@@ -358,9 +359,10 @@ impl LocalExecutor {
             Some(s) => Some(s),
             None => child.wait().await.ok(),
         };
-        // Orphaned members are reaped by init (or a subreaper), not by us; wait until they are.
+        // SIGKILL lands asynchronously; wait until no member of the group is alive (orphans are
+        // zombies then, init's to reap).
         let gone_by = Instant::now() + GROUP_GONE_LIMIT;
-        while signal_group(pgid, 0) && Instant::now() < gone_by {
+        while step_tag::group_alive(pgid) && Instant::now() < gone_by {
             signal_group(pgid, libc::SIGKILL);
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

@@ -109,6 +109,22 @@ pub(crate) fn tagged(tag: &str) -> Vec<Leftover> {
     out
 }
 
+/// Whether process group `pgid` has a member that is not a zombie. A killed orphan stays a
+/// zombie until init reaps it, which some inits do only now and then, so `kill(-pgid, 0)` would
+/// call a dead group alive.
+pub(crate) fn group_alive(pgid: i32) -> bool {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    rd.flatten().any(|e| {
+        e.file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+            .and_then(read_pgid)
+            == Some(pgid)
+    })
+}
+
 /// Processes (other than this one) that hold an open descriptor on any of `files`, given as
 /// what `/proc/PID/fd/N` links to (`pipe:[1234]`).
 pub(crate) fn holders_of(files: &[String]) -> BTreeSet<i32> {
