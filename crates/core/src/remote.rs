@@ -218,7 +218,11 @@ pub enum RemoteError {
 /// # Contract
 /// - `run` returns `Ok` whenever the command ran, whatever its status; `Err` only for
 ///   infrastructure problems. On timeout or cancellation the *whole process tree* of the command is
-///   killed before `run` returns (`timed_out`/`cancelled` set).
+///   killed before `run` returns (`timed_out`/`cancelled` set), including processes that left
+///   its process group or session.
+/// - The command is over when its main process exits, and the status is that process's:
+///   children still holding its output get a short grace, then whatever the command left running
+///   is ended before `run` returns, and named in a note of the sink.
 /// - Cancelling through the token is prompt: `run` returns within a second or two.
 /// - `put_file`/`put_tree` land atomically (temporary name, then rename) and are idempotent.
 /// - `collect` never writes outside `dest` and never follows a path out of the work directory.

@@ -1,10 +1,12 @@
 //! Local processes in a sandbox directory: the executor of the `local` backend.
 //!
 //! A [`LocalExecutor`] is bound to one sandbox directory (the machine's work directory). Each
-//! command runs as `/bin/sh -c` in a process group of its own, so that a timeout or a
-//! cancellation can kill everything it started (SIGTERM to the group, a short grace, then
-//! SIGKILL), background children included. Output is handed to the sink chunk by chunk as the
-//! pipes deliver it.
+//! command runs as `/bin/sh -c` in a process group of its own and with a [`step_tag`] of its own
+//! in its environment. A command ends when its shell exits: what it left running is then ended
+//! (after [`OUTPUT_GRACE`] if it still holds the command's output), and listed in the log. A
+//! timeout or a cancellation ends the group and every tagged process, wherever it went (SIGTERM,
+//! the kill grace, then SIGKILL). Output is handed to the sink chunk by chunk as the pipes
+//! deliver it.
 //!
 //! File transfers are copies on the same host: a temporary file next to the target, then a
 //! rename, so a reader sees the old file or the new one and never half of one. Relative paths
@@ -12,7 +14,10 @@
 //! follows a symlink out of the sandbox.
 //!
 //! [`collect`]: RemoteExecutor::collect
+//! [`step_tag`]: crate::step_tag
+//! [`OUTPUT_GRACE`]: crate::step_tag::OUTPUT_GRACE
 
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Component, Path, PathBuf};
@@ -29,15 +34,18 @@ use qa_core::types::{Access, BootId, Machine};
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::step_tag::{self, OUTPUT_GRACE, STEP_TAG_VAR};
+
 /// Where Linux publishes the id of the current boot.
 pub const DEFAULT_BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
 
 /// How long a killed process group gets between SIGTERM and SIGKILL by default.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(2);
 
-/// After the group was killed, how long to wait for its output pipes to close. A process that
-/// left the group (`setsid`) may hold them open forever; its output is then cut off.
-const DRAIN_AFTER_KILL: Duration = Duration::from_secs(2);
+/// After everything the command started was ended, how long to wait for its output pipes to
+/// close. Only a process that cleared its environment can still hold them; its output is then
+/// cut off.
+const DRAIN_AFTER_KILL: Duration = Duration::from_millis(500);
 
 /// How long to wait for every member of a killed group to be gone.
 const GROUP_GONE_LIMIT: Duration = Duration::from_secs(5);
@@ -122,7 +130,12 @@ impl LocalExecutor {
         }
     }
 
-    fn build_command(&self, cmd: &CommandSpec, workdir: &Path) -> tokio::process::Command {
+    fn build_command(
+        &self,
+        cmd: &CommandSpec,
+        workdir: &Path,
+        tag: &str,
+    ) -> tokio::process::Command {
         let mut c = if cmd.sudo {
             // sudo scrubs the environment, so the extra variables go through env(1) after it.
             let mut c = tokio::process::Command::new("sudo");
@@ -130,11 +143,15 @@ impl LocalExecutor {
             for (k, v) in &cmd.env {
                 c.arg(format!("{k}={v}"));
             }
+            c.arg(format!("{STEP_TAG_VAR}={tag}"));
             c.arg("/bin/sh").arg("-c").arg(&cmd.command);
             c
         } else {
             let mut c = tokio::process::Command::new("/bin/sh");
-            c.arg("-c").arg(&cmd.command).envs(&cmd.env);
+            c.arg("-c")
+                .arg(&cmd.command)
+                .envs(&cmd.env)
+                .env(STEP_TAG_VAR, tag);
             c
         };
         c.current_dir(workdir)
@@ -251,13 +268,19 @@ fn signal_group(pgid: i32, signal: i32) -> bool {
     unsafe { libc::kill(-pgid, signal) == 0 }
 }
 
-/// Sends SIGKILL to a process group when dropped, unless disarmed by taking the id out.
-struct KillGroupOnDrop(Option<i32>);
+/// Kills a command's process group and every process carrying its tag when dropped, unless
+/// disarmed: a caller that drops `run` (its own timeout, say) leaves nothing running.
+struct KillStepOnDrop {
+    pgid: i32,
+    tag: String,
+    armed: bool,
+}
 
-impl Drop for KillGroupOnDrop {
+impl Drop for KillStepOnDrop {
     fn drop(&mut self) {
-        if let Some(pgid) = self.0 {
-            signal_group(pgid, libc::SIGKILL);
+        if self.armed {
+            signal_group(self.pgid, libc::SIGKILL);
+            step_tag::kill_tagged_now(&self.tag);
         }
     }
 }
@@ -276,6 +299,17 @@ async fn pump(
     }
 }
 
+/// Waits for the output pumps to reach the end of their pipes, forgetting each one that did (so
+/// that a wait cut short can be taken up again).
+async fn drain(pumps: &mut [Option<tokio::task::JoinHandle<()>>; 2]) {
+    for slot in pumps.iter_mut() {
+        if let Some(task) = slot {
+            let _ = task.await;
+            *slot = None;
+        }
+    }
+}
+
 enum Ending {
     Exited(std::io::Result<std::process::ExitStatus>),
     TimedOut,
@@ -283,32 +317,114 @@ enum Ending {
 }
 
 impl LocalExecutor {
-    /// Kills the whole group: SIGTERM, up to the grace period for the shell to exit, then SIGKILL
-    /// for anything left, then waits until no member of the group remains.
-    async fn kill_group(
+    /// Ends a command that is still running: SIGTERM to its group and to every process carrying
+    /// its tag, up to the kill grace for all of them to go, then SIGKILL for anything left.
+    /// Returns the shell's status (if it could be had) and the tagged processes that had left the
+    /// group, which a group signal alone would have missed.
+    async fn kill_step(
         &self,
         pgid: i32,
+        tag: &str,
         child: &mut tokio::process::Child,
-    ) -> Option<std::process::ExitStatus> {
+    ) -> (Option<std::process::ExitStatus>, Vec<step_tag::Leftover>) {
+        let escaped: Vec<_> = step_tag::tagged(tag)
+            .into_iter()
+            .filter(|p| p.pgid != pgid)
+            .collect();
         signal_group(pgid, libc::SIGTERM);
-        let status = match tokio::time::timeout(self.kill_grace, child.wait()).await {
-            Ok(s) => s.ok(),
-            Err(_) => None,
-        };
+        for p in step_tag::tagged(tag) {
+            // SAFETY: kill(2) only sends a signal.
+            unsafe { libc::kill(p.pid, libc::SIGTERM) };
+        }
+        let until = Instant::now() + self.kill_grace;
+        let mut status = None;
+        loop {
+            if status.is_none() {
+                status = child.try_wait().ok().flatten();
+            }
+            let quiet = status.is_some()
+                && step_tag::tagged(tag).is_empty()
+                && !step_tag::group_alive(pgid);
+            if quiet || Instant::now() >= until {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         signal_group(pgid, libc::SIGKILL);
+        let tag2 = tag.to_string();
+        let _ = tokio::task::spawn_blocking(move || step_tag::kill_tagged_now(&tag2)).await;
         // Should the shell have left the group, the group signal missed it; kill it by pid.
         let _ = child.start_kill();
         let status = match status {
             Some(s) => Some(s),
             None => child.wait().await.ok(),
         };
-        // Orphaned members are reaped by init (or a subreaper), not by us; wait until they are.
+        // SIGKILL lands asynchronously; wait until no member of the group is alive (orphans are
+        // zombies then, init's to reap).
         let gone_by = Instant::now() + GROUP_GONE_LIMIT;
-        while signal_group(pgid, 0) && Instant::now() < gone_by {
+        while step_tag::group_alive(pgid) && Instant::now() < gone_by {
             signal_group(pgid, libc::SIGKILL);
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        status
+        (status, escaped)
+    }
+
+    /// After the shell exited: gives background children holding its output [`OUTPUT_GRACE`] to
+    /// finish, then ends everything the command left running and says so in the log.
+    async fn end_leftovers(
+        &self,
+        pgid: i32,
+        tag: &str,
+        pipes: &[String],
+        drained: impl Future<Output = ()>,
+        cancel: &CancellationToken,
+        sink: &dyn OutputSink,
+    ) {
+        let closed = tokio::select! {
+            r = tokio::time::timeout(OUTPUT_GRACE, drained) => r.is_ok(),
+            _ = cancel.cancelled() => false,
+        };
+        if !closed {
+            let holders = step_tag::holders_of(pipes);
+            let held: Vec<_> = step_tag::tagged(tag)
+                .into_iter()
+                .filter(|p| holders.contains(&p.pid))
+                .collect();
+            if !held.is_empty() {
+                sink.note(&format!(
+                    "the command exited, but {} still held its output open {:?} later: {}",
+                    step_tag::count(&held),
+                    OUTPUT_GRACE,
+                    step_tag::list(&held)
+                ));
+            }
+        }
+        let (ended, left) = step_tag::end_tagged(tag, self.kill_grace).await;
+        // A member of the group that cleared its environment is still the command's.
+        signal_group(pgid, libc::SIGKILL);
+        note_leftovers(sink, &ended, &left);
+    }
+}
+
+/// Says in the log which processes a command left running were ended, and which could not be.
+fn note_leftovers(
+    sink: &dyn OutputSink,
+    ended: &[step_tag::Leftover],
+    left: &[step_tag::Leftover],
+) {
+    if !ended.is_empty() {
+        sink.note(&format!(
+            "ended {} the command left running: {}",
+            step_tag::count(ended),
+            step_tag::list(ended)
+        ));
+    }
+    if !left.is_empty() {
+        sink.note(&format!(
+            "could not end {} the command left running: {}",
+            step_tag::count(left),
+            step_tag::list(left)
+        ));
     }
 }
 
@@ -338,8 +454,9 @@ impl RemoteExecutor for LocalExecutor {
             None => self.root.clone(),
         };
         let started = Instant::now();
+        let tag = step_tag::new_tag();
         let mut child = self
-            .build_command(cmd, &workdir)
+            .build_command(cmd, &workdir, &tag)
             .spawn()
             .map_err(io_err(format!(
                 "start {} in {}",
@@ -358,22 +475,33 @@ impl RemoteExecutor for LocalExecutor {
                 source: std::io::Error::other("no pid"),
             })?;
         // If this future is dropped instead of cancelled through the token (a caller's own
-        // timeout, say), the group still dies with it.
-        let mut group_guard = KillGroupOnDrop(Some(pgid));
+        // timeout, say), everything the command started dies with it.
+        let mut guard = KillStepOnDrop {
+            pgid,
+            tag: tag.clone(),
+            armed: true,
+        };
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
-        let mut out_task = tokio::spawn(pump(stdout, OutputStream::Stdout, sink.clone()));
-        let mut err_task = tokio::spawn(pump(stderr, OutputStream::Stderr, sink.clone()));
+        // What the pipes look like in /proc, to find who else holds them open.
+        let pipes: Vec<String> = [stdout.as_raw_fd(), stderr.as_raw_fd()]
+            .into_iter()
+            .filter_map(step_tag::fd_link)
+            .collect();
+        let mut pumps = [
+            Some(tokio::spawn(pump(
+                stdout,
+                OutputStream::Stdout,
+                sink.clone(),
+            ))),
+            Some(tokio::spawn(pump(
+                stderr,
+                OutputStream::Stderr,
+                sink.clone(),
+            ))),
+        ];
 
         let ending = {
-            // The command ends when the shell has exited and every holder of its output (a
-            // background child, say) has closed it, as over SSH.
-            let finished = async {
-                let status = child.wait().await;
-                let _ = (&mut out_task).await;
-                let _ = (&mut err_task).await;
-                status
-            };
             let limit = async {
                 match cmd.timeout {
                     Some(t) => tokio::time::sleep(t).await,
@@ -381,51 +509,67 @@ impl RemoteExecutor for LocalExecutor {
                 }
             };
             tokio::select! {
-                status = finished => Ending::Exited(status),
+                status = child.wait() => Ending::Exited(status),
                 _ = limit => Ending::TimedOut,
                 _ = cancel.cancelled() => Ending::Cancelled,
             }
         };
 
         let (status, timed_out, cancelled) = match ending {
-            Ending::Exited(status) => (
-                Some(status.map_err(io_err(format!("wait for `{}`", cmd.command)))?),
-                false,
-                false,
-            ),
-            Ending::TimedOut | Ending::Cancelled => {
-                let why = if matches!(ending, Ending::TimedOut) {
-                    "timed out"
-                } else {
-                    "cancelled"
-                };
-                sink.note(&format!("{why}: killing process group {pgid}"));
-                let status = self.kill_group(pgid, &mut child).await;
-                for task in [&mut out_task, &mut err_task] {
-                    if tokio::time::timeout(DRAIN_AFTER_KILL, &mut *task)
-                        .await
-                        .is_err()
-                    {
-                        task.abort();
-                    }
-                }
-                (
-                    status,
-                    matches!(ending, Ending::TimedOut),
-                    matches!(ending, Ending::Cancelled),
+            Ending::Exited(status) => {
+                // The command is over when its shell is: background children get a short grace
+                // to finish writing, then whatever it left running is ended.
+                let status = status.map_err(io_err(format!("wait for `{}`", cmd.command)))?;
+                self.end_leftovers(
+                    pgid,
+                    &tag,
+                    &pipes,
+                    drain(&mut pumps),
+                    &cancel,
+                    sink.as_ref(),
                 )
+                .await;
+                (Some(status), false, false)
+            }
+            Ending::TimedOut | Ending::Cancelled => {
+                let timed_out = matches!(ending, Ending::TimedOut);
+                sink.note(&if timed_out {
+                    format!(
+                        "timed out after {:?}: ending process group {pgid} and every process of the command",
+                        cmd.timeout.unwrap_or_default()
+                    )
+                } else {
+                    format!("cancelled: ending process group {pgid} and every process of the command")
+                });
+                let (status, escaped) = self.kill_step(pgid, &tag, &mut child).await;
+                if !escaped.is_empty() {
+                    sink.note(&format!(
+                        "ended {} that had left the command's process group: {}",
+                        step_tag::count(&escaped),
+                        step_tag::list(&escaped)
+                    ));
+                }
+                (status, timed_out, !timed_out)
             }
         };
-        // A command that ended by itself may leave daemons behind on purpose, as it could over SSH.
-        group_guard.0 = None;
-        Ok(ExitInfo {
-            code: status.and_then(|s| s.code()),
-            signal: status.and_then(|s| s.signal()),
-            timed_out,
-            cancelled,
-            duration: started.elapsed(),
-            rebooted: false,
-        })
+        if tokio::time::timeout(DRAIN_AFTER_KILL, drain(&mut pumps))
+            .await
+            .is_err()
+        {
+            for task in pumps.iter().flatten() {
+                task.abort();
+            }
+        }
+        guard.armed = false;
+        let duration = started.elapsed();
+        let mut info = if timed_out || cancelled {
+            ExitInfo::stopped(timed_out, duration)
+        } else {
+            ExitInfo::exited(0, duration)
+        };
+        info.code = status.and_then(|s| s.code());
+        info.signal = status.and_then(|s| s.signal());
+        Ok(info)
     }
 
     async fn put_file(
@@ -672,15 +816,27 @@ mod tests {
             ..Default::default()
         };
         spec.env.insert("A".into(), "1 2".into());
-        let plain = exec.build_command(&spec, Path::new("/sandbox"));
+        let plain = exec.build_command(&spec, Path::new("/sandbox"), "t1");
         assert_eq!(plain.as_std().get_program(), "/bin/sh");
         let args: Vec<_> = plain.as_std().get_args().collect();
         assert_eq!(args, ["-c", "id -u"]);
         spec.sudo = true;
-        let sudo = exec.build_command(&spec, Path::new("/sandbox"));
+        let sudo = exec.build_command(&spec, Path::new("/sandbox"), "t1");
         assert_eq!(sudo.as_std().get_program(), "sudo");
         let args: Vec<_> = sudo.as_std().get_args().collect();
-        assert_eq!(args, ["-n", "--", "env", "A=1 2", "/bin/sh", "-c", "id -u"]);
+        assert_eq!(
+            args,
+            [
+                "-n",
+                "--",
+                "env",
+                "A=1 2",
+                "QA_RUN_STEP_TAG=t1",
+                "/bin/sh",
+                "-c",
+                "id -u"
+            ]
+        );
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
 //! The process table, read from `/proc`: finding processes by what their command line (or
-//! working directory) mentions, to check that a test left nothing running, and killing a process
-//! with all its descendants.
+//! working directory) mentions, or by a variable in their environment, to check that a test left
+//! nothing running, and killing a process with all its descendants.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -69,6 +69,27 @@ pub fn processes_mentioning(needle: &str) -> Vec<String> {
                 .unwrap_or_default();
             (p.cmdline.contains(needle) || cwd.contains(needle))
                 .then(|| format!("{}: {} (cwd {cwd})", p.pid, p.cmdline))
+        })
+        .collect()
+}
+
+/// Processes (other than this one) whose environment has `name` set to exactly `value`, one
+/// `PID: COMMAND LINE (cwd DIR)` line each. An environment variable is inherited through
+/// `setsid`, double forks, `nohup` and `cd`, so a test that sets one on a command finds every
+/// process the command started, wherever it went. Only processes whose environment this process
+/// may read are seen (root reads every one).
+pub fn processes_with_env(name: &str, value: &str) -> Vec<String> {
+    let wanted = format!("{name}={value}");
+    others()
+        .filter(|p| {
+            fs::read(format!("/proc/{}/environ", p.pid))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == wanted.as_bytes()))
+        })
+        .map(|p| {
+            let cwd = fs::read_link(format!("/proc/{}/cwd", p.pid))
+                .map(|d| d.display().to_string())
+                .unwrap_or_default();
+            format!("{}: {} (cwd {cwd})", p.pid, p.cmdline)
         })
         .collect()
 }

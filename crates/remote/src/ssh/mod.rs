@@ -13,9 +13,12 @@
 //!   logs a warning on every connection.
 //! - **Jump hosts** at any depth: each hop opens a `direct-tcpip` channel on the previous one,
 //!   bridged to the next session through a socket pair.
-//! - **Commands** run in the session and process group sshd makes for each channel; its id is
-//!   kept in a file, so a timeout or cancellation kills the whole tree on the machine, even when
-//!   the channel is gone.
+//! - **Commands** run in the session and process group sshd makes for each channel, under a
+//!   small supervisor shell and with a step tag of their own ([`crate::step_tag`]). The group's id
+//!   is kept in a file, so a timeout or cancellation ends the whole tree on the machine, and
+//!   every tagged process that left it, even when the channel is gone. When the command exits,
+//!   the supervisor ends whatever it left running (after a short grace for children holding its
+//!   output) and reports it; the executor turns those reports into notes.
 //! - **Detached runs** are started under a small shell supervisor writing output and the exit
 //!   status to files in a job directory; the executor follows the files over SFTP and, if the
 //!   connection drops, reconnects and goes on from the byte offsets it had reached.
@@ -42,6 +45,7 @@
 pub mod config;
 mod conn;
 mod hostkeys;
+mod notes;
 mod shell;
 mod transfer;
 
@@ -56,13 +60,19 @@ use qa_core::remote::{
     CommandSpec, Connector, ExitInfo, OutputSink, OutputStream, RemoteError, RemoteExecutor,
 };
 use qa_core::{Access, BootId, HostKeyPolicy, Machine, SshTarget};
+
+use crate::step_tag;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{HostSettings, OpenSshConfig, SshConfigError};
 pub use hostkeys::fingerprint;
 
 use conn::{Conn, ConnSettings, Wait};
+use notes::NoteFilter;
 use transfer::SftpChannel;
+
+/// Between SIGTERM and SIGKILL when a step's processes are ended on the machine.
+const KILL_GRACE: Duration = crate::local::DEFAULT_KILL_GRACE;
 
 /// Settings of SSH executors (the same for every machine of a run).
 #[derive(Debug, Clone)]
@@ -166,6 +176,7 @@ pub(crate) fn exec_capture(
         None,
         Some(Instant::now() + limit),
         started,
+        None,
     )?;
     let (o, e) = sink.0.into_inner().unwrap_or_else(|e| e.into_inner());
     out.stdout = o;
@@ -201,6 +212,16 @@ fn killed(code: Option<i32>) -> bool {
     code.is_none_or(|c| c > 128)
 }
 
+/// Passes the notes of a `kill_step` script on to `sink`.
+fn note_kill_report(out: &Captured, tag: &str, sink: &dyn OutputSink) {
+    let marker = shell::note_marker(tag);
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(note) = line.strip_prefix(&marker) {
+            sink.note(note);
+        }
+    }
+}
+
 enum ChannelEnd {
     Exited {
         code: Option<i32>,
@@ -211,8 +232,10 @@ enum ChannelEnd {
 }
 
 /// Runs `script` on a new channel, streaming output into `sink`, until it exits, `deadline`
-/// passes or `cancel` fires (the channel is then closed; killing the remote process group is
-/// the caller's job).
+/// passes or `cancel` fires. In the last two cases `stop` (which ends the command on the
+/// machine) runs before the channel is closed: sshd answers the close only once the command's
+/// output is closed, so closing first would wait on processes about to be killed.
+#[allow(clippy::too_many_arguments)]
 fn run_channel(
     conn: &Conn,
     script: &str,
@@ -221,6 +244,7 @@ fn run_channel(
     cancel: Option<&CancellationToken>,
     deadline: Option<Instant>,
     started: &AtomicBool,
+    stop: Option<&dyn Fn(&Conn)>,
 ) -> Result<ChannelEnd, ssh2::Error> {
     use std::io::Read;
     let limit = Some(Duration::from_secs(60));
@@ -282,6 +306,9 @@ fn run_channel(
         })
     })();
     if !matches!(result, Ok(ChannelEnd::Exited { .. })) {
+        if let (Some(stop), Ok(_)) = (stop, &result) {
+            stop(conn);
+        }
         let _ = conn.call(Wait::Channel, Some(Duration::from_secs(2)), || ch.close());
     }
     conn.drop_locked(ch);
@@ -433,18 +460,25 @@ impl SshExecutor {
         .await
     }
 
-    async fn kill_group(&self, pidfile: &str, sudo: bool) {
-        let cmd = shell::kill_group(pidfile, sudo);
-        // The connection may be what failed; try a few times on a fresh one.
+    /// Ends a running command on the machine (see [`shell::kill_step`]), trying a few times on a
+    /// fresh connection if the connection is what failed. Its notes go to `sink`.
+    async fn kill_step(&self, pidfile: &str, tag: &str, sudo: bool, sink: &dyn OutputSink) {
+        let cmd = shell::kill_step(pidfile, tag, KILL_GRACE, sudo);
         for _ in 0..3 {
             match self.capture(cmd.clone()).await {
-                Ok(_) => return,
+                Ok(out) => {
+                    note_kill_report(&out, tag, sink);
+                    return;
+                }
                 Err(e) => {
-                    tracing::warn!(target = %self.name(), "killing process group from {pidfile}: {e}");
+                    tracing::warn!(target = %self.name(), "ending the command of {pidfile}: {e}");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
         }
+        sink.note(&format!(
+            "could not reach the machine to end the command of {pidfile}; its processes may still run"
+        ));
     }
 
     /// Reads the boot id once (no retries).
@@ -552,19 +586,43 @@ impl SshExecutor {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()),
         );
-        let script = shell::foreground(cmd, &self.workdir, &pidfile, &stale).map_err(|m| {
-            RemoteError::Io {
+        let tag = step_tag::new_tag();
+        let script = shell::foreground(cmd, &self.workdir, &pidfile, &stale, &tag, KILL_GRACE)
+            .map_err(|m| RemoteError::Io {
                 context: m,
                 source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
-            }
-        })?;
+            })?;
         let deadline = cmd.timeout.map(|t| start + t);
         let pty = cmd.pty;
+        let filter = NoteFilter::new(sink.clone(), shell::note_marker(&tag));
+        // Whether the command was ended on the machine from the channel's own thread, at once;
+        // if not (the connection failed), it is ended below, on a fresh connection.
+        let ended = Arc::new(AtomicBool::new(false));
         let end = {
-            let sink = sink.clone();
+            let sink: Arc<dyn OutputSink> = filter.clone();
             let cancel = cancel.clone();
             let name = self.name();
+            let kill = shell::kill_step(&pidfile, &tag, KILL_GRACE, cmd.sudo);
+            let (tag, ended, limit, timeout) = (
+                tag.clone(),
+                ended.clone(),
+                self.opts.io_timeout,
+                cmd.timeout.unwrap_or_default(),
+            );
             self.with_conn(move |c, started| {
+                let stop = |c: &Conn| {
+                    sink.note(&if cancel.is_cancelled() {
+                        "cancelled: ending the command's process group and every process of the command".to_string()
+                    } else {
+                        format!(
+                            "timed out after {timeout:?}: ending the command's process group and every process of the command"
+                        )
+                    });
+                    if let Ok(out) = exec_capture(c, &kill, limit, &AtomicBool::new(false)) {
+                        note_kill_report(&out, &tag, sink.as_ref());
+                        ended.store(true, Ordering::SeqCst);
+                    }
+                };
                 run_channel(
                     c,
                     &script,
@@ -573,6 +631,7 @@ impl SshExecutor {
                     Some(&cancel),
                     deadline,
                     started,
+                    Some(&stop),
                 )
                 .map_err(|e| RemoteError::Disconnected {
                     target: name.clone(),
@@ -581,14 +640,7 @@ impl SshExecutor {
             })
             .await
         };
-        let mut info = ExitInfo {
-            code: None,
-            signal: None,
-            timed_out: false,
-            cancelled: false,
-            duration: Duration::ZERO,
-            rebooted: false,
-        };
+        filter.finish();
         // The expected reboot took the connection, or killed the command, with it.
         let taken_by_reboot = old_boot.is_some()
             && match &end {
@@ -596,16 +648,18 @@ impl SshExecutor {
                 Ok(_) => false,
                 Err(_) => true,
             };
-        match end {
+        let mut info = match end {
             _ if taken_by_reboot => {
                 let old = old_boot.as_ref().expect("checked");
                 let _ = self
                     .wait_new_boot(old, self.opts.expect_reboot_deadline, Some(sink.as_ref()))
                     .await?;
-                info.code = Some(0);
+                let mut info = ExitInfo::exited(0, Duration::ZERO);
                 info.rebooted = true;
+                info
             }
             Ok(ChannelEnd::Exited { code, signal }) => {
+                let mut info = ExitInfo::exited(0, Duration::ZERO);
                 info.code = code;
                 info.signal = signal;
                 if let Some(old) = &old_boot
@@ -616,21 +670,17 @@ impl SshExecutor {
                         .await?;
                     info.rebooted = new != *old;
                 }
+                info
             }
-            Ok(ChannelEnd::TimedOut) => {
-                sink.note(&format!(
-                    "timed out after {:?}; killing the remote process group",
-                    cmd.timeout.unwrap_or_default()
-                ));
-                self.kill_group(&pidfile, cmd.sudo).await;
-                info.timed_out = true;
-            }
-            Ok(ChannelEnd::Cancelled) => {
-                self.kill_group(&pidfile, cmd.sudo).await;
-                info.cancelled = true;
+            Ok(end @ (ChannelEnd::TimedOut | ChannelEnd::Cancelled)) => {
+                if !ended.load(Ordering::SeqCst) {
+                    self.kill_step(&pidfile, &tag, cmd.sudo, sink.as_ref())
+                        .await;
+                }
+                ExitInfo::stopped(matches!(end, ChannelEnd::TimedOut), Duration::ZERO)
             }
             Err(e) => return Err(e),
-        }
+        };
         self.finished_pidfiles
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -670,14 +720,9 @@ impl SshExecutor {
         if status.is_none() {
             sink.note("the machine rebooted during the step, as expected");
         }
-        Ok(ExitInfo {
-            code: Some(status.unwrap_or(0)),
-            signal: None,
-            timed_out: false,
-            cancelled: false,
-            duration: start.elapsed(),
-            rebooted: new != old,
-        })
+        let mut info = ExitInfo::exited(status.unwrap_or(0), start.elapsed());
+        info.rebooted = new != old;
+        Ok(info)
     }
 
     async fn run_detached(
@@ -688,11 +733,22 @@ impl SshExecutor {
     ) -> Result<ExitInfo, RemoteError> {
         let start = Instant::now();
         let jobdir = format!("{}/jobs/{}", self.state_dir(), unique_id());
-        let script = shell::detached(cmd, &self.workdir, &jobdir, &self.opts.boot_id_path)
-            .map_err(|m| RemoteError::Io {
-                context: m,
-                source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
-            })?;
+        let tag = step_tag::new_tag();
+        let script = shell::detached(
+            cmd,
+            &self.workdir,
+            &jobdir,
+            &self.opts.boot_id_path,
+            &tag,
+            KILL_GRACE,
+        )
+        .map_err(|m| RemoteError::Io {
+            context: m,
+            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        })?;
+        // The supervisor's notes come in the job's stderr file.
+        let filter = NoteFilter::new(sink.clone(), shell::note_marker(&tag));
+        let sink: Arc<dyn OutputSink> = filter.clone();
         // A step that reboots at once can take the machine down before its launch answers.
         let boot_before = if cmd.expect_reboot {
             Some(self.read_boot_id().await?)
@@ -743,14 +799,8 @@ impl SshExecutor {
         sink.note(&format!("detached run started in {jobdir}"));
         let deadline = cmd.timeout.map(|t| start + t);
         let mut offsets = (0u64, 0u64);
-        let mut info = ExitInfo {
-            code: None,
-            signal: None,
-            timed_out: false,
-            cancelled: false,
-            duration: Duration::ZERO,
-            rebooted: false,
-        };
+        let mut info = ExitInfo::exited(0, Duration::ZERO);
+        info.code = None;
         let mut lost_since: Option<Instant> = None;
         let (mut delay, max_delay) = self.opts.reconnect_backoff;
         loop {
@@ -796,14 +846,19 @@ impl SshExecutor {
                     )));
                 }
                 Ok(Follow::TimedOut) => {
-                    sink.note("timed out; killing the detached run's process group");
-                    self.kill_group(&format!("{jobdir}/pgid"), cmd.sudo).await;
-                    info.timed_out = true;
+                    sink.note(&format!(
+                        "timed out after {:?}: ending the detached run's process group and every process of the command",
+                        cmd.timeout.unwrap_or_default()
+                    ));
+                    self.kill_step(&format!("{jobdir}/pgid"), &tag, cmd.sudo, sink.as_ref())
+                        .await;
+                    info = ExitInfo::stopped(true, Duration::ZERO);
                     break;
                 }
                 Ok(Follow::Cancelled) => {
-                    self.kill_group(&format!("{jobdir}/pgid"), cmd.sudo).await;
-                    info.cancelled = true;
+                    self.kill_step(&format!("{jobdir}/pgid"), &tag, cmd.sudo, sink.as_ref())
+                        .await;
+                    info = ExitInfo::stopped(false, Duration::ZERO);
                     break;
                 }
                 Ok(Follow::Lost { offsets: o, error }) => {
@@ -823,7 +878,7 @@ impl SshExecutor {
                         )));
                     }
                     if cancel.is_cancelled() {
-                        info.cancelled = true;
+                        info = ExitInfo::stopped(false, Duration::ZERO);
                         break;
                     }
                     tokio::time::sleep(delay).await;
@@ -859,6 +914,7 @@ impl SshExecutor {
                 info.rebooted = new != old;
             }
         }
+        filter.finish();
         info.duration = start.elapsed();
         Ok(info)
     }

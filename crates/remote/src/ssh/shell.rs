@@ -2,13 +2,21 @@
 //!
 //! sshd runs every command through the login user's shell, and `AcceptEnv` is usually off, so
 //! environment, working directory and sudo are all expressed in the command line itself. Each
-//! command runs in its own session and process group, whose id is written to a file,
-//! so that a timeout or a cancellation can kill the whole tree with `kill -- -PGID` even when the
-//! channel that started it is gone.
+//! command runs in its own session and process group, whose id is written to a file, and with a
+//! step tag of its own in its environment ([`crate::step_tag`]), so that a timeout or a
+//! cancellation can end the whole tree, and whatever left it, even when the channel that started
+//! it is gone.
+//!
+//! A command runs under a small supervisor shell: it starts the command, and once the command has
+//! exited gives children still holding its output [`OUTPUT_GRACE`] to finish, ends every process
+//! still carrying the tag, and exits with the command's status. What it ended it reports on
+//! stderr, on lines starting with [`note_marker`], which the executor turns into notes.
 
 use std::collections::BTreeMap;
 
 use qa_core::CommandSpec;
+
+use crate::step_tag::{OUTPUT_GRACE, STEP_TAG_VAR};
 
 /// Quotes `s` for a POSIX shell.
 pub(crate) fn quote(s: &str) -> String {
@@ -38,9 +46,9 @@ fn is_env_name(k: &str) -> bool {
         && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-/// The command as it runs inside its process group: change directory, export the environment,
-/// run the user's command line with `/bin/sh -c`. Under sudo the whole of it runs as root, so
-/// sudo's environment reset does not drop the variables.
+/// A detached command as it runs inside its process group: change directory, export the
+/// environment, run the user's command line with `/bin/sh -c`. Under sudo the whole of it runs
+/// as root, so sudo's environment reset does not drop the variables.
 pub(crate) fn inner_argv(spec: &CommandSpec, workdir: &str) -> Result<String, String> {
     let dir = resolve(workdir, spec.workdir.as_deref().unwrap_or("."));
     let mut inner = format!("cd -- {} || exit 126; ", quote(&dir));
@@ -52,6 +60,92 @@ pub(crate) fn inner_argv(spec: &CommandSpec, workdir: &str) -> Result<String, St
     }
     argv.push_str(&format!("/bin/sh -c {}", quote(&inner)));
     Ok(argv)
+}
+
+/// The start of the stderr lines in which a step's supervisor reports what it ended.
+pub(crate) fn note_marker(tag: &str) -> String {
+    format!("qa-run-note-{tag}: ")
+}
+
+/// Tenths of a second, as the shell's polling loops count.
+fn tenths(d: std::time::Duration) -> u128 {
+    d.as_millis().div_ceil(100)
+}
+
+/// Shell functions for the processes of the step tagged `tag`, with `grace` between SIGTERM and
+/// SIGKILL:
+/// - `qa_tagged`: the pids of the processes carrying the tag (a zombie's environment reads
+///   empty, so zombies are not among them). One `grep -z` over every environment where grep has
+///   `-z`, else one grep per process.
+/// - `qa_list PID…`: ` PID (COMMAND)` for each.
+/// - `qa_count N`: `N process` or `N processes`.
+/// - `qa_end`: ends every tagged process (SIGTERM, the grace, then rounds of SIGSTOP and SIGKILL
+///   for a tree that keeps forking) and prints what it ended, and what it could not, as notes on
+///   stderr.
+fn procs_functions(tag: &str, grace: std::time::Duration) -> String {
+    format!(
+        r#"qa_tag={tag}; qa_note={note}; qa_grace={grace}
+qa_tagged() {{
+  if printf 'x\000' | grep -qzxF x 2>/dev/null; then
+    grep -lzxF "{var}=$qa_tag" /proc/[0-9]*/environ 2>/dev/null
+  else
+    for f in /proc/[0-9]*/environ; do
+      tr '\000' '\n' < "$f" 2>/dev/null | grep -qxF "{var}=$qa_tag" && echo "$f"
+    done
+  fi | sed -n 's|^/proc/\([0-9][0-9]*\)/environ$|\1|p'
+}}
+qa_list() {{
+  for p in "$@"; do
+    printf ' %s (%s),' "$p" "$(tr '\000' ' ' < /proc/$p/cmdline 2>/dev/null | cut -c1-120 | sed 's/ *$//')"
+  done | sed 's/,$//'
+}}
+qa_count() {{ if [ "$1" = 1 ]; then echo "1 process"; else echo "$1 processes"; fi; }}
+qa_end() {{
+  qa_p=$(qa_tagged); [ -n "$qa_p" ] || return 0
+  qa_d=$(qa_list $qa_p); qa_n=$(echo $qa_p | wc -w)
+  kill -TERM $qa_p 2>/dev/null
+  qa_i=0; while [ $qa_i -lt $qa_grace ] && [ -n "$(qa_tagged)" ]; do sleep 0.1; qa_i=$((qa_i+1)); done
+  qa_i=0; while qa_q=$(qa_tagged); [ -n "$qa_q" ] && [ $qa_i -lt 50 ]; do
+    kill -STOP $qa_q 2>/dev/null; kill -KILL $qa_q 2>/dev/null; qa_i=$((qa_i+1))
+  done
+  echo "$qa_note""ended $(qa_count $qa_n) the command left running:$qa_d" >&2
+  qa_q=$(qa_tagged); [ -z "$qa_q" ] || echo "$qa_note""could not end $(qa_count $(echo $qa_q | wc -w)) the command left running:$(qa_list $qa_q)" >&2
+}}
+"#,
+        tag = quote(tag),
+        note = quote(&note_marker(tag)),
+        grace = tenths(grace),
+        var = STEP_TAG_VAR,
+    )
+}
+
+/// The supervisor of a foreground command, which it is given as its first argument (with the
+/// environment and working directory already in place, so that no process keeps the
+/// environment's values on its command line): runs it with the step's tag, and once it has exited
+/// waits up to [`OUTPUT_GRACE`] for tagged processes to let go of its output (fd 1 and 2), ends
+/// everything tagged, and exits with the command's status. A command killed by a signal (a
+/// status above 128) is passed on as that signal, as sshd would have seen it.
+fn supervisor(tag: &str, grace: std::time::Duration) -> String {
+    format!(
+        r#"{functions}{var}=$qa_tag /bin/sh -c "$1"
+qa_st=$?
+qa_o=$(readlink /proc/$$/fd/1); qa_e=$(readlink /proc/$$/fd/2)
+qa_holding() {{
+  for p in $(qa_tagged); do
+    ls -l /proc/$p/fd 2>/dev/null | grep -qF -e "> $qa_o" -e "> $qa_e" && echo $p
+  done
+}}
+qa_i=0; while [ $qa_i -lt {output_grace} ] && [ -n "$(qa_holding)" ]; do sleep 0.1; qa_i=$((qa_i+1)); done
+qa_h=$(qa_holding)
+[ -z "$qa_h" ] || echo "$qa_note""the command exited, but $(qa_count $(echo $qa_h | wc -w)) still held its output open {output_grace_text:?} later:$(qa_list $qa_h)" >&2
+qa_end
+if [ $qa_st -gt 128 ] && [ $qa_st -lt 160 ]; then kill -$((qa_st - 128)) $$; fi
+exit $qa_st"#,
+        functions = procs_functions(tag, grace),
+        var = STEP_TAG_VAR,
+        output_grace = tenths(OUTPUT_GRACE),
+        output_grace_text = OUTPUT_GRACE,
+    )
 }
 
 fn exports(env: &BTreeMap<String, String>) -> Result<String, String> {
@@ -66,14 +160,17 @@ fn exports(env: &BTreeMap<String, String>) -> Result<String, String> {
 }
 
 /// A foreground command. sshd starts every session's command as a session and process-group
-/// leader, so the command `exec`s down to the user's `/bin/sh -c`: the login shell's pid is the
-/// process group to kill, it is written to `pidfile`, and a death by signal reaches sshd (and so
-/// the channel's exit-signal) unchanged. `stale` pidfiles of finished commands are removed first.
+/// leader, so the command `exec`s down to the [`supervisor`] (under sudo if asked for, so that it
+/// may end root's processes, with the environment passed through `env` since sudo resets it):
+/// the login shell's pid is the process group to kill, and it is written to `pidfile`. `stale`
+/// pidfiles of finished commands are removed first.
 pub(crate) fn foreground(
     spec: &CommandSpec,
     workdir: &str,
     pidfile: &str,
     stale: &[String],
+    tag: &str,
+    grace: std::time::Duration,
 ) -> Result<String, String> {
     let dir = resolve(workdir, spec.workdir.as_deref().unwrap_or("."));
     let piddir = pidfile.rsplit_once('/').map(|(d, _)| d).unwrap_or(".");
@@ -83,11 +180,28 @@ pub(crate) fn foreground(
         script.push_str(&format!("rm -f -- {}; ", files.join(" ")));
     }
     script.push_str(&format!(
-        "mkdir -p -- {piddir} {dir} || exit 125; echo $$ > {pidfile}; exec {argv}",
+        "mkdir -p -- {piddir} {dir} || exit 125; echo $$ > {pidfile}; cd -- {dir} || exit 126; ",
         piddir = quote(piddir),
         dir = quote(&dir),
         pidfile = quote(pidfile),
-        argv = inner_argv(spec, workdir)?,
+    ));
+    if spec.sudo {
+        script.push_str("exec sudo -n -- env");
+        for (k, v) in &spec.env {
+            if !is_env_name(k) {
+                return Err(format!("`{k}` is not a valid environment variable name"));
+            }
+            script.push_str(&format!(" {}", quote(&format!("{k}={v}"))));
+        }
+        script.push(' ');
+    } else {
+        script.push_str(&exports(&spec.env)?);
+        script.push_str("exec ");
+    }
+    script.push_str(&format!(
+        "/bin/sh -c {sup} qa-run-step {cmd}",
+        sup = quote(&supervisor(tag, grace)),
+        cmd = quote(&spec.command),
     ));
     // The login shell may be anything; only `exec` and single quotes are asked of it.
     Ok(format!("exec /bin/sh -c {}", quote(&script)))
@@ -95,17 +209,26 @@ pub(crate) fn foreground(
 
 /// Starts a detached, supervised command with its files in `jobdir`: `pgid`, `out`, `err`,
 /// `boot` (boot id at start) and, once it has ended, `status` (written to a temporary name and
-/// renamed, so a reader never sees half of it). Prints `started` once the supervisor runs.
+/// renamed, so a reader never sees half of it). Prints `started` once the supervisor runs. The
+/// command runs with the step's tag; once it has exited the supervisor ends whatever it left
+/// running (notes go to `err`), then writes the status.
 pub(crate) fn detached(
     spec: &CommandSpec,
     workdir: &str,
     jobdir: &str,
     boot_id_path: &str,
+    tag: &str,
+    grace: std::time::Duration,
 ) -> Result<String, String> {
     let dir = resolve(workdir, spec.workdir.as_deref().unwrap_or("."));
-    let supervisor = "jd=$1; shift; echo $$ > \"$jd/pgid.tmp\" && mv -f \"$jd/pgid.tmp\" \"$jd/pgid\"; \
-                      \"$@\" > \"$jd/out\" 2> \"$jd/err\" < /dev/null; \
-                      echo $? > \"$jd/status.tmp\"; mv -f \"$jd/status.tmp\" \"$jd/status\"";
+    let supervisor = format!(
+        "{functions}jd=$1; shift; echo $$ > \"$jd/pgid.tmp\" && mv -f \"$jd/pgid.tmp\" \"$jd/pgid\"; \
+         {var}=$qa_tag \"$@\" > \"$jd/out\" 2> \"$jd/err\" < /dev/null; \
+         st=$?; qa_end 2>> \"$jd/err\"; \
+         echo $st > \"$jd/status.tmp\"; mv -f \"$jd/status.tmp\" \"$jd/status\"",
+        functions = procs_functions(tag, grace),
+        var = STEP_TAG_VAR,
+    );
     Ok(format!(
         "mkdir -p -- {jd} {dir} || exit 125; cat {boot} > {jd}/boot 2>/dev/null; \
          : > {jd}/out; : > {jd}/err; \
@@ -115,20 +238,45 @@ pub(crate) fn detached(
         jd = quote(jobdir),
         dir = quote(&dir),
         boot = quote(boot_id_path),
-        sup = quote(supervisor),
+        sup = quote(&supervisor),
         argv = inner_argv(spec, workdir)?,
     ))
 }
 
-/// Kills the process group whose id is in `pidfile` (TERM, then KILL after two seconds). Waits a
-/// little for the file, in case the command was killed just as it started.
-pub(crate) fn kill_group(pidfile: &str, sudo: bool) -> String {
+/// Ends a command that is still running: SIGTERM to the process group whose id is in `pidfile`
+/// and to every process carrying `tag`, up to `grace` for the tagged ones to go, then SIGKILL to
+/// the group and to whatever is tagged. (The group is not polled: `kill -0` counts zombies, which
+/// some inits reap only now and then; every member but the supervisor carries the tag.)
+/// Waits a little for the pid file, in case the command was killed just as it started. Prints,
+/// as a note marked with [`note_marker`], the tagged processes that had left the group.
+pub(crate) fn kill_step(
+    pidfile: &str,
+    tag: &str,
+    grace: std::time::Duration,
+    sudo: bool,
+) -> String {
     let s = format!(
-        "i=0; while [ ! -s {f} ] && [ $i -lt 20 ]; do sleep 0.05; i=$((i+1)); done; \
-         p=$(cat {f} 2>/dev/null); [ -n \"$p\" ] || exit 0; \
-         kill -TERM -- -$p 2>/dev/null; i=0; \
-         while kill -0 -- -$p 2>/dev/null && [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done; \
-         kill -KILL -- -$p 2>/dev/null; true",
+        r#"{functions}i=0; while [ ! -s {f} ] && [ $i -lt 20 ]; do sleep 0.05; i=$((i+1)); done
+p=$(cat {f} 2>/dev/null)
+qa_x=""
+for q in $(qa_tagged); do
+  g=$(sed 's/.*) //' /proc/$q/stat 2>/dev/null | cut -d' ' -f3)
+  [ -z "$g" ] || [ "$g" = "$p" ] || qa_x="$qa_x $q"
+done
+qa_xd=$(qa_list $qa_x)
+[ -z "$p" ] || kill -TERM -- -$p 2>/dev/null
+qa_q=$(qa_tagged); [ -z "$qa_q" ] || kill -TERM $qa_q 2>/dev/null
+i=0
+while [ $i -lt $qa_grace ] && [ -n "$(qa_tagged)" ]; do
+  sleep 0.1; i=$((i+1))
+done
+[ -z "$p" ] || kill -KILL -- -$p 2>/dev/null
+i=0; while qa_q=$(qa_tagged); [ -n "$qa_q" ] && [ $i -lt 50 ]; do
+  kill -STOP $qa_q 2>/dev/null; kill -KILL $qa_q 2>/dev/null; i=$((i+1))
+done
+[ -z "$qa_x" ] || echo "$qa_note""ended $(qa_count $(echo $qa_x | wc -w)) that had left the command's process group:$qa_xd"
+true"#,
+        functions = procs_functions(tag, grace),
         f = quote(pidfile)
     );
     if sudo {
@@ -169,6 +317,19 @@ mod tests {
         };
         spec.env.insert("A B".into(), "x".into());
         assert!(inner_argv(&spec, "/w").is_err());
+        let fg = |spec: &CommandSpec| {
+            foreground(
+                spec,
+                "/w",
+                "/w/p",
+                &[],
+                "t",
+                std::time::Duration::from_secs(1),
+            )
+        };
+        assert!(fg(&spec).is_err());
+        spec.sudo = true;
+        assert!(fg(&spec).is_err());
     }
 
     #[test]
@@ -182,7 +343,15 @@ mod tests {
         spec.env.insert("GREETING".into(), "it's me".into());
         spec.workdir = Some("sub".into());
         let pidfile = format!("{wd}/.qa-run/pids/x");
-        let script = foreground(&spec, wd, &pidfile, &[format!("{wd}/stale")]).unwrap();
+        let script = foreground(
+            &spec,
+            wd,
+            &pidfile,
+            &[format!("{wd}/stale")],
+            "t1",
+            std::time::Duration::from_secs(2),
+        )
+        .unwrap();
         std::fs::write(format!("{wd}/stale"), "").unwrap();
         let st = std::process::Command::new("/bin/sh")
             .arg("-c")

@@ -11,6 +11,8 @@ use qa_core::types::{Access, Machine};
 use qa_remote::local::{LocalConnector, LocalExecutor};
 use tokio_util::sync::CancellationToken;
 
+use crate::escapes::{Escape, leaves_no_survivor};
+
 fn sandbox() -> (tempfile::TempDir, LocalExecutor, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("sandbox");
@@ -147,6 +149,77 @@ async fn dropping_a_running_command_kills_its_process_group() {
     assert_eq!(
         left,
         Vec::<u32>::new(),
+        "processes survived dropping the run"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn setsid_child_does_not_outlive_its_step() {
+    let (_dir, exec, _scratch) = sandbox();
+    leaves_no_survivor(&exec, Escape::Setsid).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn double_forked_child_does_not_outlive_its_step() {
+    let (_dir, exec, _scratch) = sandbox();
+    leaves_no_survivor(&exec, Escape::DoubleFork).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nohup_child_does_not_outlive_its_step() {
+    let (_dir, exec, _scratch) = sandbox();
+    leaves_no_survivor(&exec, Escape::Nohup).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn child_that_left_the_sandbox_does_not_outlive_its_step() {
+    let (_dir, exec, _scratch) = sandbox();
+    leaves_no_survivor(&exec, Escape::CdAway).await;
+}
+
+/// Regression: a step whose shell exited 0 while a background child held its stdout open was
+/// reported as TIMEOUT after the whole timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn child_holding_the_output_does_not_keep_its_step_running() {
+    let (_dir, exec, _scratch) = sandbox();
+    leaves_no_survivor(&exec, Escape::HeldPipe).await;
+}
+
+/// Dropping `run` (a caller's own timeout) also ends a child that left the process group.
+#[tokio::test(flavor = "multi_thread")]
+async fn dropping_a_running_command_ends_children_that_left_its_group() {
+    let (_dir, exec, _scratch) = sandbox();
+    let marker = format!(
+        "qa-remote-drop-setsid-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    );
+    let mut spec = CommandSpec {
+        command: "setsid sleep 600 > /dev/null 2>&1 < /dev/null & echo started; wait".into(),
+        ..Default::default()
+    };
+    spec.env.insert("QA_TEST_DROP_MARK".into(), marker.clone());
+    let out = RecordedOutput::new();
+    {
+        let run = exec.run(&spec, out.clone(), CancellationToken::new());
+        tokio::pin!(run);
+        tokio::select! {
+            r = &mut run => panic!("the command ended by itself: {r:?}"),
+            seen = out.wait_for(OutputStream::Stdout, "started", Duration::from_secs(60)) => assert!(seen),
+        }
+    }
+    let mut left = qa_testkit::procs::processes_with_env("QA_TEST_DROP_MARK", &marker);
+    // SIGKILL lands asynchronously and nobody waits for the killed processes here: poll, bounded.
+    for _ in 0..500 {
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        left = qa_testkit::procs::processes_with_env("QA_TEST_DROP_MARK", &marker);
+    }
+    assert_eq!(
+        left,
+        Vec::<String>::new(),
         "processes survived dropping the run"
     );
 }

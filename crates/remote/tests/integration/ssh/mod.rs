@@ -6,6 +6,7 @@
 mod files;
 mod hostkeys;
 mod jumps;
+mod processes;
 mod reboots;
 mod running;
 

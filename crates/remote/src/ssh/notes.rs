@@ -1,0 +1,151 @@
+//! Notes from a step's supervisor on the machine, picked out of the step's output.
+//!
+//! The supervisor (see `shell`) has no channel of its own back to the executor, so it writes what
+//! it did (processes it ended) as lines starting with a marker unique to the step. A
+//! [`NoteFilter`] sits between the SSH channel and the step's sink: marked lines become notes,
+//! everything else passes through unchanged, whatever way the bytes are split into chunks.
+
+use std::sync::{Arc, Mutex};
+
+use qa_core::remote::{OutputSink, OutputStream};
+
+/// An [`OutputSink`] that turns lines starting with `marker` into notes of the sink it wraps.
+pub(crate) struct NoteFilter {
+    inner: Arc<dyn OutputSink>,
+    marker: Vec<u8>,
+    /// Per stream: bytes held back because they may be the start of a marked line.
+    held: Mutex<[Vec<u8>; 2]>,
+}
+
+fn index(stream: OutputStream) -> usize {
+    match stream {
+        OutputStream::Stdout => 0,
+        OutputStream::Stderr => 1,
+    }
+}
+
+impl NoteFilter {
+    pub(crate) fn new(inner: Arc<dyn OutputSink>, marker: String) -> Arc<Self> {
+        Arc::new(NoteFilter {
+            inner,
+            marker: marker.into_bytes(),
+            held: Mutex::new([Vec::new(), Vec::new()]),
+        })
+    }
+
+    /// Passes on what was held back at the end of the output (a marked line without its newline
+    /// is still a note).
+    pub(crate) fn finish(&self) {
+        let held = std::mem::take(&mut *self.held.lock().unwrap_or_else(|e| e.into_inner()));
+        for (i, rest) in held.into_iter().enumerate() {
+            let stream = if i == 0 {
+                OutputStream::Stdout
+            } else {
+                OutputStream::Stderr
+            };
+            if let Some(note) = rest.strip_prefix(self.marker.as_slice()) {
+                self.note_bytes(note);
+            } else if !rest.is_empty() {
+                self.inner.output(stream, &rest);
+            }
+        }
+    }
+
+    fn note_bytes(&self, text: &[u8]) {
+        let text = String::from_utf8_lossy(text);
+        self.inner.note(text.trim_end_matches(['\r', '\n']));
+    }
+
+    /// The length of the longest end of `buf` that is a proper start of the marker.
+    fn partial_marker_at_end(&self, buf: &[u8]) -> usize {
+        (1..self.marker.len().min(buf.len() + 1))
+            .rev()
+            .find(|&n| buf.ends_with(&self.marker[..n]))
+            .unwrap_or(0)
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+impl OutputSink for NoteFilter {
+    fn output(&self, stream: OutputStream, data: &[u8]) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = &mut held[index(stream)];
+        slot.extend_from_slice(data);
+        let buf = std::mem::take(slot);
+        let mut rest = buf.as_slice();
+        loop {
+            match find(rest, &self.marker) {
+                Some(at) => {
+                    if at > 0 {
+                        self.inner.output(stream, &rest[..at]);
+                    }
+                    let line = &rest[at + self.marker.len()..];
+                    match line.iter().position(|b| *b == b'\n') {
+                        Some(nl) => {
+                            self.note_bytes(&line[..nl]);
+                            rest = &line[nl + 1..];
+                        }
+                        None => {
+                            // The rest of the note is still on its way.
+                            *slot = rest[at..].to_vec();
+                            return;
+                        }
+                    }
+                }
+                None => {
+                    let keep = self.partial_marker_at_end(rest);
+                    let pass = rest.len() - keep;
+                    if pass > 0 {
+                        self.inner.output(stream, &rest[..pass]);
+                    }
+                    *slot = rest[pass..].to_vec();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn note(&self, message: &str) {
+        self.inner.note(message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qa_core::conformance::executor::RecordedOutput;
+
+    #[test]
+    fn marked_lines_become_notes_however_the_chunks_fall() {
+        let text = b"out 1\nqa-run-note-abc: ended 1 process: 7 (x)\nout 2 qa-run-no";
+        for split in 0..text.len() {
+            let rec = RecordedOutput::new();
+            let f = NoteFilter::new(rec.clone(), "qa-run-note-abc: ".into());
+            f.output(OutputStream::Stderr, &text[..split]);
+            f.output(OutputStream::Stderr, &text[split..]);
+            f.finish();
+            assert_eq!(
+                rec.text(OutputStream::Stderr),
+                "out 1\nout 2 qa-run-no",
+                "split at {split}"
+            );
+            assert_eq!(rec.notes(), vec!["ended 1 process: 7 (x)".to_string()]);
+        }
+    }
+
+    #[test]
+    fn output_without_the_marker_passes_at_once() {
+        let rec = RecordedOutput::new();
+        let f = NoteFilter::new(rec.clone(), "qa-run-note-abc: ".into());
+        f.output(OutputStream::Stdout, b"hello\n");
+        assert_eq!(rec.text(OutputStream::Stdout), "hello\n");
+        f.output(OutputStream::Stdout, b"tail q");
+        // Only the `q`, which may start a marker, waits for more.
+        assert_eq!(rec.text(OutputStream::Stdout), "hello\ntail ");
+        f.finish();
+        assert_eq!(rec.text(OutputStream::Stdout), "hello\ntail q");
+    }
+}
