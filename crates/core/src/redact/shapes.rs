@@ -1,0 +1,663 @@
+//! The catalogue of credential shapes that are masked without being declared: each one is
+//! recognised by its look alone, so that a credential a test prints by accident never reaches a
+//! log, a report or a page.
+//!
+//! Every finder scans bytes, not `str`: the same catalogue masks step output and collected
+//! artifacts, which need not be text. A finder reports the byte ranges to mask, sorted and not
+//! overlapping; every range starts and ends next to an ASCII byte (or at an end of the input), so
+//! masking valid UTF-8 keeps it valid.
+//!
+//! Shapes are chosen so that ordinary output is left alone: a token needs its vendor's prefix and
+//! a long enough body, a value is masked for the name it is assigned to (`…password=…`,
+//! `"client_secret": "…"`), never for looking random. A credential with neither — an opaque
+//! string printed on its own — cannot be recognised; declare it in the plan's `secrets:`.
+
+use std::ops::Range;
+
+/// One kind of credential recognised by its look.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct CredentialShape {
+    /// What it is, for people: "GitHub token".
+    pub name: &'static str,
+    /// What of it is masked.
+    pub masks: &'static str,
+    find: fn(&[u8], &mut Vec<Range<usize>>),
+}
+
+impl CredentialShape {
+    /// The byte ranges of `text` this shape masks, in order.
+    pub fn find(&self, text: &[u8]) -> Vec<Range<usize>> {
+        let mut out = Vec::new();
+        (self.find)(text, &mut out);
+        out
+    }
+
+    pub(super) fn find_into(&self, text: &[u8], out: &mut Vec<Range<usize>>) {
+        (self.find)(text, out)
+    }
+}
+
+/// Every shape, in the order the redactor applies them. Private-key blocks come first (the
+/// redactor applies that one itself, so that a block cut across two chunks of a stream is masked
+/// whole), then URLs, then the vendor tokens, then values by the name they are assigned to.
+pub const CREDENTIAL_SHAPES: &[CredentialShape] = &[
+    CredentialShape {
+        name: "private key block",
+        masks: "a PEM block whose header names a PRIVATE KEY (RSA, EC, DSA, OpenSSH, PKCS#8, \
+                encrypted, PGP), from `-----BEGIN` to the end of its `-----END …-----` line; \
+                also inside JSON strings (service-account key files)",
+        find: |b, out| {
+            private_key_blocks(b, false, out);
+        },
+    },
+    CredentialShape {
+        name: "URL credentials",
+        masks: "the password in `scheme://user:password@host`, or the whole user part when it is \
+                a token (`https://ghp_…@github.com`)",
+        find: url_credentials,
+    },
+    CredentialShape {
+        name: "Amazon access key id",
+        masks: "`AKIA` or `ASIA` and 16 upper-case letters or digits",
+        find: |b, out| tokens(b, &AMAZON_KEY_ID, out),
+    },
+    CredentialShape {
+        name: "GitHub token",
+        masks: "`ghp_`, `gho_`, `ghu_`, `ghs_`, `ghr_`, `github_pat_` and at least 20 more \
+                letters, digits or `_`",
+        find: |b, out| tokens(b, &GITHUB, out),
+    },
+    CredentialShape {
+        name: "GitLab token",
+        masks: "`glpat-`, `gldt-`, `glrt-`, `glptt-`, `glcbt-`, `glsoat-`, `glffct-`, `glimt-`, \
+                `glagent-`, `gloas-` or `GR1348941` and at least 20 more letters, digits, `_` or `-`",
+        find: |b, out| tokens(b, &GITLAB, out),
+    },
+    CredentialShape {
+        name: "Slack token",
+        masks: "`xoxb-`, `xoxp-`, `xoxa-`, `xoxr-`, `xoxs-`, `xoxe-`, `xoxe.`, `xapp-` and at \
+                least 10 more letters, digits or `-`",
+        find: |b, out| tokens(b, &SLACK, out),
+    },
+    CredentialShape {
+        name: "Slack webhook URL",
+        masks: "the path after `hooks.slack.com/services/`",
+        find: |b, out| tokens(b, &SLACK_WEBHOOK, out),
+    },
+    CredentialShape {
+        name: "Google API key",
+        masks: "`AIza` and at least 30 more letters, digits, `_` or `-`",
+        find: |b, out| tokens(b, &GOOGLE_API_KEY, out),
+    },
+    CredentialShape {
+        name: "Google OAuth token",
+        masks: "access tokens (`ya29.` and at least 20 more characters), refresh tokens \
+                (`1//0` and at least 20 more) and client secrets (`GOCSPX-` and at least 20 more)",
+        find: |b, out| tokens(b, &GOOGLE_OAUTH, out),
+    },
+    CredentialShape {
+        name: "JSON Web Token",
+        masks: "three base64url parts joined by dots, the first two starting `eyJ` \
+                (`eyJhbGci….eyJzdWIi….sig`), whole",
+        find: json_web_tokens,
+    },
+    CredentialShape {
+        name: "Azure client secret",
+        masks: "Entra ID application secrets: 3 characters, a digit, `Q~` and at least 31 more",
+        find: azure_client_secrets,
+    },
+    CredentialShape {
+        name: "secret-named value",
+        masks: "the value assigned with `=`, `:`, `:=` or `=>` (or given after a `--flag`) to a \
+                name ending in password, passwd, passphrase, secret, secret key, token, api key, \
+                access key, account key, private key, or named `sig`, `--password`: \
+                `secret_access_key = …` (Amazon), `\"private_key\": \"…\"` (Google), \
+                `AccountKey=…;` and `&sig=…` (Azure), `pass_phrase=…` (Oracle Cloud); a value \
+                that is a variable reference (`$NAME`, `${NAME}`) is left alone",
+        find: secret_named_values,
+    },
+    CredentialShape {
+        name: "authorization header",
+        masks: "the whole value of an `Authorization:` or `Proxy-Authorization:` header \
+                (`Basic …`, `Bearer …`, `token …`)",
+        find: authorization_values,
+    },
+    CredentialShape {
+        name: "bearer token",
+        masks: "the token after the word `Bearer` (at least 8 characters with a digit, both \
+                cases or punctuation)",
+        find: bearer_tokens,
+    },
+];
+
+/// Tokens known by a prefix: the prefix, then a body of `body` bytes, at least `min` long
+/// (exactly `min` when `exact`).
+struct TokenShape {
+    prefixes: &'static [&'static [u8]],
+    body: fn(u8) -> bool,
+    min: usize,
+    exact: bool,
+    /// Whether the prefix stays visible (a URL's host part, not the secret).
+    keep_prefix: bool,
+}
+
+fn upper_digit(c: u8) -> bool {
+    c.is_ascii_uppercase() || c.is_ascii_digit()
+}
+fn alnum_under(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+fn alnum_under_dash(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'-'
+}
+fn alnum_dash(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'-'
+}
+fn alnum_under_dash_dot(c: u8) -> bool {
+    alnum_under_dash(c) || c == b'.'
+}
+fn url_path(c: u8) -> bool {
+    alnum_under_dash(c) || c == b'/'
+}
+
+const AMAZON_KEY_ID: TokenShape = TokenShape {
+    prefixes: &[b"AKIA", b"ASIA"],
+    body: upper_digit,
+    min: 16,
+    exact: true,
+    keep_prefix: false,
+};
+const GITHUB: TokenShape = TokenShape {
+    prefixes: &[b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_", b"github_pat_"],
+    body: alnum_under,
+    min: 20,
+    exact: false,
+    keep_prefix: false,
+};
+const GITLAB: TokenShape = TokenShape {
+    prefixes: &[
+        b"glpat-",
+        b"gldt-",
+        b"glrt-",
+        b"glptt-",
+        b"glcbt-",
+        b"glsoat-",
+        b"glffct-",
+        b"glimt-",
+        b"glagent-",
+        b"gloas-",
+        b"GR1348941",
+    ],
+    body: alnum_under_dash,
+    min: 20,
+    exact: false,
+    keep_prefix: false,
+};
+const SLACK: TokenShape = TokenShape {
+    prefixes: &[
+        b"xoxb-", b"xoxp-", b"xoxa-", b"xoxr-", b"xoxs-", b"xoxe-", b"xoxe.", b"xapp-",
+    ],
+    body: |c| alnum_dash(c) || c == b'.',
+    min: 10,
+    exact: false,
+    keep_prefix: false,
+};
+const SLACK_WEBHOOK: TokenShape = TokenShape {
+    prefixes: &[b"hooks.slack.com/services/"],
+    body: url_path,
+    min: 10,
+    exact: false,
+    keep_prefix: true,
+};
+const GOOGLE_API_KEY: TokenShape = TokenShape {
+    prefixes: &[b"AIza"],
+    body: alnum_under_dash,
+    min: 30,
+    exact: false,
+    keep_prefix: false,
+};
+const GOOGLE_OAUTH: TokenShape = TokenShape {
+    prefixes: &[b"ya29.", b"1//0", b"GOCSPX-"],
+    body: alnum_under_dash_dot,
+    min: 20,
+    exact: false,
+    keep_prefix: false,
+};
+
+/// Whether a token may start at `i`: not in the middle of a word.
+fn starts_word(b: &[u8], i: usize) -> bool {
+    i == 0 || !b[i - 1].is_ascii_alphanumeric()
+}
+
+fn tokens(b: &[u8], shape: &TokenShape, out: &mut Vec<Range<usize>>) {
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let Some(prefix) = shape
+            .prefixes
+            .iter()
+            .find(|p| p[0] == c && b[i..].starts_with(p))
+        else {
+            i += 1;
+            continue;
+        };
+        if !starts_word(b, i) {
+            i += 1;
+            continue;
+        }
+        let body_start = i + prefix.len();
+        let body_len = b[body_start..]
+            .iter()
+            .take_while(|&&c| (shape.body)(c))
+            .count();
+        let mut end = body_start + body_len;
+        let fits = if shape.exact {
+            body_len == shape.min
+                && b.get(end).is_none_or(|c| !c.is_ascii_alphanumeric())
+        } else {
+            body_len >= shape.min
+        };
+        if !fits {
+            i += 1;
+            continue;
+        }
+        // A body that ends in dots or dashes ends a sentence, not the token.
+        while end > body_start + shape.min && matches!(b[end - 1], b'.' | b'-') {
+            end -= 1;
+        }
+        let start = if shape.keep_prefix { body_start } else { i };
+        out.push(start..end);
+        i = end;
+    }
+}
+
+/// Where `needle` next occurs in `b` at or after `from`.
+pub(super) fn find_from(b: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    if from >= b.len() || needle.is_empty() {
+        return None;
+    }
+    let first = needle[0];
+    let mut i = from;
+    while i + needle.len() <= b.len() {
+        let rel = b[i..b.len() - needle.len() + 1]
+            .iter()
+            .position(|&c| c == first)?;
+        i += rel;
+        if b[i..].starts_with(needle) {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The end of `b` without its trailing line ends: where a block that is not closed in this
+/// text stops being masked, so the text keeps its lines.
+fn before_trailing_newlines(b: &[u8], end: usize) -> usize {
+    let mut e = end;
+    while e > 0 && matches!(b[e - 1], b'\n' | b'\r') {
+        e -= 1;
+    }
+    e
+}
+
+const BEGIN: &[u8] = b"-----BEGIN ";
+const END: &[u8] = b"-----END ";
+const DASHES: &[u8] = b"-----";
+
+/// The end of a block's closing line that starts at `end_at` (`-----END …-----`), or `None`
+/// when the closing dashes are not in `b`.
+fn close_of(b: &[u8], end_at: usize) -> Option<usize> {
+    find_from(b, DASHES, end_at + END.len()).map(|d| d + DASHES.len())
+}
+
+/// Private-key blocks. `inside`: the text continues a block opened before it (a stream cut
+/// between the header and the end line). Returns whether the text ends inside a block.
+pub(super) fn private_key_blocks(b: &[u8], inside: bool, out: &mut Vec<Range<usize>>) -> bool {
+    let mut from = 0;
+    if inside {
+        match find_from(b, END, 0).and_then(|e| close_of(b, e)) {
+            Some(close) => {
+                out.push(0..close);
+                from = close;
+            }
+            None => {
+                let e = before_trailing_newlines(b, b.len());
+                if e > 0 {
+                    out.push(0..e);
+                }
+                return true;
+            }
+        }
+    }
+    while let Some(start) = find_from(b, BEGIN, from) {
+        // The header: up to the next five dashes, on the same line and short.
+        let header_from = start + BEGIN.len();
+        let header_end = find_from(b, DASHES, header_from);
+        let is_key = header_end.is_some_and(|h| {
+            let header = &b[header_from..h];
+            header.len() <= 64
+                && !header.contains(&b'\n')
+                && find_from(header, b"PRIVATE KEY", 0).is_some()
+        });
+        if !is_key {
+            from = header_from;
+            continue;
+        }
+        let after_header = header_end.expect("checked") + DASHES.len();
+        match find_from(b, END, after_header).and_then(|e| close_of(b, e)) {
+            Some(close) => {
+                out.push(start..close);
+                from = close;
+            }
+            None => {
+                out.push(start..before_trailing_newlines(b, b.len()).max(after_header));
+                return true;
+            }
+        }
+    }
+    false
+}
+
+fn looks_like_token(user: &[u8]) -> bool {
+    const PREFIXES: [&[u8]; 8] = [
+        b"ghp_",
+        b"gho_",
+        b"ghs_",
+        b"ghu_",
+        b"ghr_",
+        b"github_pat_",
+        b"glpat-",
+        b"x-access-token",
+    ];
+    PREFIXES.iter().any(|p| user.starts_with(p))
+        || (user.len() >= 20
+            && user
+                .iter()
+                .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b'%')))
+}
+
+fn url_credentials(b: &[u8], out: &mut Vec<Range<usize>>) {
+    let mut from = 0;
+    while let Some(pos) = find_from(b, b"://", from) {
+        let start = pos + 3;
+        let end = b[start..]
+            .iter()
+            .position(|&c| {
+                c.is_ascii_whitespace() || matches!(c, b'/' | b'"' | b'\'' | b'?' | b'#' | b'<' | b'>')
+            })
+            .map_or(b.len(), |p| start + p);
+        let authority = &b[start..end];
+        if let Some(at) = authority.iter().rposition(|&c| c == b'@') {
+            let userinfo = &authority[..at];
+            if let Some(colon) = userinfo.iter().position(|&c| c == b':') {
+                if colon + 1 < at {
+                    out.push(start + colon + 1..start + at);
+                }
+            } else if looks_like_token(userinfo) {
+                out.push(start..start + at);
+            }
+        }
+        from = end.max(start);
+    }
+}
+
+fn base64url(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'-'
+}
+
+fn json_web_tokens(b: &[u8], out: &mut Vec<Range<usize>>) {
+    let mut from = 0;
+    while let Some(i) = find_from(b, b"eyJ", from) {
+        from = i + 1;
+        if !starts_word(b, i) || (i > 0 && matches!(b[i - 1], b'_' | b'-')) {
+            continue;
+        }
+        let part = |s: usize| s + b[s..].iter().take_while(|&&c| base64url(c)).count();
+        let header_end = part(i);
+        if header_end - i < 10 || b.get(header_end) != Some(&b'.') {
+            continue;
+        }
+        let payload = header_end + 1;
+        if !b[payload..].starts_with(b"eyJ") {
+            continue;
+        }
+        let payload_end = part(payload);
+        if payload_end - payload < 10 || b.get(payload_end) != Some(&b'.') {
+            continue;
+        }
+        // The signature may be empty (`alg: none`).
+        let end = part(payload_end + 1);
+        out.push(i..end);
+        from = end;
+    }
+}
+
+fn azure_client_secrets(b: &[u8], out: &mut Vec<Range<usize>>) {
+    let chars = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'~' | b'.' | b'-');
+    let mut from = 0;
+    while let Some(q) = find_from(b, b"Q~", from) {
+        from = q + 2;
+        if q < 4 || !b[q - 1].is_ascii_digit() || !b[q - 4..q - 1].iter().all(|&c| chars(c)) {
+            continue;
+        }
+        let start = q - 4;
+        if start > 0 && chars(b[start - 1]) {
+            continue;
+        }
+        let tail = b[q + 2..].iter().take_while(|&&c| chars(c)).count();
+        if tail < 31 {
+            continue;
+        }
+        let end = q + 2 + tail;
+        out.push(start..end);
+        from = end;
+    }
+}
+
+/// Names whose values are secret: the name, lower-cased and without `_`, `-` and `.`, ends with
+/// one of these.
+const SECRET_NAME_ENDINGS: [&[u8]; 10] = [
+    b"password",
+    b"passwd",
+    b"passphrase",
+    b"secret",
+    b"secretkey",
+    b"token",
+    b"apikey",
+    b"accesskey",
+    b"accountkey",
+    b"privatekey",
+];
+
+fn key_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.')
+}
+
+fn normalised_name(key: &[u8]) -> Option<Vec<u8>> {
+    if key.len() > 80 {
+        return None;
+    }
+    Some(
+        key.iter()
+            .filter(|c| !matches!(c, b'_' | b'-' | b'.'))
+            .map(u8::to_ascii_lowercase)
+            .collect(),
+    )
+}
+
+fn is_secret_name(key: &[u8]) -> bool {
+    normalised_name(key).is_some_and(|n| {
+        n == b"sig" || SECRET_NAME_ENDINGS.iter().any(|e| n.ends_with(e))
+    })
+}
+
+fn is_authorization_name(key: &[u8]) -> bool {
+    normalised_name(key).is_some_and(|n| n == b"authorization" || n == b"proxyauthorization")
+}
+
+/// Where the name that ends at `end` starts (a run of name bytes), skipping back over an opening
+/// quote, spaces and tabs before `end`.
+fn name_before(b: &[u8], sep: usize) -> &[u8] {
+    let mut k = sep;
+    while k > 0 && matches!(b[k - 1], b' ' | b'\t') {
+        k -= 1;
+    }
+    if k > 0 && matches!(b[k - 1], b'"' | b'\'') {
+        k -= 1;
+        if k > 0 && b[k - 1] == b'\\' {
+            k -= 1;
+        }
+    }
+    let end = k;
+    while k > 0 && key_byte(b[k - 1]) {
+        k -= 1;
+    }
+    &b[k..end]
+}
+
+/// The value that starts at `at` (after the separator): quoted (`"…"`, `'…'`, `\"…\"`) up to its
+/// closing quote on the same line, or unquoted up to a space or punctuation that ends values —
+/// or, with `to_line_end`, up to the end of the line or a quote.
+fn value_at(b: &[u8], at: usize, to_line_end: bool) -> Option<Range<usize>> {
+    let mut s = at;
+    while s < b.len() && matches!(b[s], b' ' | b'\t') {
+        s += 1;
+    }
+    let rest = &b[s..];
+    let line_end = rest
+        .iter()
+        .position(|&c| c == b'\n' || c == b'\r')
+        .unwrap_or(rest.len());
+    let range = if rest.starts_with(b"\\\"") {
+        let body = s + 2;
+        let close = find_from(&b[..s + line_end], b"\\\"", body).unwrap_or(s + line_end);
+        body..close
+    } else if matches!(rest.first(), Some(b'"' | b'\'')) {
+        let q = rest[0];
+        let body = s + 1;
+        let mut e = body;
+        while e < s + line_end && b[e] != q {
+            e += if b[e] == b'\\' && q == b'"' { 2 } else { 1 };
+        }
+        body..e.min(s + line_end)
+    } else if to_line_end {
+        let n = rest[..line_end]
+            .iter()
+            .position(|&c| matches!(c, b'"' | b'\''))
+            .unwrap_or(line_end);
+        let mut e = s + n;
+        while e > s && matches!(b[e - 1], b' ' | b'\t') {
+            e -= 1;
+        }
+        s..e
+    } else {
+        let n = rest
+            .iter()
+            .position(|&c| {
+                c.is_ascii_whitespace()
+                    || matches!(
+                        c,
+                        b'"' | b'\'' | b'`' | b',' | b';' | b'&' | b'<' | b'>' | b'(' | b')'
+                            | b'{' | b'}' | b'[' | b']'
+                    )
+            })
+            .unwrap_or(rest.len());
+        s..s + n
+    };
+    let v = &b[range.clone()];
+    let reference = v.starts_with(b"${")
+        || (v.first() == Some(&b'$') && v.len() > 1 && v[1..].iter().all(|&c| alnum_under(c)));
+    if v.is_empty() || v == super::MASK.as_bytes() || reference {
+        return None;
+    }
+    Some(range)
+}
+
+/// Each separator in `b` (`=`, `:`, `:=`, `=>`, or the space after a `--flag`), as the position of
+/// the name's end and of the value's start.
+fn assignments(b: &[u8], mut each: impl FnMut(&[u8], usize)) {
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'=' | b':' => {
+                let next = b.get(i + 1).copied();
+                let doubled = next == Some(b[i]);
+                if doubled {
+                    i += 2;
+                    continue;
+                }
+                let value_at = match (b[i], next) {
+                    (b'=', Some(b'>')) | (b':', Some(b'=')) => i + 2,
+                    _ => i + 1,
+                };
+                each(name_before(b, i), value_at);
+                i = value_at;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') && (i == 0 || b[i - 1].is_ascii_whitespace()) => {
+                // `--password VALUE`: the flag's name, then one space.
+                let name_end = i + 2 + b[i + 2..].iter().take_while(|&&c| key_byte(c)).count();
+                if b.get(name_end) == Some(&b' ') {
+                    each(&b[i..name_end], name_end + 1);
+                }
+                i = name_end.max(i + 2);
+            }
+            _ => i += 1,
+        }
+    }
+}
+
+fn secret_named_values(b: &[u8], out: &mut Vec<Range<usize>>) {
+    let mut last_end = 0;
+    assignments(b, |name, at| {
+        if at < last_end || !is_secret_name(name) || is_authorization_name(name) {
+            return;
+        }
+        if let Some(r) = value_at(b, at, false) {
+            last_end = r.end;
+            out.push(r);
+        }
+    });
+}
+
+fn authorization_values(b: &[u8], out: &mut Vec<Range<usize>>) {
+    let mut last_end = 0;
+    assignments(b, |name, at| {
+        if at < last_end || !is_authorization_name(name) {
+            return;
+        }
+        if let Some(r) = value_at(b, at, true) {
+            last_end = r.end;
+            out.push(r);
+        }
+    });
+}
+
+fn bearer_tokens(b: &[u8], out: &mut Vec<Range<usize>>) {
+    let token = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'~' | b'+' | b'/' | b'=' | b'-');
+    let mut i = 0;
+    while i + 6 < b.len() {
+        if !(b[i] == b'b' || b[i] == b'B')
+            || !b[i..i + 6].eq_ignore_ascii_case(b"bearer")
+            || !starts_word(b, i)
+        {
+            i += 1;
+            continue;
+        }
+        let mut s = i + 6;
+        let spaces = b[s..].iter().take_while(|&&c| c == b' ' || c == b'\t').count();
+        s += spaces;
+        let n = b[s..].iter().take_while(|&&c| token(c)).count();
+        let t = &b[s..s + n];
+        let random = t.iter().any(u8::is_ascii_digit)
+            || (t.iter().any(u8::is_ascii_uppercase) && t.iter().any(u8::is_ascii_lowercase))
+            || t.iter().any(|c| !c.is_ascii_alphanumeric());
+        if spaces > 0 && n >= 8 && random {
+            out.push(s..s + n);
+            i = s + n;
+        } else {
+            i += 6;
+        }
+    }
+}
