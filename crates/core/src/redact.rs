@@ -118,14 +118,26 @@ impl Redactor {
 
     /// One chunk of a stream (output cut at line ends, a file read in pieces) with every secret
     /// masked. `carry` goes from one chunk to the next, so a private-key block that starts in
-    /// one chunk and ends in a later one is masked whole; a secret cut inside one line is not
-    /// seen, so cut chunks at line ends.
+    /// one chunk and ends in a later one becomes one mask, wherever the stream is cut: the chunk
+    /// where it starts ends with the mask, the chunks inside it come out empty. A secret cut
+    /// inside one line is not seen, so cut chunks at line ends.
     pub fn redact_continuing<'a>(&self, bytes: &'a [u8], carry: &mut StreamCarry) -> Cow<'a, [u8]> {
+        let mut bytes = bytes;
+        if carry.in_private_key {
+            // The rest of a block whose start (already masked) was in an earlier chunk.
+            match shapes::private_key_block_end(bytes) {
+                Some(end) => {
+                    bytes = &bytes[end..];
+                    carry.in_private_key = false;
+                }
+                None => return Cow::Borrowed(&[]),
+            }
+        }
         let mut text = Cow::Borrowed(bytes);
         let mut ranges = Vec::new();
         self.declared(&text, &mut ranges);
         text = masked(text, &mut ranges);
-        carry.in_private_key = shapes::private_key_blocks(&text, carry.in_private_key, &mut ranges);
+        carry.in_private_key = shapes::private_key_blocks(&text, &mut ranges);
         text = masked(text, &mut ranges);
         // The first shape is the private-key block, applied above with its carry.
         for shape in &CREDENTIAL_SHAPES[1..] {
@@ -163,12 +175,12 @@ impl Redactor {
                 None => continue,
             };
             let masked = self.redact_continuing(&pending[..cut], &mut carry);
-            changed |= matches!(masked, Cow::Owned(_));
+            changed |= matches!(masked, Cow::Owned(_)) || masked.len() != cut;
             out.write_all(&masked)?;
             pending.drain(..cut);
         }
         let masked = self.redact_continuing(&pending, &mut carry);
-        changed |= matches!(masked, Cow::Owned(_));
+        changed |= matches!(masked, Cow::Owned(_)) || masked.len() != pending.len();
         out.write_all(&masked)?;
         out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         Ok(changed)
@@ -200,6 +212,12 @@ pub const FILE_PIECE_MAX: usize = 4 << 20;
 
 /// `text` with `ranges` (sorted, not overlapping) replaced by [`MASK`]; `ranges` is emptied.
 fn masked<'a>(text: Cow<'a, [u8]>, ranges: &mut Vec<Range<usize>>) -> Cow<'a, [u8]> {
+    if ranges.is_empty() {
+        return text;
+    }
+    // A range that holds a mask already (masked by an earlier shape, or text masked before)
+    // changes nothing.
+    ranges.retain(|r| text[r.clone()] != *MASK.as_bytes());
     if ranges.is_empty() {
         return text;
     }
@@ -311,10 +329,7 @@ mod tests {
             .iter()
             .map(|c| into_string(r.redact_continuing(c.as_bytes(), &mut carry).into_owned()))
             .collect();
-        assert_eq!(
-            out,
-            ["start\n[REDACTED]\n", "[REDACTED]\n", "[REDACTED]\nafter\n"]
-        );
+        assert_eq!(out, ["start\n[REDACTED]", "", "\nafter\n"]);
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub const CREDENTIAL_SHAPES: &[CredentialShape] = &[
                 encrypted, PGP), from `-----BEGIN` to the end of its `-----END …-----` line; \
                 also inside JSON strings (service-account key files)",
         find: |b, out| {
-            private_key_blocks(b, false, out);
+            private_key_blocks(b, out);
         },
     },
     CredentialShape {
@@ -225,9 +225,39 @@ const GOOGLE_OAUTH: TokenShape = TokenShape {
     keep_prefix: false,
 };
 
-/// Whether a token may start at `i`: not in the middle of a word.
+/// Whether a token may start at `i`: not in the middle of a word (a terminal escape sequence
+/// such as a colour, `ESC [ 1 m`, ends in a letter but is not part of a word).
 fn starts_word(b: &[u8], i: usize) -> bool {
-    i == 0 || !b[i - 1].is_ascii_alphanumeric()
+    i == 0 || !b[i - 1].is_ascii_alphanumeric() || escape_ending_at(b, i).is_some()
+}
+
+/// Where the terminal control sequence (`ESC [` parameters, a final letter) that ends just
+/// before `end` starts.
+fn escape_ending_at(b: &[u8], end: usize) -> Option<usize> {
+    if end < 3 || !b[end - 1].is_ascii_alphabetic() {
+        return None;
+    }
+    let mut k = end - 1;
+    while k > 0 && (b[k - 1].is_ascii_digit() || matches!(b[k - 1], b';' | b'?')) {
+        k -= 1;
+    }
+    (k >= 2 && b[k - 1] == b'[' && b[k - 2] == 0x1b).then(|| k - 2)
+}
+
+/// The end of the terminal control sequences that start at `at`.
+fn after_escapes(b: &[u8], mut at: usize) -> usize {
+    while b.get(at) == Some(&0x1b) && b.get(at + 1) == Some(&b'[') {
+        let mut k = at + 2;
+        while k < b.len() && (b[k].is_ascii_digit() || matches!(b[k], b';' | b'?')) {
+            k += 1;
+        }
+        if k < b.len() && b[k].is_ascii_alphabetic() {
+            at = k + 1;
+        } else {
+            break;
+        }
+    }
+    at
 }
 
 fn tokens(b: &[u8], shape: &TokenShape, out: &mut Vec<Range<usize>>) {
@@ -292,16 +322,6 @@ pub(super) fn find_from(b: &[u8], needle: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-/// The end of `b` without its trailing line ends: where a block that is not closed in this
-/// text stops being masked, so the text keeps its lines.
-fn before_trailing_newlines(b: &[u8], end: usize) -> usize {
-    let mut e = end;
-    while e > 0 && matches!(b[e - 1], b'\n' | b'\r') {
-        e -= 1;
-    }
-    e
-}
-
 const BEGIN: &[u8] = b"-----BEGIN ";
 const END: &[u8] = b"-----END ";
 const DASHES: &[u8] = b"-----";
@@ -312,25 +332,18 @@ fn close_of(b: &[u8], end_at: usize) -> Option<usize> {
     find_from(b, DASHES, end_at + END.len()).map(|d| d + DASHES.len())
 }
 
-/// Private-key blocks. `inside`: the text continues a block opened before it (a stream cut
-/// between the header and the end line). Returns whether the text ends inside a block.
-pub(super) fn private_key_blocks(b: &[u8], inside: bool, out: &mut Vec<Range<usize>>) -> bool {
+/// Where a private-key block that a previous chunk of a stream left open ends in `b` (after
+/// its `-----END …-----` line), or `None` if it does not end in `b`.
+pub(super) fn private_key_block_end(b: &[u8]) -> Option<usize> {
+    find_from(b, END, 0).and_then(|e| close_of(b, e))
+}
+
+/// Private-key blocks, each from its `-----BEGIN` to the end of its `-----END …-----` line.
+/// Returns whether `b` ends inside a block: that block is masked to the end of `b`, and the
+/// redactor drops the rest of it from the chunks that follow, so a block cut anywhere in a stream
+/// becomes one mask.
+pub(super) fn private_key_blocks(b: &[u8], out: &mut Vec<Range<usize>>) -> bool {
     let mut from = 0;
-    if inside {
-        match find_from(b, END, 0).and_then(|e| close_of(b, e)) {
-            Some(close) => {
-                out.push(0..close);
-                from = close;
-            }
-            None => {
-                let e = before_trailing_newlines(b, b.len());
-                if e > 0 {
-                    out.push(0..e);
-                }
-                return true;
-            }
-        }
-    }
     while let Some(start) = find_from(b, BEGIN, from) {
         // The header: up to the next five dashes, on the same line and short.
         let header_from = start + BEGIN.len();
@@ -352,7 +365,7 @@ pub(super) fn private_key_blocks(b: &[u8], inside: bool, out: &mut Vec<Range<usi
                 from = close;
             }
             None => {
-                out.push(start..before_trailing_newlines(b, b.len()).max(after_header));
+                out.push(start..b.len());
                 return true;
             }
         }
@@ -497,18 +510,27 @@ fn is_authorization_name(key: &[u8]) -> bool {
     normalised_name(key).is_some_and(|n| n == b"authorization" || n == b"proxyauthorization")
 }
 
-/// Where the name that ends at `end` starts (a run of name bytes), skipping back over an opening
-/// quote, spaces and tabs before `end`.
+/// The name before the separator at `sep` (a run of name bytes), skipping back over spaces,
+/// a closing quote and terminal control sequences (a coloured name).
 fn name_before(b: &[u8], sep: usize) -> &[u8] {
     let mut k = sep;
-    while k > 0 && matches!(b[k - 1], b' ' | b'\t') {
-        k -= 1;
+    loop {
+        while k > 0 && matches!(b[k - 1], b' ' | b'\t') {
+            k -= 1;
+        }
+        match escape_ending_at(b, k) {
+            Some(start) => k = start,
+            None => break,
+        }
     }
     if k > 0 && matches!(b[k - 1], b'"' | b'\'') {
         k -= 1;
         if k > 0 && b[k - 1] == b'\\' {
             k -= 1;
         }
+    }
+    while let Some(start) = escape_ending_at(b, k) {
+        k = start;
     }
     let end = k;
     while k > 0 && key_byte(b[k - 1]) {
@@ -519,11 +541,18 @@ fn name_before(b: &[u8], sep: usize) -> &[u8] {
 
 /// The value that starts at `at` (after the separator): quoted (`"…"`, `'…'`, `\"…\"`) up to its
 /// closing quote on the same line, or unquoted up to a space or punctuation that ends values —
-/// or, with `to_line_end`, up to the end of the line or a quote.
-fn value_at(b: &[u8], at: usize, to_line_end: bool) -> Option<Range<usize>> {
+/// or, with `scheme_and_token` (an `Authorization` header), its first two words.
+fn value_at(b: &[u8], at: usize, scheme_and_token: bool) -> Option<Range<usize>> {
     let mut s = at;
-    while s < b.len() && matches!(b[s], b' ' | b'\t') {
-        s += 1;
+    loop {
+        while s < b.len() && matches!(b[s], b' ' | b'\t') {
+            s += 1;
+        }
+        let e = after_escapes(b, s);
+        if e == s {
+            break;
+        }
+        s = e;
     }
     let rest = &b[s..];
     let line_end = rest
@@ -542,16 +571,25 @@ fn value_at(b: &[u8], at: usize, to_line_end: bool) -> Option<Range<usize>> {
             e += if b[e] == b'\\' && q == b'"' { 2 } else { 1 };
         }
         body..e.min(s + line_end)
-    } else if to_line_end {
-        let n = rest[..line_end]
-            .iter()
-            .position(|&c| matches!(c, b'"' | b'\''))
-            .unwrap_or(line_end);
-        let mut e = s + n;
-        while e > s && matches!(b[e - 1], b' ' | b'\t') {
-            e -= 1;
+    } else if scheme_and_token {
+        // `Basic dXNlcjpwYXNz`, `Bearer abc`, `token ghp_…`: the scheme and the word after it.
+        // A value that starts with a mask was masked before and stays as it is.
+        let word = |from: usize| {
+            from + b[from..s + line_end]
+                .iter()
+                .take_while(|&&c| !c.is_ascii_whitespace() && !matches!(c, 0x1b | b'"' | b'\''))
+                .count()
+        };
+        let scheme_end = word(s);
+        if b[s..scheme_end] == *super::MASK.as_bytes() {
+            return None;
         }
-        s..e
+        let gap = b[scheme_end..s + line_end]
+            .iter()
+            .take_while(|&&c| c == b' ' || c == b'\t')
+            .count();
+        let token_end = word(scheme_end + gap);
+        s..if token_end > scheme_end + gap { token_end } else { scheme_end }
     } else {
         let n = rest
             .iter()
@@ -559,7 +597,7 @@ fn value_at(b: &[u8], at: usize, to_line_end: bool) -> Option<Range<usize>> {
                 c.is_ascii_whitespace()
                     || matches!(
                         c,
-                        b'"' | b'\'' | b'`' | b',' | b';' | b'&' | b'<' | b'>' | b'(' | b')'
+                        0x1b | b'"' | b'\'' | b'`' | b',' | b';' | b'&' | b'<' | b'>' | b'(' | b')'
                             | b'{' | b'}' | b'[' | b']'
                     )
             })
@@ -567,7 +605,7 @@ fn value_at(b: &[u8], at: usize, to_line_end: bool) -> Option<Range<usize>> {
         s..s + n
     };
     let v = &b[range.clone()];
-    let reference = v.starts_with(b"${")
+    let reference = rest.starts_with(b"${")
         || (v.first() == Some(&b'$') && v.len() > 1 && v[1..].iter().all(|&c| alnum_under(c)));
     if v.is_empty() || v == super::MASK.as_bytes() || reference {
         return None;
