@@ -118,19 +118,18 @@ impl Redactor {
 
     /// One chunk of a stream (output cut at line ends, a file read in pieces) with every secret
     /// masked. `carry` goes from one chunk to the next, so a private-key block that starts in
-    /// one chunk and ends in a later one becomes one mask, wherever the stream is cut: the chunk
-    /// where it starts ends with the mask, the chunks inside it come out empty. A secret cut
-    /// inside one line is not seen, so cut chunks at line ends.
+    /// one chunk and ends in a later one becomes one mask, wherever the stream is cut at line
+    /// ends: the chunk where it starts ends with the mask, the chunks inside it come out empty. A
+    /// secret cut inside one line is not seen, so cut chunks at line ends.
     pub fn redact_continuing<'a>(&self, bytes: &'a [u8], carry: &mut StreamCarry) -> Cow<'a, [u8]> {
         let mut bytes = bytes;
         if carry.in_private_key {
             // The rest of a block whose start (already masked) was in an earlier chunk.
-            match shapes::private_key_block_end(bytes) {
-                Some(end) => {
-                    bytes = &bytes[end..];
-                    carry.in_private_key = false;
-                }
-                None => return Cow::Borrowed(&[]),
+            let (rest, open) = shapes::private_key_block_rest(bytes);
+            carry.in_private_key = open;
+            bytes = &bytes[rest..];
+            if open {
+                return Cow::Borrowed(bytes);
             }
         }
         let mut text = Cow::Borrowed(bytes);
@@ -169,6 +168,10 @@ impl Redactor {
                 break;
             }
             pending.extend_from_slice(&block[..n]);
+            if pending.len() < 1 << 20 {
+                // Files up to a MiB are masked in one piece, exactly as the same text would be.
+                continue;
+            }
             let cut = match pending.iter().rposition(|&c| c == b'\n' || c == 0) {
                 Some(p) => p + 1,
                 None if pending.len() >= FILE_PIECE_MAX => pending.len(),
@@ -329,7 +332,7 @@ mod tests {
             .iter()
             .map(|c| into_string(r.redact_continuing(c.as_bytes(), &mut carry).into_owned()))
             .collect();
-        assert_eq!(out, ["start\n[REDACTED]", "", "\nafter\n"]);
+        assert_eq!(out, ["start\n[REDACTED]\n", "", "after\n"]);
     }
 
     #[test]

@@ -332,16 +332,91 @@ fn close_of(b: &[u8], end_at: usize) -> Option<usize> {
     find_from(b, DASHES, end_at + END.len()).map(|d| d + DASHES.len())
 }
 
-/// Where a private-key block that a previous chunk of a stream left open ends in `b` (after
-/// its `-----END …-----` line), or `None` if it does not end in `b`.
-pub(super) fn private_key_block_end(b: &[u8]) -> Option<usize> {
-    find_from(b, END, 0).and_then(|e| close_of(b, e))
+/// Whether a line (without its line end) can be inside a private-key block: base64, empty, or
+/// a PEM header such as `Proc-Type: 4,ENCRYPTED` or `Version: …`.
+fn key_body_line(line: &[u8]) -> bool {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let base64 = |c: &u8| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=');
+    if line.iter().all(base64) {
+        return true;
+    }
+    const HEADERS: [&[u8]; 6] = [
+        b"Proc-Type: ",
+        b"DEK-Info: ",
+        b"Version: ",
+        b"Comment: ",
+        b"Hash: ",
+        b"Charset: ",
+    ];
+    HEADERS.iter().any(|h| line.starts_with(h))
 }
 
-/// Private-key blocks, each from its `-----BEGIN` to the end of its `-----END …-----` line.
-/// Returns whether `b` ends inside a block: that block is masked to the end of `b`, and the
-/// redactor drops the rest of it from the chunks that follow, so a block cut anywhere in a stream
-/// becomes one mask.
+/// The end of the line that starts at `at` (its line end not included).
+fn line_end(b: &[u8], at: usize) -> usize {
+    b[at..].iter().position(|&c| c == b'\n').map_or(b.len(), |p| at + p)
+}
+
+/// `at` past one line end (`\n` or `\r\n`), if one is there.
+fn past_line_end(b: &[u8], at: usize) -> usize {
+    if b[at..].starts_with(b"\r\n") {
+        at + 2
+    } else if b[at..].starts_with(b"\n") {
+        at + 1
+    } else {
+        at
+    }
+}
+
+/// How a private-key block's body, read line by line from `from`, ends in `b`.
+enum BodyEnd {
+    /// At the end of its `-----END …-----` line (this position).
+    Closed(usize),
+    /// Before a line that cannot be part of a key (this position: the end of the last body line,
+    /// before its line end): output that was cut off.
+    CutOff(usize),
+    /// Not in `b`: the text ends inside the block.
+    Open,
+}
+
+fn key_body_end(b: &[u8], from: usize) -> BodyEnd {
+    let mut at = from;
+    let mut last_end = from;
+    while at < b.len() {
+        let end = line_end(b, at);
+        let line = &b[at..end];
+        if let Some(e) = find_from(line, END, 0) {
+            if let Some(close) = close_of(line, e) {
+                return BodyEnd::Closed(at + close);
+            }
+        }
+        if !key_body_line(line) {
+            return BodyEnd::CutOff(last_end);
+        }
+        last_end = end;
+        if end == b.len() {
+            break;
+        }
+        at = end + 1;
+    }
+    BodyEnd::Open
+}
+
+/// How much of `b` is the rest of a private-key block that a previous chunk of a stream left
+/// open (and masked): the length to drop, and whether the block is still open after it. A closed
+/// block's line end goes too, since the mask in the earlier chunk kept the line end before it.
+pub(super) fn private_key_block_rest(b: &[u8]) -> (usize, bool) {
+    match key_body_end(b, 0) {
+        BodyEnd::Closed(close) => (past_line_end(b, close), false),
+        BodyEnd::CutOff(end) => (past_line_end(b, end).min(b.len()), false),
+        BodyEnd::Open => (b.len(), true),
+    }
+}
+
+/// Private-key blocks, each from its `-----BEGIN` to the end of its `-----END …-----` line (also
+/// when the block is inside a JSON string, on one line with `\n` escapes). A block whose output
+/// was cut off ends before the first line that cannot be part of a key. Returns whether `b` ends
+/// inside a block: that block is masked to the end of its last line, and the redactor drops the
+/// rest of it from the chunks that follow, so a block cut anywhere in a stream becomes one mask.
 pub(super) fn private_key_blocks(b: &[u8], out: &mut Vec<Range<usize>>) -> bool {
     let mut from = 0;
     while let Some(start) = find_from(b, BEGIN, from) {
@@ -359,13 +434,38 @@ pub(super) fn private_key_blocks(b: &[u8], out: &mut Vec<Range<usize>>) -> bool 
             continue;
         }
         let after_header = header_end.expect("checked") + DASHES.len();
-        match find_from(b, END, after_header).and_then(|e| close_of(b, e)) {
-            Some(close) => {
+        let header_line_end = line_end(b, after_header);
+        let on_header_line = &b[after_header..header_line_end];
+        if let Some(close) = find_from(on_header_line, END, 0).and_then(|e| close_of(on_header_line, e)) {
+            // The whole block on one line: a JSON string with `\n` escapes.
+            out.push(start..after_header + close);
+            from = after_header + close;
+            continue;
+        }
+        if on_header_line.iter().any(|c| !c.is_ascii_whitespace()) {
+            out.push(start..header_line_end);
+            from = header_line_end;
+            continue;
+        }
+        if header_line_end == b.len() {
+            out.push(start..header_line_end);
+            return true;
+        }
+        match key_body_end(b, header_line_end + 1) {
+            BodyEnd::Closed(close) => {
                 out.push(start..close);
                 from = close;
             }
-            None => {
-                out.push(start..b.len());
+            BodyEnd::CutOff(end) => {
+                out.push(start..end.max(after_header));
+                from = end.max(after_header);
+            }
+            BodyEnd::Open => {
+                let mut end = b.len();
+                while end > after_header && matches!(b[end - 1], b'\n' | b'\r') {
+                    end -= 1;
+                }
+                out.push(start..end);
                 return true;
             }
         }
