@@ -75,7 +75,11 @@ fn leaks_in(dirs: &[&Path], planted: &[String]) -> Vec<String> {
 fn planted_secrets_reach_no_file_a_run_or_a_republish_writes() {
     let tmp = tempfile::tempdir().unwrap();
     let (inputs, mut planted) = corpus_shapes();
-    assert!(inputs.len() > 30, "the corpus is read: {} cases", inputs.len());
+    assert!(
+        inputs.len() > 30,
+        "the corpus is read: {} cases",
+        inputs.len()
+    );
     planted.push(DECLARED.to_string());
     // Outside the plan's and the results' directories: only the step reads it.
     let source = tmp.path().join("planted");

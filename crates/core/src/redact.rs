@@ -86,7 +86,11 @@ impl Redactor {
         for v in values.into_iter().filter(|v| !v.is_empty()) {
             let json = serde_json::to_string(&v).expect("a string serialises");
             let json = &json[1..json.len() - 1];
-            for form in [json.to_string(), percent_encoded(&v, true), percent_encoded(&v, false)] {
+            for form in [
+                json.to_string(),
+                percent_encoded(&v, true),
+                percent_encoded(&v, false),
+            ] {
                 if form != v {
                     all.push(form.into_bytes());
                 }
@@ -346,7 +350,10 @@ mod tests {
         want.extend_from_slice(MASK.as_bytes());
         want.extend_from_slice(&[0x80, 0]);
         assert_eq!(&*out, &want[..]);
-        assert!(matches!(r.redact_bytes(b"nothing here\n"), Cow::Borrowed(_)));
+        assert!(matches!(
+            r.redact_bytes(b"nothing here\n"),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]
@@ -368,7 +375,11 @@ mod tests {
         assert!(!out.contains("QUJDRA=="));
         assert!(!out.contains("topsecret-value"));
         assert!(out.starts_with("line 0 fine\n") && out.contains("line 199999 fine\n"));
-        assert!(out.ends_with("token=[REDACTED]\n"), "{}", &out[out.len() - 200..]);
+        assert!(
+            out.ends_with("token=[REDACTED]\n"),
+            "{}",
+            &out[out.len() - 200..]
+        );
         std::fs::write(&src, "plain\n").unwrap();
         assert!(!r.redact_file(&src, &dest).unwrap());
         assert_eq!(std::fs::read_to_string(&dest).unwrap(), "plain\n");
@@ -378,8 +389,15 @@ mod tests {
     fn short_empty_or_padded_secrets_are_refused_with_the_fix() {
         assert!(check_secret("TOKEN", "long-enough").is_ok());
         let e = check_secret("PIN", "1234").unwrap_err();
-        assert!(e.contains("`PIN`") && e.contains("4 characters") && e.contains("at least 8"), "{e}");
+        assert!(
+            e.contains("`PIN`") && e.contains("4 characters") && e.contains("at least 8"),
+            "{e}"
+        );
         assert!(check_secret("EMPTY", "").unwrap_err().contains("empty"));
-        assert!(check_secret("PADDED", " long-enough ").unwrap_err().contains("white space"));
+        assert!(
+            check_secret("PADDED", " long-enough ")
+                .unwrap_err()
+                .contains("white space")
+        );
     }
 }

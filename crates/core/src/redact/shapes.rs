@@ -283,8 +283,7 @@ fn tokens(b: &[u8], shape: &TokenShape, out: &mut Vec<Range<usize>>) {
             .count();
         let mut end = body_start + body_len;
         let fits = if shape.exact {
-            body_len == shape.min
-                && b.get(end).is_none_or(|c| !c.is_ascii_alphanumeric())
+            body_len == shape.min && b.get(end).is_none_or(|c| !c.is_ascii_alphanumeric())
         } else {
             body_len >= shape.min
         };
@@ -353,7 +352,10 @@ fn key_body_line(line: &[u8]) -> bool {
 
 /// The end of the line that starts at `at` (its line end not included).
 fn line_end(b: &[u8], at: usize) -> usize {
-    b[at..].iter().position(|&c| c == b'\n').map_or(b.len(), |p| at + p)
+    b[at..]
+        .iter()
+        .position(|&c| c == b'\n')
+        .map_or(b.len(), |p| at + p)
 }
 
 /// `at` past one line end (`\n` or `\r\n`), if one is there.
@@ -436,7 +438,9 @@ pub(super) fn private_key_blocks(b: &[u8], out: &mut Vec<Range<usize>>) -> bool 
         let after_header = header_end.expect("checked") + DASHES.len();
         let header_line_end = line_end(b, after_header);
         let on_header_line = &b[after_header..header_line_end];
-        if let Some(close) = find_from(on_header_line, END, 0).and_then(|e| close_of(on_header_line, e)) {
+        if let Some(close) =
+            find_from(on_header_line, END, 0).and_then(|e| close_of(on_header_line, e))
+        {
             // The whole block on one line: a JSON string with `\n` escapes.
             out.push(start..after_header + close);
             from = after_header + close;
@@ -498,7 +502,8 @@ fn url_credentials(b: &[u8], out: &mut Vec<Range<usize>>) {
         let end = b[start..]
             .iter()
             .position(|&c| {
-                c.is_ascii_whitespace() || matches!(c, b'/' | b'"' | b'\'' | b'?' | b'#' | b'<' | b'>')
+                c.is_ascii_whitespace()
+                    || matches!(c, b'/' | b'"' | b'\'' | b'?' | b'#' | b'<' | b'>')
             })
             .map_or(b.len(), |p| start + p);
         let authority = &b[start..end];
@@ -601,9 +606,8 @@ fn normalised_name(key: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn is_secret_name(key: &[u8]) -> bool {
-    normalised_name(key).is_some_and(|n| {
-        n == b"sig" || SECRET_NAME_ENDINGS.iter().any(|e| n.ends_with(e))
-    })
+    normalised_name(key)
+        .is_some_and(|n| n == b"sig" || SECRET_NAME_ENDINGS.iter().any(|e| n.ends_with(e)))
 }
 
 fn is_authorization_name(key: &[u8]) -> bool {
@@ -689,7 +693,11 @@ fn value_at(b: &[u8], at: usize, scheme_and_token: bool) -> Option<Range<usize>>
             .take_while(|&&c| c == b' ' || c == b'\t')
             .count();
         let token_end = word(scheme_end + gap);
-        s..if token_end > scheme_end + gap { token_end } else { scheme_end }
+        s..if token_end > scheme_end + gap {
+            token_end
+        } else {
+            scheme_end
+        }
     } else {
         let n = rest
             .iter()
@@ -697,8 +705,20 @@ fn value_at(b: &[u8], at: usize, scheme_and_token: bool) -> Option<Range<usize>>
                 c.is_ascii_whitespace()
                     || matches!(
                         c,
-                        0x1b | b'"' | b'\'' | b'`' | b',' | b';' | b'&' | b'<' | b'>' | b'(' | b')'
-                            | b'{' | b'}' | b'[' | b']'
+                        0x1b | b'"'
+                            | b'\''
+                            | b'`'
+                            | b','
+                            | b';'
+                            | b'&'
+                            | b'<'
+                            | b'>'
+                            | b'('
+                            | b')'
+                            | b'{'
+                            | b'}'
+                            | b'['
+                            | b']'
                     )
             })
             .unwrap_or(rest.len());
@@ -773,7 +793,9 @@ fn authorization_values(b: &[u8], out: &mut Vec<Range<usize>>) {
 }
 
 fn bearer_tokens(b: &[u8], out: &mut Vec<Range<usize>>) {
-    let token = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'~' | b'+' | b'/' | b'=' | b'-');
+    let token = |c: u8| {
+        c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'~' | b'+' | b'/' | b'=' | b'-')
+    };
     let mut i = 0;
     while i + 6 < b.len() {
         if !(b[i] == b'b' || b[i] == b'B')
@@ -784,7 +806,10 @@ fn bearer_tokens(b: &[u8], out: &mut Vec<Range<usize>>) {
             continue;
         }
         let mut s = i + 6;
-        let spaces = b[s..].iter().take_while(|&&c| c == b' ' || c == b'\t').count();
+        let spaces = b[s..]
+            .iter()
+            .take_while(|&&c| c == b' ' || c == b'\t')
+            .count();
         s += spaces;
         let n = b[s..].iter().take_while(|&&c| token(c)).count();
         let t = &b[s..s + n];

@@ -84,7 +84,11 @@ fn corpus() -> Vec<Case> {
 #[test]
 fn every_case_of_the_corpus_is_masked_exactly() {
     let cases = corpus();
-    assert!(cases.len() > 50, "the corpus is read: {} cases", cases.len());
+    assert!(
+        cases.len() > 50,
+        "the corpus is read: {} cases",
+        cases.len()
+    );
     let dir = tempfile::tempdir().unwrap();
     let mut failures = Vec::new();
     for case in &cases {
@@ -111,7 +115,11 @@ fn every_case_of_the_corpus_is_masked_exactly() {
         let filed = String::from_utf8_lossy(&std::fs::read(&dest).unwrap()).into_owned();
         // Published again later: masking what was masked changes nothing.
         let twice = r.redact(&streamed);
-        for (how, got) in [("streamed", &streamed), ("as a file", &filed), ("masked twice", &twice)] {
+        for (how, got) in [
+            ("streamed", &streamed),
+            ("as a file", &filed),
+            ("masked twice", &twice),
+        ] {
             if got != want {
                 failures.push(format!(
                     "line {} `{}` ({how}):\n   want {want:?}\n    got {got:?}",

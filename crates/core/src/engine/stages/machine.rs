@@ -302,13 +302,19 @@ async fn collect_masked(
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(staging)
-        .map_err(|e| format!("making {} to collect artifacts into: {e}", staging.display()))?;
+        .map_err(|e| {
+            format!(
+                "making {} to collect artifacts into: {e}",
+                staging.display()
+            )
+        })?;
     let result = async {
         let staged = x
             .collect(patterns, staging)
             .await
             .map_err(|e| e.to_string())?;
-        let (staging, dest, redactor) = (staging.to_path_buf(), dest.to_path_buf(), redactor.clone());
+        let (staging, dest, redactor) =
+            (staging.to_path_buf(), dest.to_path_buf(), redactor.clone());
         tokio::task::spawn_blocking(move || {
             let mut written = Vec::new();
             for file in staged {
