@@ -140,11 +140,18 @@ impl Redactor {
         let mut ranges = Vec::new();
         self.declared(&text, &mut ranges);
         text = masked(text, &mut ranges);
-        carry.in_private_key = shapes::private_key_blocks(&text, &mut ranges);
-        text = masked(text, &mut ranges);
-        // The first shape is the private-key block, applied above with its carry.
+        // What the text holds, for every pass: masks add only the bytes of `[REDACTED]`.
+        let mut seen = shapes::ByteSet::of(bytes);
+        if matches!(text, Cow::Owned(_)) {
+            seen.add(MASK.as_bytes());
+        }
+        // The first shape is the private-key block, applied here with its carry.
+        if shapes::PRIVATE_KEY_NEEDS[0].iter().all(|&c| seen.has(c)) {
+            carry.in_private_key = shapes::private_key_blocks(&text, &mut ranges);
+            text = masked(text, &mut ranges);
+        }
         for shape in &CREDENTIAL_SHAPES[1..] {
-            shape.find_into(&text, &mut ranges);
+            shape.find_into(&text, &seen, &mut ranges);
             text = masked(text, &mut ranges);
         }
         text

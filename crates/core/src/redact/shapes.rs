@@ -22,6 +22,9 @@ pub struct CredentialShape {
     pub name: &'static str,
     /// What of it is masked.
     pub masks: &'static str,
+    /// Bytes (lower-cased) that every match holds, for one of its forms: a text that lacks
+    /// them all is not scanned for this shape.
+    needs: &'static [&'static [u8]],
     find: fn(&[u8], &mut Vec<Range<usize>>),
 }
 
@@ -33,10 +36,42 @@ impl CredentialShape {
         out
     }
 
-    pub(super) fn find_into(&self, text: &[u8], out: &mut Vec<Range<usize>>) {
-        (self.find)(text, out)
+    pub(super) fn find_into(&self, text: &[u8], seen: &ByteSet, out: &mut Vec<Range<usize>>) {
+        if self
+            .needs
+            .iter()
+            .any(|form| form.iter().all(|&c| seen.has(c)))
+        {
+            (self.find)(text, out)
+        }
     }
 }
+
+/// Which bytes a text holds, lower-cased: one quick pass that lets most shapes skip a line
+/// that cannot hold them.
+#[derive(Debug)]
+pub(super) struct ByteSet([bool; 256]);
+
+impl ByteSet {
+    pub(super) fn of(b: &[u8]) -> Self {
+        let mut seen = ByteSet([false; 256]);
+        seen.add(b);
+        seen
+    }
+
+    pub(super) fn add(&mut self, b: &[u8]) {
+        for &c in b {
+            self.0[c.to_ascii_lowercase() as usize] = true;
+        }
+    }
+
+    pub(super) fn has(&self, c: u8) -> bool {
+        self.0[c as usize]
+    }
+}
+
+/// What a private-key block holds.
+pub(super) const PRIVATE_KEY_NEEDS: &[&[u8]] = &[b"-begin privatekey"];
 
 /// Every shape, in the order the redactor applies them. Private-key blocks come first (the
 /// redactor applies that one itself, so that a block cut across two chunks of a stream is masked
@@ -47,6 +82,7 @@ pub const CREDENTIAL_SHAPES: &[CredentialShape] = &[
         masks: "a PEM block whose header names a PRIVATE KEY (RSA, EC, DSA, OpenSSH, PKCS#8, \
                 encrypted, PGP), from `-----BEGIN` to the end of its `-----END …-----` line; \
                 also inside JSON strings (service-account key files)",
+        needs: PRIVATE_KEY_NEEDS,
         find: |b, out| {
             private_key_blocks(b, out);
         },
@@ -55,56 +91,66 @@ pub const CREDENTIAL_SHAPES: &[CredentialShape] = &[
         name: "URL credentials",
         masks: "the password in `scheme://user:password@host`, or the whole user part when it is \
                 a token (`https://ghp_…@github.com`)",
+        needs: &[b":/@"],
         find: url_credentials,
     },
     CredentialShape {
         name: "Amazon access key id",
         masks: "`AKIA` or `ASIA` and 16 upper-case letters or digits",
+        needs: &[b"aki", b"asi"],
         find: |b, out| tokens(b, &AMAZON_KEY_ID, out),
     },
     CredentialShape {
         name: "GitHub token",
         masks: "`ghp_`, `gho_`, `ghu_`, `ghs_`, `ghr_`, `github_pat_` and at least 20 more \
                 letters, digits or `_`",
+        needs: &[b"gh_"],
         find: |b, out| tokens(b, &GITHUB, out),
     },
     CredentialShape {
         name: "GitLab token",
         masks: "`glpat-`, `gldt-`, `glrt-`, `glptt-`, `glcbt-`, `glsoat-`, `glffct-`, `glimt-`, \
                 `glagent-`, `gloas-` or `GR1348941` and at least 20 more letters, digits, `_` or `-`",
+        needs: &[b"gl-", b"gr1348941"],
         find: |b, out| tokens(b, &GITLAB, out),
     },
     CredentialShape {
         name: "Slack token",
         masks: "`xoxb-`, `xoxp-`, `xoxa-`, `xoxr-`, `xoxs-`, `xoxe-`, `xoxe.`, `xapp-` and at \
                 least 10 more letters, digits or `-`",
+        needs: &[b"xo-", b"xo.", b"xap-"],
         find: |b, out| tokens(b, &SLACK, out),
     },
     CredentialShape {
         name: "Slack webhook URL",
         masks: "the path after `hooks.slack.com/services/`",
+        needs: &[b"hooks.slack.com/services/"],
         find: |b, out| tokens(b, &SLACK_WEBHOOK, out),
     },
     CredentialShape {
         name: "Google API key",
         masks: "`AIza` and at least 30 more letters, digits, `_` or `-`",
+        needs: &[b"aiza"],
         find: |b, out| tokens(b, &GOOGLE_API_KEY, out),
     },
     CredentialShape {
         name: "Google OAuth token",
         masks: "access tokens (`ya29.` and at least 20 more characters), refresh tokens \
                 (`1//0` and at least 20 more) and client secrets (`GOCSPX-` and at least 20 more)",
+        needs: &[b"ya29.", b"1/0", b"gocspx-"],
         find: |b, out| tokens(b, &GOOGLE_OAUTH, out),
     },
     CredentialShape {
         name: "JSON Web Token",
         masks: "three base64url parts joined by dots, the first two starting `eyJ` \
                 (`eyJhbGci….eyJzdWIi….sig`), whole",
+        needs: &[b"eyj."],
         find: json_web_tokens,
     },
     CredentialShape {
         name: "Azure client secret",
         masks: "Entra ID application secrets: 3 characters, a digit, `Q~` and at least 31 more",
+        needs: &[b"q~"],
         find: azure_client_secrets,
     },
     CredentialShape {
@@ -115,18 +161,21 @@ pub const CREDENTIAL_SHAPES: &[CredentialShape] = &[
                 `secret_access_key = …` (Amazon), `\"private_key\": \"…\"` (Google), \
                 `AccountKey=…;` and `&sig=…` (Azure), `pass_phrase=…` (Oracle Cloud); a value \
                 that is a variable reference (`$NAME`, `${NAME}`) is left alone",
+        needs: &[b"=", b":", b"--"],
         find: secret_named_values,
     },
     CredentialShape {
         name: "authorization header",
         masks: "the whole value of an `Authorization:` or `Proxy-Authorization:` header \
                 (`Basic …`, `Bearer …`, `token …`)",
+        needs: &[b"authorizn:", b"authorizn="],
         find: authorization_values,
     },
     CredentialShape {
         name: "bearer token",
         masks: "the token after the word `Bearer` (at least 8 characters with a digit, both \
                 cases or punctuation)",
+        needs: &[b"bearer"],
         find: bearer_tokens,
     },
 ];
@@ -261,14 +310,18 @@ fn after_escapes(b: &[u8], mut at: usize) -> usize {
 }
 
 fn tokens(b: &[u8], shape: &TokenShape, out: &mut Vec<Range<usize>>) {
+    // Most bytes start no prefix: skip them with one table look-up each.
+    let mut starts = [false; 256];
+    for p in shape.prefixes {
+        starts[p[0] as usize] = true;
+    }
     let mut i = 0;
     while i < b.len() {
-        let c = b[i];
-        let Some(prefix) = shape
-            .prefixes
-            .iter()
-            .find(|p| p[0] == c && b[i..].starts_with(p))
-        else {
+        match b[i..].iter().position(|&c| starts[c as usize]) {
+            Some(skip) => i += skip,
+            None => return,
+        }
+        let Some(prefix) = shape.prefixes.iter().find(|p| b[i..].starts_with(p)) else {
             i += 1;
             continue;
         };
@@ -593,25 +646,28 @@ fn key_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.')
 }
 
-fn normalised_name(key: &[u8]) -> Option<Vec<u8>> {
-    if key.len() > 80 {
-        return None;
-    }
-    Some(
-        key.iter()
-            .filter(|c| !matches!(c, b'_' | b'-' | b'.'))
-            .map(u8::to_ascii_lowercase)
-            .collect(),
-    )
+/// Whether `key`, lower-cased and without `_`, `-` and `.`, ends with `ending` (lower case), or
+/// is exactly `ending` when `whole`. Compares from the end, without allocating: this runs at
+/// every `=` and `:` of every line.
+fn name_ends_with(key: &[u8], ending: &[u8], whole: bool) -> bool {
+    let mut k = key
+        .iter()
+        .rev()
+        .filter(|c| !matches!(c, b'_' | b'-' | b'.'))
+        .map(u8::to_ascii_lowercase);
+    ending.iter().rev().all(|&e| k.next() == Some(e)) && (!whole || k.next().is_none())
 }
 
 fn is_secret_name(key: &[u8]) -> bool {
-    normalised_name(key)
-        .is_some_and(|n| n == b"sig" || SECRET_NAME_ENDINGS.iter().any(|e| n.ends_with(e)))
+    key.len() <= 80
+        && (name_ends_with(key, b"sig", true)
+            || SECRET_NAME_ENDINGS
+                .iter()
+                .any(|e| name_ends_with(key, e, false)))
 }
 
 fn is_authorization_name(key: &[u8]) -> bool {
-    normalised_name(key).is_some_and(|n| n == b"authorization" || n == b"proxyauthorization")
+    name_ends_with(key, b"authorization", true) || name_ends_with(key, b"proxyauthorization", true)
 }
 
 /// The name before the separator at `sep` (a run of name bytes), skipping back over spaces,
