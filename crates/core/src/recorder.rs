@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use crate::redact::Redactor;
+use crate::redact::{Redactor, StreamCarry};
 use crate::remote::{OutputSink, OutputStream};
 
 /// Lines of log kept for the report's tail of a failing step.
@@ -41,6 +41,8 @@ struct Inner {
     log_len: u64,
     cast: BufWriter<File>,
     pending: [Vec<u8>; 2],
+    /// Per stream: whether its output so far ended inside a private-key block.
+    carry: [StreamCarry; 2],
     tail: std::collections::VecDeque<String>,
     at_line_start: [bool; 2],
 }
@@ -79,6 +81,7 @@ impl StepRecorder {
                 log_len: 0,
                 cast,
                 pending: [Vec::new(), Vec::new()],
+                carry: Default::default(),
                 tail: Default::default(),
                 at_line_start: [true, true],
             }),
@@ -107,7 +110,11 @@ impl StepRecorder {
 
     fn emit(&self, g: &mut Inner, stream: usize, bytes: &[u8]) {
         let t = self.start.elapsed().as_secs_f64();
-        let text = self.redactor.redact(&String::from_utf8_lossy(bytes));
+        let text = String::from_utf8_lossy(bytes);
+        let text = self
+            .redactor
+            .redact_continuing(text.as_bytes(), &mut g.carry[stream]);
+        let text = String::from_utf8_lossy(&text).into_owned();
         // Recording: terminal output wants CRLF.
         let term = text.replace("\r\n", "\n").replace('\n', "\r\n");
         let _ = writeln!(

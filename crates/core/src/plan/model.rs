@@ -330,6 +330,15 @@ pub struct ArtifactSpec {
     /// Machines (names or roles) to collect from (default: all).
     #[serde(default)]
     pub machines: Vec<String>,
+    /// Whether secrets are masked in these files as they are brought back (default: yes). With
+    /// `false` they are kept byte for byte — and published as they are, secrets and all. A file
+    /// that another entry with `redact: true` also matches is masked.
+    #[serde(default = "yes")]
+    pub redact: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A place results are published to. Exactly one key per entry.

@@ -202,7 +202,11 @@ const STEP: Shape = Shape::Struct(&[
     dflt("detached", &BOOL),
 ]);
 
-const ARTIFACT: Shape = Shape::Struct(&[req("paths", &STR_LIST), dflt("machines", &STR_LIST)]);
+const ARTIFACT: Shape = Shape::Struct(&[
+    req("paths", &STR_LIST),
+    dflt("machines", &STR_LIST),
+    dflt("redact", &BOOL),
+]);
 
 const PUBLISH_TARGET: Shape = Shape::OneOf {
     what: "publish target",

@@ -7,6 +7,8 @@ use qa_core::conformance::fakes::FakeExecutor;
 use qa_core::remote::{Connector, RemoteError, RemoteExecutor};
 use qa_core::types::{Access, Machine};
 
+mod redaction_corpus;
+mod run_artifacts;
 mod run_cost;
 mod run_custom_steps;
 mod run_events;

@@ -1,16 +1,19 @@
 //! The tasks of one machine's life: make it, wait until it answers, upload to it, bring its
 //! artifacts back, and destroy or keep it.
 
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::super::context::{ActiveRun, READY_DEADLINE};
-use super::super::layout::{artifacts_dir, script_remote_path};
+use super::super::layout::{artifacts_dir, file_name_of, script_remote_path};
 use crate::dag::TaskResult;
 use crate::events::{Event, TaskId, TaskKind};
 use crate::journal::ResourceLedger;
 use crate::plan::{CleanupPolicy, StepAction};
 use crate::provision::MachineRequest;
-use crate::remote::RemoteError;
+use crate::redact::Redactor;
+use crate::remote::{RemoteError, RemoteExecutor};
 use crate::stages::{self, Stage};
 use crate::types::{ResourceState, Verdict};
 
@@ -162,40 +165,61 @@ impl ActiveRun {
         TaskResult::pass()
     }
 
+    /// Brings the machine's artifacts back. Files are masked as they are written into the run
+    /// directory (see [`collect_masked`]), unless every `artifacts:` entry that matches them says
+    /// `redact: false`; so a later `qa-run report` or `publish`, which may not know the plan's
+    /// secrets, only ever copies masked files.
     pub(crate) async fn collect(&self, machine: &str) -> TaskResult {
         let inst = self.instance(machine);
         let spec = &self.loaded.plan.machines[inst.spec_index];
-        let patterns: Vec<String> = self
+        let (mut masked, mut kept) = (Vec::new(), Vec::new());
+        for a in self
             .loaded
             .plan
             .artifacts
             .iter()
             .filter(|a| stages::selects(&a.machines, inst, spec))
-            .flat_map(|a| a.paths.iter().cloned())
-            .collect();
-        if patterns.is_empty() {
+        {
+            if a.redact { &mut masked } else { &mut kept }.extend(a.paths.iter().cloned());
+        }
+        if masked.is_empty() && kept.is_empty() {
             return TaskResult::pass();
         }
         let Some(x) = self.executor(machine) else {
             return TaskResult::new(Verdict::Error, "not connected");
         };
         let dest = artifacts_dir(&self.ctx.run_dir, machine);
-        match x.collect(&patterns, &dest).await {
-            Ok(paths) => {
-                let rel: Vec<String> = paths
-                    .iter()
-                    .map(|p| {
-                        p.strip_prefix(&self.ctx.run_dir)
-                            .unwrap_or(p)
-                            .display()
-                            .to_string()
-                    })
-                    .collect();
-                self.state().artifacts.insert(machine.to_string(), rel);
-                TaskResult::pass()
+        let mut written = std::collections::BTreeSet::new();
+        // Kept files first: a file that a masked entry matches too is then overwritten masked.
+        if !kept.is_empty() {
+            match x.collect(&kept, &dest).await {
+                Ok(paths) => written.extend(paths),
+                Err(e) => return TaskResult::new(Verdict::Error, e.to_string()),
             }
-            Err(e) => TaskResult::new(Verdict::Error, e.to_string()),
         }
+        if !masked.is_empty() {
+            let staging = std::env::temp_dir().join(format!(
+                "qa-run-collect-{}-{}-{}",
+                file_name_of(&self.ctx.run_id.0),
+                file_name_of(machine),
+                std::process::id()
+            ));
+            match collect_masked(&*x, &masked, &staging, &dest, &self.redactor).await {
+                Ok(paths) => written.extend(paths),
+                Err(e) => return TaskResult::new(Verdict::Error, e),
+            }
+        }
+        let rel: Vec<String> = written
+            .iter()
+            .map(|p| {
+                p.strip_prefix(&self.ctx.run_dir)
+                    .unwrap_or(p)
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        self.state().artifacts.insert(machine.to_string(), rel);
+        TaskResult::pass()
     }
 
     pub(crate) async fn teardown(&self, machine: &str) -> TaskResult {
@@ -260,4 +284,67 @@ impl ActiveRun {
             }
         }
     }
+}
+
+/// Collects the files `patterns` match into `staging` (a private directory outside the run
+/// directory, made here and removed before returning), then copies each into `dest` with its
+/// secrets masked ([`Redactor::redact_file`]: text and binary files alike). The run directory
+/// never holds an unmasked copy, even if qa-run is killed halfway. Returns the paths written in
+/// `dest`.
+async fn collect_masked(
+    x: &dyn RemoteExecutor,
+    patterns: &[String],
+    staging: &Path,
+    dest: &Path,
+    redactor: &Redactor,
+) -> Result<Vec<PathBuf>, String> {
+    // Private to this user; fails rather than reuse a directory someone else made.
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(staging)
+        .map_err(|e| {
+            format!(
+                "making {} to collect artifacts into: {e}",
+                staging.display()
+            )
+        })?;
+    let result = async {
+        let staged = x
+            .collect(patterns, staging)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (staging, dest, redactor) =
+            (staging.to_path_buf(), dest.to_path_buf(), redactor.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut written = Vec::new();
+            for file in staged {
+                let rel = file.strip_prefix(&staging).map_err(|_| {
+                    format!(
+                        "the executor wrote {} outside {}",
+                        file.display(),
+                        staging.display()
+                    )
+                })?;
+                let target = dest.join(rel);
+                let masking = |e: std::io::Error| {
+                    format!("masking secrets in artifact {}: {e}", target.display())
+                };
+                if let Some(d) = target.parent() {
+                    std::fs::create_dir_all(d).map_err(masking)?;
+                }
+                redactor.redact_file(&file, &target).map_err(masking)?;
+                let mode = std::fs::metadata(&file).map_err(masking)?.permissions();
+                std::fs::set_permissions(&target, mode).map_err(masking)?;
+                written.push(target);
+            }
+            Ok(written)
+        })
+        .await
+        .map_err(|e| format!("masking artifacts: {e}"))?
+    }
+    .await;
+    if let Err(e) = std::fs::remove_dir_all(staging) {
+        tracing::warn!(dir = %staging.display(), "cannot remove the artifact staging directory: {e}");
+    }
+    result
 }
