@@ -154,6 +154,11 @@ pub enum SetupProblemKind {
         /// The secret's name.
         name: String,
     },
+    /// A secret's value cannot be masked safely (too short, empty, white space at an end).
+    SecretUnsafe {
+        /// The secret's name.
+        name: String,
+    },
     /// The plan's task graph cannot be built.
     Graph,
 }

@@ -268,6 +268,13 @@ impl Engine {
         for (i, name) in plan.secrets.iter().enumerate() {
             match opts.secret_value(name) {
                 Some(v) => {
+                    if let Err(why) = crate::redact::check_secret(name, &v) {
+                        problems.push(SetupProblem::new(
+                            SetupProblemKind::SecretUnsafe { name: name.clone() },
+                            Some(format!("secrets[{i}]")),
+                            why,
+                        ));
+                    }
                     secrets.insert(name.clone(), v);
                 }
                 None => problems.push(SetupProblem::new(

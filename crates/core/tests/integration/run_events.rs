@@ -270,3 +270,37 @@ steps:
     let tags = &provisioner.instances()[0].tags;
     assert_eq!(tags[qa_core::tags::USER], "harness-bot");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_too_short_to_mask_is_refused_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("short.yaml");
+    std::fs::write(
+        &path,
+        "name: short\nsecrets: [PIN]\nmachines: [{name: box}]\nsteps: [{name: s, command: 'true'}]\n",
+    )
+    .unwrap();
+    let err = engine(dir.path())
+        .prepare(
+            &crate::load_file(&path).unwrap(),
+            RunOptions::new(dir.path().join("results")).secret("PIN", "1234"),
+        )
+        .await
+        .unwrap_err();
+    let EngineError::Setup(setup) = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(
+        setup.problems[0].kind,
+        SetupProblemKind::SecretUnsafe { name: "PIN".into() }
+    );
+    assert_eq!(
+        setup.problems[0].line.zip(setup.problems[0].column),
+        Some((2, 11))
+    );
+    assert!(
+        setup.to_string().contains("is 4 characters long"),
+        "{setup}"
+    );
+    assert!(!dir.path().join("results").exists());
+}
