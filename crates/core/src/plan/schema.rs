@@ -418,10 +418,17 @@ impl Walk<'_> {
                     );
                 }
             }
-            (Shape::Duration, Value::Int(i)) if *i >= 0 => {}
-            (Shape::Duration, Value::Float(f)) if *f >= 0.0 && f.is_finite() => {}
-            (Shape::Duration, Value::Str(s)) => {
-                if let Err(e) = PlanDuration::parse(s) {
+            (Shape::Duration, Value::Int(_) | Value::Float(_) | Value::Str(_)) => {
+                let parsed = match &node.value {
+                    Value::Int(i) if *i >= 0 => PlanDuration::parse(&i.to_string()),
+                    Value::Float(f) if *f >= 0.0 => PlanDuration::from_secs_f64(*f),
+                    Value::Str(s) => PlanDuration::parse(s),
+                    _ => Err(format!(
+                        "{} is not a duration: it cannot be negative",
+                        node.value.describe()
+                    )),
+                };
+                if let Err(e) = parsed {
                     self.push(node.pos, path, e, None);
                 }
             }
