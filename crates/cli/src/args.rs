@@ -191,10 +191,15 @@ mod tests {
     /// `--concurrency 0` was accepted, though a plan's `concurrency: 0` is refused.
     #[test]
     fn concurrency_has_the_range_of_the_plans() {
-        let parse = |n: &str| Cli::try_parse_from(["qa-run", "run", "p.yaml", &format!("--concurrency={n}")]);
+        let parse = |n: &str| {
+            Cli::try_parse_from(["qa-run", "run", "p.yaml", &format!("--concurrency={n}")])
+        };
         for bad in ["0", "1025", "-1", "many"] {
             let e = parse(bad).unwrap_err().to_string();
-            assert!(e.contains("expected a whole number from 1 to 1024"), "{bad}: {e}");
+            assert!(
+                e.contains("expected a whole number from 1 to 1024"),
+                "{bad}: {e}"
+            );
         }
         for ok in ["1", "1024"] {
             assert!(parse(ok).is_ok(), "{ok}");

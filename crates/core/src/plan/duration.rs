@@ -28,6 +28,8 @@ impl PlanDuration {
         }
         match Duration::try_from_secs_f64(secs) {
             Ok(d) if d <= Self::MAX.0 => Ok(PlanDuration(d)),
+            // `1e300`, not three hundred digits.
+            _ if secs >= 1e15 => Err(too_long(&format!("{secs:e}"))),
             _ => Err(too_long(&secs.to_string())),
         }
     }
@@ -106,11 +108,16 @@ impl fmt::Display for PlanDuration {
         if s == 0 && ms > 0 {
             return write!(f, "{ms}ms");
         }
+        let days = s / 86_400;
+        s %= 86_400;
         let h = s / 3600;
         s %= 3600;
         let m = s / 60;
         s %= 60;
         let mut out = String::new();
+        if days > 0 {
+            out.push_str(&format!("{days}d"));
+        }
         if h > 0 {
             out.push_str(&format!("{h}h"));
         }
@@ -204,7 +211,10 @@ mod tests {
             "100000000000000000000000000000000000000000h",
         ] {
             let e = PlanDuration::parse(text).unwrap_err();
-            assert!(e.contains("is too long a duration") || e.contains("not a duration"), "{text}: {e}");
+            assert!(
+                e.contains("is too long a duration") || e.contains("not a duration"),
+                "{text}: {e}"
+            );
         }
         assert_eq!(PlanDuration::parse("365d").unwrap(), PlanDuration::MAX);
         assert!(PlanDuration::from_secs_f64(f64::INFINITY).is_err());
@@ -215,7 +225,7 @@ mod tests {
 
     #[test]
     fn displays_round_trip() {
-        for s in ["1h30m", "2m", "45s", "250ms", "0s"] {
+        for s in ["1h30m", "2m", "45s", "250ms", "0s", "30d", "1d2h3m4s"] {
             let d = PlanDuration::parse(s).unwrap();
             assert_eq!(d.to_string(), s);
             assert_eq!(PlanDuration::parse(&d.to_string()).unwrap(), d);

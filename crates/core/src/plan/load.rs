@@ -97,7 +97,10 @@ pub fn load_file_with(path: &Path, backends: &BackendRegistry) -> Result<LoadedP
     let src = String::from_utf8(bytes).map_err(|e| {
         unreadable(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("it is not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
+            format!(
+                "it is not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
         ))
     })?;
     load_str_with(&src, path, backends)

@@ -8,75 +8,44 @@
 //! ones documented in `docs/plan.md`.
 
 use std::path::{Component, Path};
-use std::time::Duration;
 
 use super::duration::PlanDuration;
 use super::model::{Plan, PublishTarget};
+use super::schema::{self, Shape};
 
 /// The largest plan file read: 1 MiB. Real plans are a few kilobytes; this keeps a runaway
 /// generator (or a wrong path) from being read whole into memory.
 pub const MAX_PLAN_BYTES: usize = 1 << 20;
 
-/// An inclusive range of whole numbers a key accepts.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Range {
-    pub min: u64,
-    pub max: u64,
-}
-
 /// The largest `concurrency` of a plan and `--concurrency` of `qa-run run` (the least is 1).
 pub const MAX_CONCURRENCY: usize = 1024;
-const CONCURRENCY: Range = Range {
-    min: 1,
-    max: MAX_CONCURRENCY as u64,
-};
-/// `count` of one machine entry; also the most machines a plan may have in all.
-pub(crate) const COUNT: Range = Range { min: 1, max: 1000 };
-/// The most machines a plan may expand to, counting `count`.
+/// The most machines a plan may expand to, counting `count`; also the largest `count`.
 pub(crate) const MAX_MACHINES: u64 = 1000;
 /// The most step runs (a step on one machine) a plan may expand to.
 pub(crate) const MAX_STEP_RUNS: u64 = 100_000;
-/// `retries` of a step and of `defaults`.
-pub(crate) const RETRIES: Range = Range { min: 0, max: 100 };
-/// `port` of an inventory host.
-pub(crate) const PORT: Range = Range {
-    min: 1,
-    max: 65_535,
-};
-/// `min-free-mib` of an inventory host: up to 1 PiB, which a shell's `test -ge` still compares.
-pub(crate) const MIN_FREE_MIB: Range = Range {
-    min: 0,
-    max: 1 << 30,
-};
-/// `timeout` of a step and of `defaults`, and the run's `budget`: 1 second to 30 days.
-pub(crate) const TIMEOUT: (Duration, Duration) =
-    (Duration::from_secs(1), Duration::from_secs(30 * 86_400));
 
 /// One problem with one value: where (a key path), what, and what to do.
 pub(crate) type Problem = (String, String, Option<String>);
 
-fn number(out: &mut Vec<Problem>, path: String, value: u64, range: Range) {
-    if value < range.min || value > range.max {
-        out.push((
-            path,
-            format!(
-                "{value} is out of range: expected a whole number from {} to {}",
-                range.min, range.max
-            ),
-            None,
-        ));
+/// A number against the range of its key (a [`Shape::UInt`] of the schema).
+fn number(out: &mut Vec<Problem>, path: String, value: u64, shape: &Shape) {
+    if let Shape::UInt { min, max } = shape {
+        if value < *min || value > *max {
+            out.push((
+                path,
+                format!("{value} is out of range: expected {}", shape.describe()),
+                None,
+            ));
+        }
     }
 }
 
-fn duration(out: &mut Vec<Problem>, path: String, value: Option<PlanDuration>) {
-    let Some(d) = value else { return };
-    let (min, max) = TIMEOUT;
-    if d.get() < min || d.get() > max {
-        out.push((
-            path,
-            format!("{d} is out of range: expected a duration from 1s to 30d"),
-            (d.get() < min).then(|| "a step or run with no time at all cannot do anything; remove the key to get the default".to_owned()),
-        ));
+/// A duration against the range of its key (a [`Shape::Duration`] of the schema).
+fn duration(out: &mut Vec<Problem>, path: String, value: Option<PlanDuration>, shape: &Shape) {
+    if let (Some(d), Shape::Duration { min, max }) = (value, shape) {
+        if d < *min || d > *max {
+            out.push((path, schema::out_of_range(d, *min, *max), None));
+        }
     }
 }
 
@@ -88,20 +57,25 @@ pub(crate) fn numbers(plan: &Plan, out: &mut Vec<Problem>) -> bool {
             out,
             "concurrency".into(),
             c.try_into().unwrap_or(u64::MAX),
-            CONCURRENCY,
+            &schema::CONCURRENCY,
         );
     }
-    duration(out, "budget".into(), plan.budget);
-    duration(out, "defaults.timeout".into(), plan.defaults.timeout);
+    duration(out, "budget".into(), plan.budget, &schema::TIMEOUT);
+    duration(
+        out,
+        "defaults.timeout".into(),
+        plan.defaults.timeout,
+        &schema::TIMEOUT,
+    );
     if let Some(r) = plan.defaults.retries {
-        number(out, "defaults.retries".into(), r.into(), RETRIES);
+        number(out, "defaults.retries".into(), r.into(), &schema::RETRIES);
     }
     for (i, h) in plan.inventory.iter().enumerate() {
         if let Some(p) = h.port {
-            number(out, format!("inventory[{i}].port"), p.into(), PORT);
+            number(out, format!("inventory[{i}].port"), p.into(), &schema::PORT);
         }
         if let Some(m) = h.min_free_mib {
-            number(out, format!("inventory[{i}].min-free-mib"), m, MIN_FREE_MIB);
+            number(out, format!("inventory[{i}].min-free-mib"), m, &schema::MIB);
         }
     }
     let mut total: u64 = 0;
@@ -109,22 +83,34 @@ pub(crate) fn numbers(plan: &Plan, out: &mut Vec<Problem>) -> bool {
     for (i, m) in plan.machines.iter().enumerate() {
         let count = u64::from(m.count);
         let before = out.len();
-        number(out, format!("machines[{i}].count"), count, COUNT);
+        number(out, format!("machines[{i}].count"), count, &schema::COUNT);
         expandable &= out.len() == before;
         total = total.saturating_add(count);
     }
     if expandable && total > MAX_MACHINES {
         out.push((
             "machines".into(),
-            format!("the plan has {total} machines in all; the most a plan may have is {MAX_MACHINES}"),
+            format!(
+                "the plan has {total} machines in all; the most a plan may have is {MAX_MACHINES}"
+            ),
             Some("split the plan, or lower the `count` of its machines".into()),
         ));
         expandable = false;
     }
     for (i, s) in plan.steps.iter().enumerate() {
-        duration(out, format!("steps[{i}].timeout"), s.timeout);
+        duration(
+            out,
+            format!("steps[{i}].timeout"),
+            s.timeout,
+            &schema::TIMEOUT,
+        );
         if let Some(r) = s.retries {
-            number(out, format!("steps[{i}].retries"), r.into(), RETRIES);
+            number(
+                out,
+                format!("steps[{i}].retries"),
+                r.into(),
+                &schema::RETRIES,
+            );
         }
     }
     for (i, f) in plan.files.iter().enumerate() {
@@ -195,7 +181,10 @@ fn name(out: &mut Vec<Problem>, path: String, what: &str, name: &str) -> bool {
                 "{what} name {:?} holds the invisible character U+{:04X}",
                 name, c as u32
             ),
-            Some("names may not hold control characters or marks that change the direction of text".into()),
+            Some(
+                "names may not hold control characters or marks that change the direction of text"
+                    .into(),
+            ),
         ));
         return false;
     }
@@ -216,7 +205,7 @@ fn env_name(out: &mut Vec<Problem>, path: String, k: &str) {
         out.push((
             path,
             format!("{k:?} is not a valid environment variable name"),
-            Some("use letters, digits and `_`, not starting with a digit (e.g. `BUILD_DIR`)".into()),
+            Some("use letters, digits and `_`, not starting with a digit, e.g. `BUILD_DIR`".into()),
         ));
     }
 }
@@ -283,7 +272,12 @@ fn output_path(out: &mut Vec<Problem>, path: String, what: &str, p: &Path, is_di
 pub(crate) fn texts(plan: &Plan, out: &mut Vec<Problem>) {
     name(out, "name".into(), "plan", &plan.name);
     for (i, h) in plan.inventory.iter().enumerate() {
-        name(out, format!("inventory[{i}].name"), "inventory host", &h.name);
+        name(
+            out,
+            format!("inventory[{i}].name"),
+            "inventory host",
+            &h.name,
+        );
         if let Some(p) = &h.passphrase_env {
             env_name(out, format!("inventory[{i}].passphrase-env"), p);
         }
@@ -315,7 +309,10 @@ pub(crate) fn texts(plan: &Plan, out: &mut Vec<Problem>) {
             out.push((
                 format!("files[{i}].dest"),
                 "the destination is empty".into(),
-                Some("give a path on the machine; relative paths are inside its work directory".into()),
+                Some(
+                    "give a path on the machine; relative paths are inside its work directory"
+                        .into(),
+                ),
             ));
         }
         no_parent(out, format!("files[{i}].dest"), "destination", &f.dest);
@@ -338,7 +335,11 @@ pub(crate) fn texts(plan: &Plan, out: &mut Vec<Problem>) {
         for (j, p) in a.paths.iter().enumerate() {
             let path = format!("artifacts[{i}].paths[{j}]");
             if p.is_empty() {
-                out.push((path, "the pattern is empty".into(), Some("write a glob such as `*.log`".into())));
+                out.push((
+                    path,
+                    "the pattern is empty".into(),
+                    Some("write a glob such as `*.log`".into()),
+                ));
             } else if Path::new(p).is_absolute() || has_parent(p) {
                 out.push((
                     path,
@@ -356,15 +357,27 @@ pub(crate) fn texts(plan: &Plan, out: &mut Vec<Problem>) {
     }
     for (i, t) in plan.publish.iter().enumerate() {
         match t {
-            PublishTarget::Site { dir } => {
-                output_path(out, format!("publish[{i}].site.dir"), "site directory", dir, true)
-            }
-            PublishTarget::Junit { path } => {
-                output_path(out, format!("publish[{i}].junit.path"), "JUnit file", path, false)
-            }
-            PublishTarget::Json { path } => {
-                output_path(out, format!("publish[{i}].json.path"), "JSON report file", path, false)
-            }
+            PublishTarget::Site { dir } => output_path(
+                out,
+                format!("publish[{i}].site.dir"),
+                "site directory",
+                dir,
+                true,
+            ),
+            PublishTarget::Junit { path } => output_path(
+                out,
+                format!("publish[{i}].junit.path"),
+                "JUnit file",
+                path,
+                false,
+            ),
+            PublishTarget::Json { path } => output_path(
+                out,
+                format!("publish[{i}].json.path"),
+                "JSON report file",
+                path,
+                false,
+            ),
             PublishTarget::Markdown { path } => output_path(
                 out,
                 format!("publish[{i}].markdown.path"),

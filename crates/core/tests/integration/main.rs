@@ -10,6 +10,7 @@ use qa_core::types::{Access, Machine};
 mod run_cost;
 mod run_custom_steps;
 mod run_keepalive;
+mod run_names;
 mod run_shared;
 
 /// The built-in backends and the fake cloud (`fake-cloud:` machine options), for loading plans.
