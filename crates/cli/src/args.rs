@@ -73,8 +73,8 @@ run's EC2 machines cost, priced from a built-in table of us-east-1 on-demand pri
         /// Tag resources with this test id (default: the run id).
         #[arg(long)]
         test_id: Option<String>,
-        /// Tasks at once (default: the plan's `concurrency`, else 16).
-        #[arg(long)]
+        /// Tasks at once, from 1 to 1024 (default: the plan's `concurrency`, else 16).
+        #[arg(long, value_parser = parse_concurrency)]
         concurrency: Option<usize>,
     },
     /// Expand a plan into its task graph and write the rendered artefacts, without touching anything.
@@ -162,6 +162,15 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     qa_core::plan::PlanDuration::parse(s).map(|d| d.get())
 }
 
+/// Reads `--concurrency`, in the range a plan's `concurrency` has.
+fn parse_concurrency(s: &str) -> Result<usize, String> {
+    let max = qa_core::plan::MAX_CONCURRENCY;
+    match s.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("expected a whole number from 1 to {max}")),
+    }
+}
+
 /// Formats of `qa-run plan`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum GraphFormat {
@@ -171,4 +180,29 @@ pub enum GraphFormat {
     Dot,
     /// JSON.
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// `--concurrency 0` was accepted, though a plan's `concurrency: 0` is refused.
+    #[test]
+    fn concurrency_has_the_range_of_the_plans() {
+        let parse = |n: &str| {
+            Cli::try_parse_from(["qa-run", "run", "p.yaml", &format!("--concurrency={n}")])
+        };
+        for bad in ["0", "1025", "-1", "many"] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("expected a whole number from 1 to 1024"),
+                "{bad}: {e}"
+            );
+        }
+        for ok in ["1", "1024"] {
+            assert!(parse(ok).is_ok(), "{ok}");
+        }
+    }
 }

@@ -112,3 +112,21 @@ fn every_example_plan_loads() {
         dir.display()
     );
 }
+
+/// The plan file was read whole whatever its size; `/dev/zero` never ends.
+#[test]
+fn a_plan_larger_than_a_mebibyte_is_not_read() {
+    let err = load_file(Path::new("/dev/zero")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "/dev/zero: 1 problem in plan\n\
+         /dev/zero: the plan is larger than 1024 KiB, the most qa-run reads \
+         (is this the plan file? split a generated plan into several)\n"
+    );
+    let text = format!(
+        "name: big\n#{}\n",
+        "x".repeat(qa_core::plan::MAX_PLAN_BYTES)
+    );
+    let err = qa_core::plan::load_str(&text, Path::new("big.yaml")).unwrap_err();
+    assert!(err.to_string().contains("larger than 1024 KiB"), "{err}");
+}

@@ -11,9 +11,27 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct PlanDuration(pub Duration);
 
 impl PlanDuration {
+    /// The longest duration a plan may hold: 365 days. Longer ones are refused when they are
+    /// read, so that adding one to a clock can never overflow (each key has a narrower range of
+    /// its own, see `docs/plan.md`).
+    pub const MAX: PlanDuration = PlanDuration(Duration::from_secs(365 * 86_400));
+
     /// The duration.
     pub fn get(self) -> Duration {
         self.0
+    }
+
+    /// A number of seconds, refused when negative, not a number, or longer than [`Self::MAX`].
+    pub fn from_secs_f64(secs: f64) -> Result<Self, String> {
+        if secs.is_nan() || secs < 0.0 {
+            return Err(format!("`{secs}` is not a duration: it cannot be negative"));
+        }
+        match Duration::try_from_secs_f64(secs) {
+            Ok(d) if d <= Self::MAX.0 => Ok(PlanDuration(d)),
+            // `1e300`, not three hundred digits.
+            _ if secs >= 1e15 => Err(too_long(&format!("{secs:e}"))),
+            _ => Err(too_long(&secs.to_string())),
+        }
     }
 
     /// Parses the text form.
@@ -22,8 +40,13 @@ impl PlanDuration {
         if t.is_empty() {
             return Err("empty duration".into());
         }
-        if let Ok(secs) = t.parse::<u64>() {
-            return Ok(PlanDuration(Duration::from_secs(secs)));
+        if t.bytes().all(|b| b.is_ascii_digit()) {
+            return match t.parse::<u64>() {
+                Ok(secs) if secs <= Self::MAX.0.as_secs() => {
+                    Ok(PlanDuration(Duration::from_secs(secs)))
+                }
+                _ => Err(too_long(text)),
+            };
         }
         let mut total = Duration::ZERO;
         let mut rest = t;
@@ -60,11 +83,21 @@ impl PlanDuration {
                     ));
                 }
             };
-            total += Duration::from_secs_f64(number * secs);
+            // Each part and the sum are bounded, so neither the conversion nor the addition
+            // can overflow, whatever the digits.
+            let part = Self::from_secs_f64(number * secs).map_err(|_| too_long(text))?;
+            total = total
+                .checked_add(part.0)
+                .filter(|d| *d <= Self::MAX.0)
+                .ok_or_else(|| too_long(text))?;
             rest = &rest[unit_len..];
         }
         Ok(PlanDuration(total))
     }
+}
+
+fn too_long(text: &str) -> String {
+    format!("`{text}` is too long a duration: the longest a plan may hold is 365d")
 }
 
 impl fmt::Display for PlanDuration {
@@ -75,11 +108,16 @@ impl fmt::Display for PlanDuration {
         if s == 0 && ms > 0 {
             return write!(f, "{ms}ms");
         }
+        let days = s / 86_400;
+        s %= 86_400;
         let h = s / 3600;
         s %= 3600;
         let m = s / 60;
         s %= 60;
         let mut out = String::new();
+        if days > 0 {
+            out.push_str(&format!("{days}d"));
+        }
         if h > 0 {
             out.push_str(&format!("{h}h"));
         }
@@ -108,18 +146,25 @@ impl<'de> Deserialize<'de> for PlanDuration {
                 f.write_str("a duration such as 90, \"90s\", \"2m\" or \"1h30m\"")
             }
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<PlanDuration, E> {
-                Ok(PlanDuration(Duration::from_secs(v)))
+                PlanDuration::parse(&v.to_string()).map_err(E::custom)
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<PlanDuration, E> {
-                u64::try_from(v)
-                    .map(|v| PlanDuration(Duration::from_secs(v)))
-                    .map_err(|_| E::custom("a duration cannot be negative"))
+                match u64::try_from(v) {
+                    Ok(v) => self.visit_u64(v),
+                    Err(_) => Err(E::custom("a duration cannot be negative")),
+                }
+            }
+            fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<PlanDuration, E> {
+                PlanDuration::parse(&v.to_string()).map_err(E::custom)
+            }
+            fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<PlanDuration, E> {
+                match u128::try_from(v) {
+                    Ok(v) => self.visit_u128(v),
+                    Err(_) => Err(E::custom("a duration cannot be negative")),
+                }
             }
             fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<PlanDuration, E> {
-                if v < 0.0 || !v.is_finite() {
-                    return Err(E::custom("a duration must be a positive number of seconds"));
-                }
-                Ok(PlanDuration(Duration::from_secs_f64(v)))
+                PlanDuration::from_secs_f64(v).map_err(E::custom)
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PlanDuration, E> {
                 PlanDuration::parse(v).map_err(E::custom)
@@ -153,9 +198,34 @@ mod tests {
         assert!(PlanDuration::parse("").is_err());
     }
 
+    /// Huge values used to panic in `Duration::from_secs_f64` or in the sum of the parts.
+    #[test]
+    fn huge_durations_are_refused_without_panicking() {
+        for text in [
+            "99999999999999999999",
+            "99999999999999999999s",
+            "18446744073709551615",
+            "366d",
+            "200d200d",
+            "1e300",
+            "100000000000000000000000000000000000000000h",
+        ] {
+            let e = PlanDuration::parse(text).unwrap_err();
+            assert!(
+                e.contains("is too long a duration") || e.contains("not a duration"),
+                "{text}: {e}"
+            );
+        }
+        assert_eq!(PlanDuration::parse("365d").unwrap(), PlanDuration::MAX);
+        assert!(PlanDuration::from_secs_f64(f64::INFINITY).is_err());
+        assert!(PlanDuration::from_secs_f64(f64::NAN).is_err());
+        assert!(PlanDuration::from_secs_f64(-1.0).is_err());
+        assert!(PlanDuration::from_secs_f64(1e300).is_err());
+    }
+
     #[test]
     fn displays_round_trip() {
-        for s in ["1h30m", "2m", "45s", "250ms", "0s"] {
+        for s in ["1h30m", "2m", "45s", "250ms", "0s", "30d", "1d2h3m4s"] {
             let d = PlanDuration::parse(s).unwrap();
             assert_eq!(d.to_string(), s);
             assert_eq!(PlanDuration::parse(&d.to_string()).unwrap(), d);

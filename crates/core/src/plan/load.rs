@@ -1,6 +1,7 @@
 //! Reading a plan file and checking it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use petgraph::graphmap::DiGraphMap;
@@ -9,6 +10,7 @@ use super::diag::{Diagnostic, PlanError};
 use super::model::Plan;
 use super::schema::{self, Locations, Shape, nearest};
 use super::tree;
+use super::values::{self, MAX_PLAN_BYTES};
 use crate::backend::{BackendName, BackendRegistry};
 
 /// A plan with the place it came from; relative paths in it are relative to `base_dir`.
@@ -70,7 +72,7 @@ pub fn load_file(path: &Path) -> Result<LoadedPlan, PlanError> {
 
 /// Reads and checks a plan file whose machines may use the backends of `backends`.
 pub fn load_file_with(path: &Path, backends: &BackendRegistry) -> Result<LoadedPlan, PlanError> {
-    let src = std::fs::read_to_string(path).map_err(|e| PlanError {
+    let unreadable = |e: std::io::Error| PlanError {
         file: path.to_path_buf(),
         diagnostics: vec![Diagnostic {
             line: None,
@@ -79,8 +81,42 @@ pub fn load_file_with(path: &Path, backends: &BackendRegistry) -> Result<LoadedP
             message: format!("cannot read the plan file: {e}"),
             hint: Some("check the path".into()),
         }],
+    };
+    // One byte more than the limit is enough to know the file is too large, whatever it is
+    // (a huge file, a device that never ends).
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_PLAN_BYTES as u64 + 1).read_to_end(&mut bytes))
+        .map_err(unreadable)?;
+    if bytes.len() > MAX_PLAN_BYTES {
+        return Err(PlanError {
+            file: path.to_path_buf(),
+            diagnostics: vec![too_large()],
+        });
+    }
+    let src = String::from_utf8(bytes).map_err(|e| {
+        unreadable(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "it is not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
+        ))
     })?;
     load_str_with(&src, path, backends)
+}
+
+fn too_large() -> Diagnostic {
+    Diagnostic {
+        line: None,
+        column: None,
+        key_path: String::new(),
+        message: format!(
+            "the plan is larger than {} KiB, the most qa-run reads",
+            MAX_PLAN_BYTES / 1024
+        ),
+        hint: Some("is this the plan file? split a generated plan into several".into()),
+    }
 }
 
 /// Parses and checks plan text; `path` is used in messages and to resolve relative paths.
@@ -102,6 +138,9 @@ pub fn load_str_with(
         file: path.to_path_buf(),
         diagnostics: sorted(diagnostics),
     };
+    if src.len() > MAX_PLAN_BYTES {
+        return Err(fail(vec![too_large()]));
+    }
     let root = tree::parse(src).map_err(|e| fail(vec![from_saphyr(&e)]))?;
     let mut locations = Locations::new();
     let shape_problems = schema::check(&root, &mut locations, backends);
@@ -219,12 +258,11 @@ pub(crate) fn validate(
         ))
     };
 
-    if plan.concurrency == Some(0) {
-        diag(
-            "concurrency".into(),
-            "concurrency must be at least 1".into(),
-            None,
-        );
+    let mut problems = Vec::new();
+    let expandable = values::numbers(plan, &mut problems);
+    values::texts(plan, &mut problems);
+    for (key_path, message, hint) in problems {
+        diag(key_path, message, hint);
     }
 
     let mut inventory: BTreeMap<&str, usize> = BTreeMap::new();
@@ -252,15 +290,23 @@ pub(crate) fn validate(
     // Machine instance name -> index of the spec that made it.
     let mut machine_names: BTreeMap<String, usize> = BTreeMap::new();
     let mut selectors: BTreeSet<String> = BTreeSet::new();
+    // Made once per machine only when the counts are in range: `count: 1000000000` would
+    // otherwise be a billion names.
+    let mut instance_files: BTreeMap<String, (String, String)> = BTreeMap::new();
     for (i, m) in plan.machines.iter().enumerate() {
-        if m.count == 0 {
-            diag(
-                format!("machines[{i}].count"),
-                "count must be at least 1".into(),
-                None,
+        let names = if expandable {
+            m.instance_names()
+        } else {
+            vec![m.name.clone()]
+        };
+        for n in names {
+            same_file_name(
+                &mut instance_files,
+                &mut diag,
+                (&n, format!("machines[{i}].name")),
+                "machine",
+                &line_of,
             );
-        }
-        for n in m.instance_names() {
             if let Some(first) = machine_names.insert(n.clone(), i) {
                 let what = if n == m.name {
                     String::new()
@@ -320,7 +366,15 @@ pub(crate) fn validate(
         );
     }
     let mut step_index: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut step_files: BTreeMap<String, (String, String)> = BTreeMap::new();
     for (i, s) in plan.steps.iter().enumerate() {
+        same_file_name(
+            &mut step_files,
+            &mut diag,
+            (&s.name, format!("steps[{i}].name")),
+            "step",
+            &line_of,
+        );
         if let Some(&first) = step_index.get(s.name.as_str()) {
             diag(
                 format!("steps[{i}].name"),
@@ -433,6 +487,16 @@ pub(crate) fn validate(
     for (i, a) in plan.artifacts.iter().enumerate() {
         check_selectors(&mut diag, format!("artifacts[{i}].machines"), &a.machines);
     }
+    if expandable && values::step_runs(plan).is_none() {
+        diag(
+            "steps".into(),
+            format!(
+                "the plan has more than {} step runs (a step on one machine)",
+                values::MAX_STEP_RUNS
+            ),
+            Some("split the plan, or run steps on fewer machines with `machines:`".into()),
+        );
+    }
     for role in plan.cleanup.roles.keys() {
         if !selectors.contains(role) {
             diag(
@@ -443,6 +507,33 @@ pub(crate) fn validate(
         }
     }
     sorted(out)
+}
+
+/// Two different names that would share a file name (logs, recordings, scripts, artifacts).
+/// [`crate::engine::file_name_of`] adds a hash to every name it changes, so only two names
+/// whose hashes collide can get here; checked so that it can never happen silently.
+fn same_file_name(
+    seen: &mut BTreeMap<String, (String, String)>,
+    diag: &mut dyn FnMut(String, String, Option<String>),
+    (name, key_path): (&str, String),
+    what: &str,
+    line_of: &dyn Fn(&str) -> String,
+) {
+    let file = crate::engine::file_name_of(name);
+    match seen.get(&file) {
+        Some((first, first_path)) if first != name => diag(
+            key_path,
+            format!(
+                "{what} `{name}` would have the same file name `{file}` as {what} `{first}`{}",
+                line_of(first_path)
+            ),
+            Some(format!("rename one of the two {what}s")),
+        ),
+        Some(_) => {}
+        None => {
+            seen.insert(file, (name.to_owned(), key_path));
+        }
+    }
 }
 
 /// What a machine's backend asks of it: that the build has the backend, that its options block

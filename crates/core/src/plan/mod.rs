@@ -19,9 +19,11 @@ mod locate;
 mod model;
 pub mod schema;
 mod tree;
+mod values;
 
 pub use diag::{Diagnostic, PlanError};
 pub use duration::PlanDuration;
 pub use load::{LoadedPlan, load_file, load_file_with, load_str, load_str_with};
 pub(crate) use locate::locate;
 pub use model::*;
+pub use values::{MAX_CONCURRENCY, MAX_PLAN_BYTES};

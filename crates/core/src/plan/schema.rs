@@ -27,13 +27,20 @@ pub enum Shape {
     Str,
     /// `true` or `false`.
     Bool,
-    /// A whole number from 0 to `max`.
+    /// A whole number from `min` to `max`.
     UInt {
+        /// The smallest value allowed.
+        min: u64,
         /// The largest value allowed.
         max: u64,
     },
-    /// A [`PlanDuration`]: seconds as a number, or text like `90s`, `1h30m`.
-    Duration,
+    /// A [`PlanDuration`] from `min` to `max`: seconds as a number, or text like `90s`, `1h30m`.
+    Duration {
+        /// The shortest duration allowed.
+        min: PlanDuration,
+        /// The longest duration allowed (at most [`PlanDuration::MAX`]).
+        max: PlanDuration,
+    },
     /// One of a fixed set of words; `what` names the set in messages ("backend").
     Enum {
         /// What the set is called in messages.
@@ -120,18 +127,57 @@ pub const fn dflt(key: &'static str, shape: &'static Shape) -> Field {
 pub const STR: Shape = Shape::Str;
 /// `true` or `false`.
 pub const BOOL: Shape = Shape::Bool;
-/// A port number.
+/// A whole number that fits 16 bits.
 pub const U16: Shape = Shape::UInt {
+    min: 0,
     max: u16::MAX as u64,
 };
 /// A whole number that fits 32 bits.
 pub const U32: Shape = Shape::UInt {
+    min: 0,
     max: u32::MAX as u64,
 };
 /// A whole number that fits 64 bits.
-pub const U64: Shape = Shape::UInt { max: u64::MAX };
-/// A duration.
-pub const DURATION: Shape = Shape::Duration;
+pub const U64: Shape = Shape::UInt {
+    min: 0,
+    max: u64::MAX,
+};
+/// Any duration a plan may hold, from 0 to [`PlanDuration::MAX`].
+pub const DURATION: Shape = Shape::Duration {
+    min: PlanDuration(std::time::Duration::ZERO),
+    max: PlanDuration::MAX,
+};
+
+// The ranges of the plan's own numbers, as documented in docs/plan.md. The loader checks plans
+// built in code against the same shapes (`values.rs`).
+/// `concurrency`.
+pub(crate) const CONCURRENCY: Shape = Shape::UInt {
+    min: 1,
+    max: super::values::MAX_CONCURRENCY as u64,
+};
+/// `machines[].count`.
+pub(crate) const COUNT: Shape = Shape::UInt {
+    min: 1,
+    max: super::values::MAX_MACHINES,
+};
+/// `retries` of steps and `defaults`.
+pub(crate) const RETRIES: Shape = Shape::UInt { min: 0, max: 100 };
+/// `inventory[].port`.
+pub(crate) const PORT: Shape = Shape::UInt {
+    min: 1,
+    max: u16::MAX as u64,
+};
+/// `inventory[].min-free-mib`: up to 1 PiB, which a shell's `test -ge` still compares.
+pub(crate) const MIB: Shape = Shape::UInt {
+    min: 0,
+    max: 1 << 30,
+};
+/// `timeout` of steps and `defaults`, and `budget`: a run or step with no time at all cannot do
+/// anything, and 30 days is longer than any test run.
+pub(crate) const TIMEOUT: Shape = Shape::Duration {
+    min: PlanDuration(std::time::Duration::from_secs(1)),
+    max: PlanDuration(std::time::Duration::from_secs(30 * 86_400)),
+};
 /// A list of strings.
 pub const STR_LIST: Shape = Shape::List(&STR);
 const ENV: Shape = Shape::Map(&STR);
@@ -143,8 +189,8 @@ const CLEANUP_POLICY: Shape = Shape::Enum {
 };
 
 const DEFAULTS: Shape = Shape::Struct(&[
-    opt("timeout", &DURATION),
-    opt("retries", &U32),
+    opt("timeout", &TIMEOUT),
+    opt("retries", &RETRIES),
     dflt("env", &ENV),
     opt("workdir", &STR),
 ]);
@@ -155,7 +201,7 @@ const STATIC_MACHINE: Shape = Shape::Struct(&[req("hosts", &STR_LIST)]);
 const MACHINE: Shape = Shape::Machine(&[
     req("name", &STR),
     opt("role", &STR),
-    dflt("count", &U32),
+    dflt("count", &COUNT),
     opt("backend", &BACKEND),
     opt("local", &LOCAL_MACHINE),
     opt("static", &STATIC_MACHINE),
@@ -164,14 +210,14 @@ const MACHINE: Shape = Shape::Machine(&[
 const INVENTORY_HOST: Shape = Shape::Struct(&[
     req("name", &STR),
     opt("host", &STR),
-    opt("port", &U16),
+    opt("port", &PORT),
     opt("user", &STR),
     opt("identity-file", &STR),
     opt("passphrase-env", &STR),
     dflt("proxy-jump", &STR_LIST),
     opt("ssh-config", &STR),
     dflt("require-commands", &STR_LIST),
-    opt("min-free-mib", &U64),
+    opt("min-free-mib", &MIB),
     opt("repair", &STR),
 ]);
 
@@ -192,10 +238,10 @@ const STEP: Shape = Shape::Struct(&[
     dflt("machines", &STR_LIST),
     dflt("env", &ENV),
     opt("workdir", &STR),
-    opt("timeout", &DURATION),
+    opt("timeout", &TIMEOUT),
     dflt("depends-on", &STR_LIST),
     dflt("after", &STR_LIST),
-    opt("retries", &U32),
+    opt("retries", &RETRIES),
     dflt("expect-reboot", &BOOL),
     dflt("sudo", &BOOL),
     dflt("pty", &BOOL),
@@ -232,8 +278,8 @@ pub(crate) const PLAN: Shape = Shape::Struct(&[
     req("name", &STR),
     opt("description", &STR),
     opt("backend", &BACKEND),
-    opt("concurrency", &U64),
-    opt("budget", &DURATION),
+    opt("concurrency", &CONCURRENCY),
+    opt("budget", &TIMEOUT),
     dflt("defaults", &DEFAULTS),
     dflt("secrets", &STR_LIST),
     dflt("inventory", &Shape::List(&INVENTORY_HOST)),
@@ -247,13 +293,15 @@ pub(crate) const PLAN: Shape = Shape::Struct(&[
 
 impl Shape {
     /// What a value of this shape looks like, for "expected …" messages.
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Shape::Str => "a string".into(),
             Shape::Bool => "`true` or `false`".into(),
-            Shape::UInt { max } if *max == u64::MAX => "a whole number (0 or more)".into(),
-            Shape::UInt { max } => format!("a whole number from 0 to {max}"),
-            Shape::Duration => "a duration such as `90`, `90s`, `2m` or `1h30m`".into(),
+            Shape::UInt { min, max } if *max == u64::MAX => {
+                format!("a whole number ({min} or more)")
+            }
+            Shape::UInt { min, max } => format!("a whole number from {min} to {max}"),
+            Shape::Duration { .. } => "a duration such as `90`, `90s`, `2m` or `1h30m`".into(),
             Shape::Enum { what, values } => format!("a {what} ({})", one_of(values)),
             Shape::List(item) => match item {
                 Shape::Str => "a list of strings".into(),
@@ -276,6 +324,11 @@ impl Shape {
             Shape::Machine(_) => "a mapping with keys such as `name`, `backend`, `count`".into(),
         }
     }
+}
+
+/// The message for a duration outside the range of its key.
+pub(crate) fn out_of_range(d: PlanDuration, min: PlanDuration, max: PlanDuration) -> String {
+    format!("{d} is out of range: expected a duration from {min} to {max}")
 }
 
 fn backticked(words: &[&str]) -> String {
@@ -412,8 +465,8 @@ impl Walk<'_> {
             (Shape::Any, _) => {}
             (Shape::Str, Value::Str(_) | Value::Int(_) | Value::Float(_)) => {}
             (Shape::Bool, Value::Bool(_)) => {}
-            (Shape::UInt { max }, Value::Int(i)) => {
-                if *i < 0 || *i > i128::from(*max) {
+            (Shape::UInt { min, max }, Value::Int(i)) => {
+                if *i < i128::from(*min) || *i > i128::from(*max) {
                     self.push(
                         node.pos,
                         path,
@@ -422,11 +475,22 @@ impl Walk<'_> {
                     );
                 }
             }
-            (Shape::Duration, Value::Int(i)) if *i >= 0 => {}
-            (Shape::Duration, Value::Float(f)) if *f >= 0.0 && f.is_finite() => {}
-            (Shape::Duration, Value::Str(s)) => {
-                if let Err(e) = PlanDuration::parse(s) {
-                    self.push(node.pos, path, e, None);
+            (Shape::Duration { min, max }, Value::Int(_) | Value::Float(_) | Value::Str(_)) => {
+                let parsed = match &node.value {
+                    Value::Int(i) if *i >= 0 => PlanDuration::parse(&i.to_string()),
+                    Value::Float(f) if *f >= 0.0 => PlanDuration::from_secs_f64(*f),
+                    Value::Str(s) => PlanDuration::parse(s),
+                    _ => Err(format!(
+                        "{} is not a duration: it cannot be negative",
+                        node.value.describe()
+                    )),
+                };
+                match parsed {
+                    Err(e) => self.push(node.pos, path, e, None),
+                    Ok(d) if d < *min || d > *max => {
+                        self.push(node.pos, path, out_of_range(d, *min, *max), None)
+                    }
+                    Ok(_) => {}
                 }
             }
             (Shape::Enum { what, values }, Value::Str(s)) => {

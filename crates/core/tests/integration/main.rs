@@ -13,6 +13,7 @@ mod run_cost;
 mod run_custom_steps;
 mod run_events;
 mod run_keepalive;
+mod run_names;
 mod run_shared;
 
 /// The built-in backends and the fake cloud (`fake-cloud:` machine options), for loading plans.
