@@ -292,6 +292,12 @@ pub(crate) fn texts(plan: &Plan, out: &mut Vec<Problem>) {
                 format!("machine name `{}` cannot name a directory", m.name),
                 Some("a machine's name is a directory in the run's results; use letters, digits, `-`, `_` or `.`".into()),
             ));
+        } else if m.name.contains('@') {
+            out.push((
+                path,
+                format!("machine name `{}` holds `@`", m.name),
+                Some("task ids name a step on a machine as `step@machine`; use letters, digits, `-`, `_` or `.`".into()),
+            ));
         }
         if let Some(role) = &m.role {
             name(out, format!("machines[{i}].role"), "role", role);
