@@ -1018,43 +1018,52 @@ fn profile(sshd: &Path, qa_run: &Path) {
         let run_dir = setup.qa_run(plan, &run_id);
         std::thread::sleep(Duration::from_millis(500));
         let cpu = tree_cpu(&roots) - cpu0;
-        let mut per_host: Vec<BTreeMap<&str, usize>> = Vec::new();
+        let mut per_host: Vec<Vec<(&str, usize)>> = Vec::new();
         for (i, h) in fleet.hosts.iter().enumerate() {
             let log = h.log();
             let new = &log[offsets[i]..];
             let count = |needle: &str| new.lines().filter(|l| l.contains(needle)).count();
-            let mut m = BTreeMap::new();
-            m.insert("TCP connections", count("Connection from "));
-            m.insert(
-                "SSH logins (handshake + auth)",
-                count("Accepted publickey for "),
-            );
-            m.insert(
-                "session channels opened",
-                count("server_input_channel_open: ctype session"),
-            );
-            m.insert("exec requests", count("req exec"));
-            m.insert(
-                "SFTP subsystem starts",
-                count("Starting session: subsystem 'sftp'"),
-            );
-            m.insert("SFTP requests (logged by sftp-server)", {
-                sftp_requests(h)
-                    .iter()
-                    .filter(|l| {
-                        !l.starts_with("session opened")
-                            && !l.starts_with("session closed")
-                            && !l.starts_with("received client version")
-                    })
-                    .count()
-            });
-            m.insert(
-                "commands the login shell ran (qa-run's)",
-                recorded_commands(h)
-                    .iter()
-                    .filter(|c| !c.text.contains(SFTP_LOGGED))
-                    .count(),
-            );
+            let m = vec![
+                ("TCP connections", count("Connection from ")),
+                (
+                    "SSH logins (handshake + auth)",
+                    count("Accepted publickey for "),
+                ),
+                (
+                    "auth requests (`userauth-request`)",
+                    count("userauth-request for user"),
+                ),
+                (
+                    "public keys offered before the signed request (`Postponed publickey`)",
+                    count("Postponed publickey for "),
+                ),
+                (
+                    "session channels opened",
+                    count("server_input_channel_open: ctype session"),
+                ),
+                ("exec requests", count("req exec")),
+                (
+                    "SFTP subsystem starts",
+                    count("Starting session: subsystem 'sftp'"),
+                ),
+                ("SFTP requests (logged by sftp-server)", {
+                    sftp_requests(h)
+                        .iter()
+                        .filter(|l| {
+                            !l.starts_with("session opened")
+                                && !l.starts_with("session closed")
+                                && !l.starts_with("received client version")
+                        })
+                        .count()
+                }),
+                (
+                    "commands the login shell ran (qa-run's)",
+                    recorded_commands(h)
+                        .iter()
+                        .filter(|c| !c.text.contains(SFTP_LOGGED))
+                        .count(),
+                ),
+            ];
             per_host.push(m);
         }
         let _ = writeln!(
@@ -1063,8 +1072,8 @@ fn profile(sshd: &Path, qa_run: &Path) {
             cpu / n as f64
         );
         let _ = writeln!(out, "| per host | count |\n| --- | ---: |");
-        for key in per_host[0].keys() {
-            let vals: Vec<usize> = per_host.iter().map(|m| m[key]).collect();
+        for (row, (key, _)) in per_host[0].iter().enumerate() {
+            let vals: Vec<usize> = per_host.iter().map(|m| m[row].1).collect();
             let (lo, hi) = (*vals.iter().min().unwrap(), *vals.iter().max().unwrap());
             let cell = if lo == hi {
                 lo.to_string()
@@ -1075,6 +1084,13 @@ fn profile(sshd: &Path, qa_run: &Path) {
         }
         // The sequence on the first host, commands and SFTP requests in order of time.
         let h = &fleet.hosts[0];
+        let negotiated: Vec<String> = h.log()[offsets[0]..]
+            .lines()
+            .filter_map(|l| l.strip_prefix("debug1: kex: "))
+            .filter(|l| l.starts_with("algorithm:") || l.starts_with("client->server cipher:"))
+            .map(|l| format!("`{l}`"))
+            .collect();
+        let _ = writeln!(out, "\nNegotiated on host h1: {}.", negotiated.join(", "));
         let cmds = recorded_commands(h);
         if step_text.is_none() {
             step_text = cmds
