@@ -766,7 +766,9 @@ fn timing(n: usize, rounds: usize, sshd: &Path, qa_run: &Path, python: Option<&P
         trial: 0,
     };
     // A run that is not measured: the first `qa-run run` reads its binary from disk.
-    bench.setup.qa_run(&bench.plans["true"], "fanout-warm-up");
+    let warm_up = bench.setup.qa_run(&bench.plans["true"], "fanout-warm-up");
+    let _ = std::fs::remove_dir_all(warm_up);
+    let _ = std::fs::remove_dir_all("/tmp/qa-run/fanout-warm-up");
     let mut results: Vec<((Case, Tool), Sample)> = Vec::new();
     for &c in &Case::ALL {
         for &t in &bench.tools {
@@ -1171,6 +1173,8 @@ fn profile(sshd: &Path, qa_run: &Path) {
         };
         let (bare_cpu, bare_wall) = measure("true");
         let (sup_cpu, sup_wall) = measure(&step_text);
+        // The replayed step made its work directory again.
+        let _ = std::fs::remove_dir_all("/tmp/qa-run/profile-one-step");
         let _ = writeln!(
             out,
             "\n#### One command: bare against supervised\n\nOne login + one command, {reps} times one after \
