@@ -34,8 +34,7 @@ use qa_core::plan::schema::{self, Shape};
 use qa_core::{
     Access, Backend, BackendDescriptor, BackendName, BackendRegistry, CapacityError,
     CapacityRequest, CapacityReservation, Leftovers, Machine, MachineRequest, Placement,
-    ProvisionError, Provisioner, Resource, ResourceKey, ResourceState, RunContext, SweepScope,
-    TestId,
+    ProvisionError, Provisioner, Resource, ResourceKey, RunContext, SweepScope, TestId,
 };
 
 /// The backend's name, as plans write it.
@@ -143,16 +142,11 @@ impl Provisioner for ToyProvisioner {
         let key = ResourceKey(format!("{}/instance", req.name));
         let token = format!("{}-{}", run.test_id.0, req.name);
         ledger
-            .intent(Resource {
-                key: key.clone(),
-                backend: TOY,
-                kind: "instance".into(),
-                machine: Some(req.name.clone()),
-                id: None,
-                client_token: Some(token),
-                details: BTreeMap::new(),
-                state: ResourceState::Intent,
-            })
+            .intent(
+                Resource::new(key.clone(), TOY, "instance")
+                    .machine(req.name.clone())
+                    .client_token(token),
+            )
             .await
             .map_err(|e| perr(Some(&req.name), e.to_string()))?;
         let dir = self.root.join(&run.test_id.0).join(&req.name);
@@ -181,15 +175,16 @@ impl Provisioner for ToyProvisioner {
                     .map(|(size, r)| (format!("reservation:{size}"), r.clone())),
             );
         }
-        Ok(Machine {
-            name: req.name.clone(),
-            role: req.role.clone(),
-            backend: TOY,
-            access: Access::Local { root: dir.clone() },
-            workdir: dir.display().to_string(),
-            resources: vec![key],
-            facts,
-        })
+        let mut machine = Machine::new(
+            req.name.clone(),
+            TOY,
+            Access::Local { root: dir.clone() },
+            dir.display().to_string(),
+        )
+        .in_role(req.role.clone())
+        .resource(key);
+        machine.facts = facts;
+        Ok(machine)
     }
 
     async fn wait_ready(&self, _: &Machine, _: Duration) -> Result<(), ProvisionError> {
@@ -261,16 +256,8 @@ impl ZoneReserver for ToyReservation {
             return ZoneAttempt::NoCapacity("no big machines left".into());
         }
         let key = ResourceKey(format!("reservation/{zone}/{size}"));
-        let intent = Resource {
-            key: key.clone(),
-            backend: TOY,
-            kind: qa_core::capacity::RESERVATION_KIND.into(),
-            machine: None,
-            id: None,
-            client_token: None,
-            details: BTreeMap::from([("zone".to_string(), zone.to_string())]),
-            state: ResourceState::Intent,
-        };
+        let intent = Resource::new(key.clone(), TOY, qa_core::capacity::RESERVATION_KIND)
+            .detail("zone", zone);
         let fatal = |e: String| {
             ZoneAttempt::Fatal(CapacityError::Other {
                 backend: TOY,

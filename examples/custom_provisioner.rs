@@ -13,9 +13,7 @@ use async_trait::async_trait;
 use qa_core::journal::ResourceLedger;
 use qa_core::plan::{BackendName, MachineSpec};
 use qa_core::provision::{MachineRequest, ProvisionError, Provisioner, RunContext};
-use qa_core::{
-    Access, Leftovers, Machine, Resource, ResourceKey, ResourceState, RunId, SweepScope, TestId,
-};
+use qa_core::{Access, Leftovers, Machine, Resource, ResourceKey, RunId, SweepScope, TestId};
 
 /// The backend's name: what a plan's `backend:` says to get one of its machines.
 const DIRS: BackendName = BackendName::new("dirs");
@@ -44,20 +42,13 @@ impl Provisioner for DirProvisioner {
     ) -> Result<Machine, ProvisionError> {
         let path = self.root.join(&run.test_id.0).join(&req.name);
         let key = ResourceKey(format!("{}/dir", req.name));
-        let details: BTreeMap<String, String> =
-            [("path".to_string(), path.display().to_string())].into();
         // The intent goes into the journal before the directory exists.
         ledger
-            .intent(Resource {
-                key: key.clone(),
-                backend: DIRS,
-                kind: "dir".into(),
-                machine: Some(req.name.clone()),
-                id: None,
-                client_token: None,
-                details: details.clone(),
-                state: ResourceState::Intent,
-            })
+            .intent(
+                Resource::new(key.clone(), DIRS, "dir")
+                    .machine(req.name.clone())
+                    .detail("path", path.display().to_string()),
+            )
             .await
             .map_err(|e| {
                 ProvisionError::new(DIRS, Some(&req.name), e.to_string(), Leftovers::Clear)
@@ -75,15 +66,14 @@ impl Provisioner for DirProvisioner {
                     Leftovers::Remaining(vec![key.clone()]),
                 )
             })?;
-        Ok(Machine {
-            name: req.name.clone(),
-            role: req.role.clone(),
-            backend: DIRS,
-            access: Access::Local { root: path.clone() },
-            workdir: path.display().to_string(),
-            resources: vec![key],
-            facts: BTreeMap::new(),
-        })
+        Ok(Machine::new(
+            req.name.clone(),
+            DIRS,
+            Access::Local { root: path.clone() },
+            path.display().to_string(),
+        )
+        .in_role(req.role.clone())
+        .resource(key))
     }
 
     async fn wait_ready(&self, m: &Machine, _: Duration) -> Result<(), ProvisionError> {
@@ -144,25 +134,23 @@ impl Provisioner for DirProvisioner {
 }
 
 fn request() -> MachineRequest {
-    MachineRequest {
-        name: "box".into(),
-        role: "box".into(),
-        spec: MachineSpec {
+    MachineRequest::new(
+        "box",
+        "box",
+        MachineSpec {
             name: "box".into(),
             ..Default::default()
         },
-        placement: None,
-    }
+    )
 }
 
 fn run_context(dir: &std::path::Path) -> RunContext {
-    RunContext {
-        run_id: RunId("example".into()),
-        test_id: TestId("example-test".into()),
-        plan_name: "example".into(),
-        run_dir: dir.to_path_buf(),
-        tags: BTreeMap::new(),
-    }
+    RunContext::new(
+        RunId("example".into()),
+        TestId("example-test".into()),
+        "example",
+        dir,
+    )
 }
 
 #[tokio::main]

@@ -99,10 +99,7 @@ pub async fn reserve_with_fallback(
                 }
             }
         }
-        return Ok(Placement {
-            zone,
-            reservations: got,
-        });
+        return Ok(Placement::new(zone, got));
     }
     Err(CapacityError::NoCapacity { tried, last })
 }
@@ -186,15 +183,13 @@ mod tests {
     }
 
     fn request(zones: &[&str]) -> CapacityRequest {
-        CapacityRequest {
-            test_id: TestId("t".into()),
-            region: None,
-            needs: [("m5.large".to_string(), 2), ("r5.large".to_string(), 1)]
+        CapacityRequest::new(
+            TestId("t".into()),
+            [("m5.large".to_string(), 2), ("r5.large".to_string(), 1)]
                 .into_iter()
                 .collect(),
-            zones: zones.iter().map(|s| s.to_string()).collect(),
-            end_unix: None,
-        }
+        )
+        .zones(zones.iter().copied())
     }
 
     fn cloud(cap: &[(&str, &str, u32)], fatal_in: Option<&str>) -> Cloud {

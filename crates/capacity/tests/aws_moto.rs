@@ -15,15 +15,15 @@ const REGION: &str = "us-east-1";
 const END: i64 = 1_900_000_000; // 2030-03-17T17:46:40Z
 
 fn request(test_id: &str, zones: &[&str]) -> CapacityRequest {
-    CapacityRequest {
-        test_id: TestId(test_id.into()),
-        region: Some(REGION.into()),
-        needs: [("m5.large".to_string(), 2), ("r5.large".to_string(), 1)]
+    CapacityRequest::new(
+        TestId(test_id.into()),
+        [("m5.large".to_string(), 2), ("r5.large".to_string(), 1)]
             .into_iter()
             .collect(),
-        zones: zones.iter().map(|z| z.to_string()).collect(),
-        end_unix: Some(END),
-    }
+    )
+    .region(REGION)
+    .zones(zones.iter().copied())
+    .end_unix(END)
 }
 
 async fn capacity(emu: &Ec2Emulator, region: &str) -> AwsCapacity {

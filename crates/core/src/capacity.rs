@@ -11,6 +11,7 @@ use crate::types::{Leftovers, TestId};
 
 /// What a run needs reserved.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CapacityRequest {
     /// Tag on every reservation.
     pub test_id: TestId,
@@ -26,6 +27,7 @@ pub struct CapacityRequest {
 
 /// Where capacity was reserved.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct Placement {
     /// The zone.
     pub zone: String,

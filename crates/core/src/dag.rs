@@ -28,6 +28,7 @@ use crate::types::Verdict;
 
 /// How a task depends on another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum EdgeKind {
     /// The dependency must PASS; otherwise the dependent is SKIPPED.
     Requires,
@@ -222,6 +223,7 @@ impl TaskResult {
 
 /// The end of a task in a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TaskOutcome {
     /// Final verdict.
     pub verdict: Verdict,

@@ -70,6 +70,7 @@ pub enum JournalError {
 /// Where the run as a whole is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum RunStatus {
     /// Planned but not started (`qa-run plan`).
     Planned,
@@ -88,6 +89,7 @@ pub enum RunStatus {
 /// Where a task is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum TaskState {
     /// Waiting for dependencies.
     Pending,
@@ -100,6 +102,7 @@ pub enum TaskState {
 /// One task as journaled.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub struct TaskRecord {
     /// State.
     pub state: TaskState,
@@ -141,6 +144,7 @@ impl TaskRecord {
 /// Everything in `state.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub struct JournalState {
     /// [`JOURNAL_SCHEMA_VERSION`].
     pub schema_version: u32,

@@ -9,12 +9,15 @@
 //! Backends live in other crates (qa-provision, qa-capacity, qa-remote, qa-publish); the
 //! conformance suites in `conformance` (behind the cargo feature of that name, for backends'
 //! tests; not a stable part of the API) are what every one of them must pass.
+//!
+#![doc = include_str!("guide.md")]
 #![warn(missing_docs)]
 
 pub mod backend;
 pub mod capacity;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+mod construct;
 pub mod dag;
 pub mod engine;
 pub mod events;
@@ -45,6 +48,7 @@ pub use types::*;
 // Foreign types in qa-core's signatures, so that an embedding program names them without
 // depending on (and matching the versions of) the crates they come from.
 pub use async_trait::async_trait;
+pub use futures_core::Stream;
 pub use serde_json;
 pub use tokio_util::sync::CancellationToken;
 
@@ -54,13 +58,17 @@ pub mod prelude {
         Backend, BackendDescriptor, BackendName, BackendRegistry, ReservationNeed, SweepScope,
     };
     pub use crate::dag::RunCancel;
-    pub use crate::engine::{Engine, RunOptions, RunSummary, StepContext, StepOutcome, StepType};
-    pub use crate::events::{Event, EventSink};
+    pub use crate::engine::{
+        Engine, EngineError, PreparedRun, RunOptions, RunSummary, SetupError, StepContext,
+        StepOutcome, StepType,
+    };
+    pub use crate::events::{Event, EventRecord, EventSink, EventStream, TaskId, TaskKind};
     pub use crate::plan::{LoadedPlan, MachineSpec, Plan, StepSpec};
     pub use crate::{CancellationToken, async_trait};
     pub use crate::{
-        CapacityReservation, CommandSpec, Connector, ExitInfo, Machine, Provisioner, RemoteError,
-        RemoteExecutor, ResultPublisher, Verdict,
+        CapacityReservation, CommandSpec, Connector, ExitInfo, Machine, OutputSink, OutputStream,
+        Provisioner, PublishError, PublishReceipt, RemoteError, RemoteExecutor, ResultPublisher,
+        Verdict,
     };
 }
 

@@ -15,6 +15,7 @@ use crate::types::{Leftovers, Machine, Resource, RunId, TestId};
 
 /// One machine to make.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct MachineRequest {
     /// Instance name (`name` or `name-N`).
     pub name: String,
@@ -28,6 +29,7 @@ pub struct MachineRequest {
 
 /// What a provisioner knows about the run it works for.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RunContext {
     /// The run.
     pub run_id: RunId,

@@ -9,6 +9,7 @@ use crate::report::Report;
 
 /// Where a publisher put the results.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct PublishReceipt {
     /// The publisher.
     pub publisher: String,

@@ -13,6 +13,7 @@ use crate::types::{BootId, Machine};
 
 /// What to run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CommandSpec {
     /// A shell command line, run by `/bin/sh -c` on the machine.
     pub command: String,
@@ -35,6 +36,7 @@ pub struct CommandSpec {
 /// Which output stream bytes came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum OutputStream {
     /// Standard output.
     Stdout,
@@ -61,6 +63,7 @@ impl OutputSink for DiscardOutput {
 
 /// How a command ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ExitInfo {
     /// Exit status, if it exited.
     pub code: Option<i32>,

@@ -12,6 +12,7 @@ pub const REPORT_SCHEMA_VERSION: u32 = 1;
 /// A finished (or interrupted) run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub struct Report {
     /// [`REPORT_SCHEMA_VERSION`].
     pub schema_version: u32,
@@ -51,6 +52,7 @@ pub struct Report {
 /// A machine of the run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub struct MachineReport {
     /// Instance name.
     pub name: String,
@@ -72,6 +74,7 @@ pub struct MachineReport {
 /// One step on one machine.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub struct StepReport {
     /// Step name.
     pub step: String,
@@ -106,6 +109,7 @@ pub struct StepReport {
 /// A non-step task that did not pass.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub struct TaskReport {
     /// Task id, e.g. `provision:box`.
     pub task: String,
@@ -119,6 +123,7 @@ pub struct TaskReport {
 /// What the run cost, estimated from a price table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub struct CostEstimate {
     /// Currency code.
     pub currency: String,

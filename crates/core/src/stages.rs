@@ -25,6 +25,7 @@ use crate::plan::{LoadedPlan, MachineSpec, Plan};
 /// What a task does.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "stage")]
+#[non_exhaustive]
 pub enum Stage {
     /// Reserve capacity for every machine that asks for it.
     Reserve,
@@ -70,6 +71,7 @@ pub enum Stage {
 
 /// One machine instance of the plan.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct MachineInstance {
     /// Instance name.
     pub name: String,

@@ -59,6 +59,7 @@ impl fmt::Display for TestId {
 /// A machine as the provisioner hands it over: enough to reach it and to destroy it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub struct Machine {
     /// Instance name from the plan (`name` or `name-N`).
     pub name: String,
@@ -81,6 +82,7 @@ pub struct Machine {
 /// How a machine is reached.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
+#[non_exhaustive]
 pub enum Access {
     /// Local processes in a sandbox directory.
     Local {
@@ -117,6 +119,7 @@ impl fmt::Display for Access {
 /// Where and how to SSH to a machine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub struct SshTarget {
     /// Address or name.
     pub host: String,
@@ -141,6 +144,7 @@ pub struct SshTarget {
 /// How host keys are checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "policy")]
+#[non_exhaustive]
 pub enum HostKeyPolicy {
     /// Check against known_hosts files (the user's by default); unknown or changed keys fail.
     #[default]
@@ -169,6 +173,7 @@ impl fmt::Display for ResourceKey {
 /// Lifecycle of a journaled resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum ResourceState {
     /// The create call is about to be (or was) made; the id is not known yet.
     Intent,
@@ -183,6 +188,7 @@ pub enum ResourceState {
 /// A resource a run created (or is about to), as recorded in its journal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub struct Resource {
     /// Key in the journal.
     pub key: ResourceKey,
@@ -210,6 +216,7 @@ pub struct Resource {
 /// sweeps by tag for the rest, so the user learns from it whether anything may be orphaned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum Leftovers {
     /// Nothing was created, or everything created was removed.
     Clear,
@@ -242,6 +249,7 @@ impl fmt::Display for Leftovers {
 /// The outcome of a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[non_exhaustive]
 pub enum Verdict {
     /// It did what it should.
     Pass,

@@ -160,15 +160,11 @@ impl Provisioner for LocalProvisioner {
         let mut details = BTreeMap::from([(PATH_DETAIL.to_string(), path_text.clone())]);
         details.insert("test-id".into(), run.test_id.0.clone());
         ledger
-            .intent(Resource {
-                key: key.clone(),
-                backend: BackendName::LOCAL,
-                kind: SANDBOX_KIND.into(),
-                machine: Some(name.to_string()),
-                id: None,
-                client_token: None,
-                details,
-                state: ResourceState::Intent,
+            .intent({
+                let mut intent =
+                    Resource::new(key.clone(), BackendName::LOCAL, SANDBOX_KIND).machine(name);
+                intent.details = details;
+                intent
             })
             .await
             .map_err(|e| {
@@ -228,15 +224,15 @@ impl Provisioner for LocalProvisioner {
                 .with_source(e)
             })?;
 
-        Ok(Machine {
-            name: name.to_string(),
-            role: request.role.clone(),
-            backend: BackendName::LOCAL,
-            access: Access::Local { root: path.clone() },
-            workdir: path_text.clone(),
-            resources: vec![key],
-            facts: BTreeMap::from([("sandbox".to_string(), path_text)]),
-        })
+        Ok(Machine::new(
+            name,
+            BackendName::LOCAL,
+            Access::Local { root: path.clone() },
+            path_text.clone(),
+        )
+        .in_role(request.role.clone())
+        .resource(key)
+        .fact("sandbox", path_text))
     }
 
     async fn wait_ready(

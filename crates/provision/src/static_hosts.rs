@@ -135,15 +135,16 @@ impl StaticProvisioner {
                 None => parse_jump(j, &user),
             })
             .collect();
-        SshTarget {
-            host: h.host.clone().unwrap_or_else(|| h.name.clone()),
-            port: h.port.unwrap_or(22),
+        let mut target = SshTarget::new(
+            h.host.clone().unwrap_or_else(|| h.name.clone()),
+            h.port.unwrap_or(22),
             user,
-            identity_file: h.identity_file.clone(),
-            passphrase_env: h.passphrase_env.clone(),
-            jumps,
-            host_keys: self.host_keys.clone(),
-        }
+        )
+        .host_keys(self.host_keys.clone());
+        target.identity_file = h.identity_file.clone();
+        target.passphrase_env = h.passphrase_env.clone();
+        target.jumps = jumps;
+        target
     }
 
     /// Tries to take the lease of `host`. `Ok(None)`: someone else holds it.
@@ -229,12 +230,9 @@ impl StaticProvisioner {
             ));
         }
         let sink = Arc::new(CollectStderr::default());
-        let cmd = CommandSpec {
-            command: script,
-            timeout: Some(Duration::from_secs(60)),
-            workdir: Some("/".into()),
-            ..Default::default()
-        };
+        let cmd = CommandSpec::new(script)
+            .timeout(Duration::from_secs(60))
+            .workdir("/");
         let info = exec
             .run(&cmd, sink.clone(), CancellationToken::new())
             .await
@@ -280,15 +278,7 @@ fn parse_jump(s: &str, default_user: &str) -> SshTarget {
         Some((h, p)) if p.parse::<u16>().is_ok() => (h.to_string(), p.parse().unwrap_or(22)),
         _ => (rest.to_string(), 22),
     };
-    SshTarget {
-        host,
-        port,
-        user,
-        identity_file: None,
-        passphrase_env: None,
-        jumps: vec![],
-        host_keys: HostKeyPolicy::Strict,
-    }
+    SshTarget::new(host, port, user).host_keys(HostKeyPolicy::Strict)
 }
 
 fn err(machine: &str, message: impl Into<String>, leftovers: Leftovers) -> ProvisionError {
@@ -322,20 +312,11 @@ impl Provisioner for StaticProvisioner {
         }
         let key = ResourceKey(format!("{}/lease", req.name));
         ledger
-            .intent(Resource {
-                key: key.clone(),
-                backend: BackendName::STATIC,
-                kind: LEASE_KIND.into(),
-                machine: Some(req.name.clone()),
-                id: None,
-                client_token: None,
-                details: [(
-                    "lease-dir".to_string(),
-                    self.lease_dir.display().to_string(),
-                )]
-                .into(),
-                state: ResourceState::Intent,
-            })
+            .intent(
+                Resource::new(key.clone(), BackendName::STATIC, LEASE_KIND)
+                    .machine(req.name.clone())
+                    .detail("lease-dir", self.lease_dir.display().to_string()),
+            )
             .await
             .map_err(|e| err(&req.name, e.to_string(), Leftovers::Clear))?;
         let mut busy = Vec::new();
@@ -373,15 +354,16 @@ impl Provisioner for StaticProvisioner {
                         format!("{}@{}:{}", target.user, target.host, target.port),
                     );
                     facts.insert("inventory-host".to_string(), name.clone());
-                    return Ok(Machine {
-                        name: req.name.clone(),
-                        role: req.role.clone(),
-                        backend: BackendName::STATIC,
-                        access: Access::Ssh(target),
-                        workdir: format!("/tmp/qa-run/{}/{}", run.run_id.0, req.name),
-                        resources: vec![key],
-                        facts,
-                    });
+                    let mut machine = Machine::new(
+                        req.name.clone(),
+                        BackendName::STATIC,
+                        Access::Ssh(target),
+                        format!("/tmp/qa-run/{}/{}", run.run_id.0, req.name),
+                    )
+                    .in_role(req.role.clone())
+                    .resource(key);
+                    machine.facts = facts;
+                    return Ok(machine);
                 }
                 Ok(None) => {
                     let holder: Option<Lease> =
@@ -448,12 +430,9 @@ impl Provisioner for StaticProvisioner {
                 tracing::warn!(host = %host.name, "verification failed ({first}); running the repair command");
                 if let Some(c) = &self.connector {
                     if let Ok(x) = c.connect(machine).await {
-                        let cmd = CommandSpec {
-                            command: repair.clone(),
-                            timeout: Some(Duration::from_secs(600)),
-                            workdir: Some("/".into()),
-                            ..Default::default()
-                        };
+                        let cmd = CommandSpec::new(repair.clone())
+                            .timeout(Duration::from_secs(600))
+                            .workdir("/");
                         let _ = x
                             .run(&cmd, Arc::new(DiscardOutput), CancellationToken::new())
                             .await;
@@ -566,28 +545,26 @@ mod tests {
     }
 
     fn request(name: &str, hosts: &[&str]) -> MachineRequest {
-        MachineRequest {
-            name: name.into(),
-            role: name.into(),
-            spec: MachineSpec {
+        MachineRequest::new(
+            name,
+            name,
+            MachineSpec {
                 name: name.into(),
                 static_hosts: Some(StaticMachine {
                     hosts: hosts.iter().map(|s| s.to_string()).collect(),
                 }),
                 ..Default::default()
             },
-            placement: None,
-        }
+        )
     }
 
     fn run(id: &str) -> RunContext {
-        RunContext {
-            run_id: RunId(id.into()),
-            test_id: TestId(format!("t-{id}")),
-            plan_name: "p".into(),
-            run_dir: std::env::temp_dir(),
-            tags: BTreeMap::new(),
-        }
+        RunContext::new(
+            RunId(id.into()),
+            TestId(format!("t-{id}")),
+            "p",
+            std::env::temp_dir(),
+        )
     }
 
     #[tokio::test]

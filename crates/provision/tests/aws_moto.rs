@@ -75,13 +75,9 @@ impl Setup {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        RunContext {
-            run_id,
-            test_id: TestId(test_id.into()),
-            plan_name: "aws-tests".into(),
-            run_dir: self.dir.path().to_path_buf(),
-            tags,
-        }
+        let mut run = RunContext::new(run_id, TestId(test_id.into()), "aws-tests", self.dir.path());
+        run.tags = tags;
+        run
     }
 
     async fn client(&self) -> Client {
@@ -107,16 +103,17 @@ fn aws_spec(instance_type: &str) -> AwsMachine {
 }
 
 fn request(name: &str, aws: AwsMachine, placement: Option<Placement>) -> MachineRequest {
-    MachineRequest {
-        name: name.into(),
-        role: "sut".into(),
-        spec: MachineSpec {
+    let mut request = MachineRequest::new(
+        name,
+        "sut",
+        MachineSpec {
             name: name.into(),
             options: [("aws".to_string(), serde_json::to_value(aws).unwrap())].into(),
             ..Default::default()
         },
-        placement,
-    }
+    );
+    request.placement = placement;
+    request
 }
 
 /// Everything in moto (and the layer) that carries the test id and is still alive.
@@ -405,12 +402,12 @@ async fn instances_launch_into_their_zone_and_capacity_reservation() {
         .capacity_reservation_id()
         .unwrap()
         .to_string();
-    let placement = Placement {
-        zone: "us-east-1b".into(),
-        reservations: [("m5.large".to_string(), cr_id.clone())]
+    let placement = Placement::new(
+        "us-east-1b",
+        [("m5.large".to_string(), cr_id.clone())]
             .into_iter()
             .collect(),
-    };
+    );
     let p = s.provisioner().await;
     let run = s.run("reserved");
     let ledger = CheckingLedger::new();

@@ -51,59 +51,43 @@ fn make_run(results: &Path, i: usize, steps: usize) {
         }
         std::fs::write(dir.join(&cast), c).unwrap();
         *counts.entry(verdict).or_insert(0) += 1;
-        out.push(StepReport {
-            step: name,
-            machine: machine.into(),
-            verdict,
-            attempts: 1,
-            started: Some("2026-11-20T10:00:00Z".into()),
-            duration_ms: 1234 + s as u64,
-            exit_code: Some(i32::from(verdict != Verdict::Pass)),
-            message: (verdict != Verdict::Pass).then(|| "exit status 1".into()),
-            log: Some(log),
-            cast: Some(cast),
-            log_tail: (verdict != Verdict::Pass).then(|| output.clone()),
-        });
+        let mut step = StepReport::new(name, machine, verdict);
+        step.started = Some("2026-11-20T10:00:00Z".into());
+        step.duration_ms = 1234 + s as u64;
+        step.exit_code = Some(i32::from(verdict != Verdict::Pass));
+        step.message = (verdict != Verdict::Pass).then(|| "exit status 1".into());
+        step.log = Some(log);
+        step.cast = Some(cast);
+        step.log_tail = (verdict != Verdict::Pass).then(|| output.clone());
+        out.push(step);
     }
-    let machine = |name: &str| MachineReport {
-        name: name.into(),
-        role: "sut".into(),
-        backend: "aws".into(),
-        facts: BTreeMap::from([("zone".to_string(), "eu-west-1a".to_string())]),
-        artifacts: vec![],
-        kept: false,
+    let machine = |name: &str| {
+        let mut m = MachineReport::new(name, "aws");
+        m.role = "sut".into();
+        m.facts = BTreeMap::from([("zone".to_string(), "eu-west-1a".to_string())]);
+        m
     };
-    let report = Report {
-        schema_version: qa_core::report::REPORT_SCHEMA_VERSION,
-        run_id: run_id.clone(),
-        test_id: format!("qa-{i}"),
-        plan_name: plan.clone(),
-        plan_path: format!("plans/{plan}.yaml"),
-        description: None,
-        started: format!(
-            "2026-{:02}-{:02}T{:02}:{:02}:00Z",
-            1 + (i / 600) % 12,
-            1 + (i / 24) % 25,
-            i % 24,
-            i % 60
-        ),
-        finished: "2026-11-20T11:00:00Z".into(),
-        duration_ms: 3_600_000,
-        outcome: if counts.contains_key(&Verdict::Fail) {
-            Verdict::Fail
-        } else {
-            Verdict::Pass
-        },
-        counts,
-        machines: vec![machine("box-a"), machine("box-b")],
-        steps: out,
-        infrastructure: vec![],
-        cost: Some(CostEstimate {
-            currency: "USD".into(),
-            total: 1.23,
-            items: vec![],
-        }),
+    let mut report = Report::new(run_id.clone(), plan.clone());
+    report.test_id = format!("qa-{i}");
+    report.plan_path = format!("plans/{plan}.yaml");
+    report.started = format!(
+        "2026-{:02}-{:02}T{:02}:{:02}:00Z",
+        1 + (i / 600) % 12,
+        1 + (i / 24) % 25,
+        i % 24,
+        i % 60
+    );
+    report.finished = "2026-11-20T11:00:00Z".into();
+    report.duration_ms = 3_600_000;
+    report.outcome = if counts.contains_key(&Verdict::Fail) {
+        Verdict::Fail
+    } else {
+        Verdict::Pass
     };
+    report.counts = counts;
+    report.machines = vec![machine("box-a"), machine("box-b")];
+    report.steps = out;
+    report.cost = Some(CostEstimate::new("USD", vec![("instances".into(), 1.23)]));
     std::fs::write(
         dir.join("report.json"),
         serde_json::to_vec(&report).unwrap(),

@@ -271,14 +271,14 @@ impl GitPublisher {
     }
 
     fn receipt(&self, run_name: &str) -> PublishReceipt {
-        PublishReceipt {
-            publisher: "git".into(),
-            location: format!(
+        PublishReceipt::new(
+            "git",
+            format!(
                 "{} {} runs/{run_name}/index.html",
                 scrub(&self.remote),
                 self.branch
             ),
-        }
+        )
     }
 
     fn run(&self, dir: &Path, args: &[&str]) -> Result<Output, PublishError> {

@@ -62,10 +62,7 @@ impl ResultPublisher for JsonPublisher {
         _run_dir: &Path,
     ) -> Result<PublishReceipt, PublishError> {
         write(report, &self.path, &self.redactor)?;
-        Ok(PublishReceipt {
-            publisher: "json".into(),
-            location: self.path.display().to_string(),
-        })
+        Ok(PublishReceipt::new("json", self.path.display().to_string()))
     }
 }
 

@@ -181,10 +181,10 @@ impl ResultPublisher for MarkdownPublisher {
         let text = render_with(report, &self.redactor);
         crate::fsutil::write_atomic(&self.path, text.as_bytes())
             .map_err(|e| crate::fsutil::io_error("markdown", &self.path, e))?;
-        Ok(PublishReceipt {
-            publisher: "markdown".into(),
-            location: self.path.display().to_string(),
-        })
+        Ok(PublishReceipt::new(
+            "markdown",
+            self.path.display().to_string(),
+        ))
     }
 }
 

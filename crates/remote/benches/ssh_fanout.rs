@@ -296,14 +296,11 @@ impl Bench {
                 match case {
                     Case::Upload => e.put_file(&payload, &dest, None).await.unwrap(),
                     Case::True | Case::Sleep => {
-                        let spec = CommandSpec {
-                            command: if case == Case::True {
-                                "true".into()
-                            } else {
-                                "sleep 1".into()
-                            },
-                            ..Default::default()
-                        };
+                        let spec = CommandSpec::new(if case == Case::True {
+                            "true"
+                        } else {
+                            "sleep 1"
+                        });
                         let info = e
                             .run(&spec, Arc::new(DiscardOutput), CancellationToken::new())
                             .await

@@ -92,6 +92,15 @@ impl LocalExecutor {
                 ),
                 source: None,
             }),
+            // A kind of access added to qa-core after this executor was written.
+            other => Err(RemoteError::Connect {
+                target: machine.name.clone(),
+                message: format!(
+                    "machine {} is reached by {other}; the local executor only runs commands in local sandboxes",
+                    machine.name
+                ),
+                source: None,
+            }),
         }
     }
 
@@ -811,11 +820,7 @@ mod tests {
     #[test]
     fn sudo_wraps_the_shell_and_carries_the_environment_past_it() {
         let exec = LocalExecutor::new("/sandbox");
-        let mut spec = CommandSpec {
-            command: "id -u".into(),
-            ..Default::default()
-        };
-        spec.env.insert("A".into(), "1 2".into());
+        let mut spec = CommandSpec::new("id -u").env("A", "1 2");
         let plain = exec.build_command(&spec, Path::new("/sandbox"), "t1");
         assert_eq!(plain.as_std().get_program(), "/bin/sh");
         let args: Vec<_> = plain.as_std().get_args().collect();
@@ -853,23 +858,12 @@ mod tests {
 
     #[tokio::test]
     async fn ssh_machines_are_refused_by_the_local_connector() {
-        let machine = Machine {
-            name: "box".into(),
-            role: "box".into(),
-            backend: qa_core::BackendName::STATIC,
-            access: Access::Ssh(qa_core::types::SshTarget {
-                host: "10.0.0.5".into(),
-                port: 22,
-                user: "root".into(),
-                identity_file: None,
-                passphrase_env: None,
-                jumps: vec![],
-                host_keys: Default::default(),
-            }),
-            workdir: "/root".into(),
-            resources: vec![],
-            facts: Default::default(),
-        };
+        let machine = Machine::new(
+            "box",
+            qa_core::BackendName::STATIC,
+            Access::Ssh(qa_core::types::SshTarget::new("10.0.0.5", 22, "root")),
+            "/root",
+        );
         let err = LocalConnector::new().connect(&machine).await.unwrap_err();
         assert!(matches!(err, RemoteError::Connect { .. }), "{err:?}");
         assert!(err.to_string().contains("root@10.0.0.5:22"), "{err}");
@@ -879,11 +873,7 @@ mod tests {
     async fn workdir_escaping_the_sandbox_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let exec = LocalExecutor::new(dir.path());
-        let spec = CommandSpec {
-            command: "true".into(),
-            workdir: Some("../".into()),
-            ..Default::default()
-        };
+        let spec = CommandSpec::new("true").workdir("../");
         let r = exec
             .run(
                 &spec,

@@ -32,6 +32,15 @@ impl Connector for RoutingConnector {
         match &machine.access {
             Access::Local { .. } => self.local.connect(machine).await,
             Access::Ssh(_) => self.ssh.connect(machine).await,
+            // A kind of access added to qa-core after this connector was written.
+            other => Err(RemoteError::Connect {
+                target: machine.name.clone(),
+                message: format!(
+                    "machine {} is reached by {other}, which qa-remote cannot connect to (it knows local sandboxes and SSH)",
+                    machine.name
+                ),
+                source: None,
+            }),
         }
     }
 }

@@ -501,15 +501,9 @@ impl TestSshd {
 
     /// Like [`TestSshd::target`] with another client key.
     pub fn target_with_key(&self, kind: KeyKind) -> SshTarget {
-        SshTarget {
-            host: self.host(),
-            port: self.port,
-            user: self.user(),
-            identity_file: Some(ClientKeys::shared().private(kind)),
-            passphrase_env: None,
-            jumps: Vec::new(),
-            host_keys: HostKeyPolicy::Strict,
-        }
+        SshTarget::new(self.host(), self.port, self.user())
+            .identity_file(ClientKeys::shared().private(kind))
+            .host_keys(HostKeyPolicy::Strict)
     }
 
     /// The file the harness keeps the boot id in; point the executor's boot-id path here.

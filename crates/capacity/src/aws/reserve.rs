@@ -91,16 +91,9 @@ impl ZoneReserver for RegionReserver<'_> {
         ]
         .into_iter()
         .collect();
-        let intent = Resource {
-            key: key.clone(),
-            backend: AWS_BACKEND,
-            kind: RESERVATION_KIND.into(),
-            machine: None,
-            id: None,
-            client_token: Some(token.clone()),
-            details: details.clone(),
-            state: ResourceState::Intent,
-        };
+        let mut intent =
+            Resource::new(key.clone(), AWS_BACKEND, RESERVATION_KIND).client_token(token.clone());
+        intent.details = details.clone();
         if let Err(e) = ledger.intent(intent).await {
             return ZoneAttempt::Fatal(CapacityError::Other {
                 backend: AWS_BACKEND,

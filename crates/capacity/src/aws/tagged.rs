@@ -68,7 +68,7 @@ pub(super) async fn reusable(
     Ok(by_zone
         .into_iter()
         .find(|(zone, got)| allowed(zone) && request.needs.keys().all(|t| got.contains_key(t)))
-        .map(|(zone, reservations)| Placement { zone, reservations }))
+        .map(|(zone, reservations)| Placement::new(zone, reservations)))
 }
 
 fn is_live(r: &Ec2Reservation) -> bool {

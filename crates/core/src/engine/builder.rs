@@ -105,6 +105,7 @@ impl From<RemoteError> for StepOutcome {
 
 /// What a custom step type gets.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct StepContext {
     /// The step as written in the plan (`with` holds its parameters).
     pub step: StepSpec,

@@ -15,6 +15,7 @@ use crate::types::{ResourceState, TestId};
 
 /// What `cleanup` did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CleanupReport {
     /// Lines describing what was removed.
     pub destroyed: Vec<String>,
@@ -24,6 +25,7 @@ pub struct CleanupReport {
 
 /// What a sweep by test id did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SweepReport {
     /// A line per resource removed, with its backend.
     pub swept: Vec<String>,
@@ -35,6 +37,7 @@ pub struct SweepReport {
 
 /// What the janitor found, and removed when asked.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct JanitorReport {
     /// What outlived its keep-until, per backend, sorted by region.
     pub expired: Vec<(BackendName, ExpiredResource)>,

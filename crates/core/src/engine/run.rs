@@ -43,6 +43,7 @@ impl std::fmt::Debug for PreparedRun {
 
 /// How a run ended.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RunSummary {
     /// The run directory.
     pub run_dir: PathBuf,

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 /// One problem in a plan file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct Diagnostic {
     /// 1-based line, when known.
     pub line: Option<u64>,

@@ -68,11 +68,7 @@ impl Provisioner for PricedProvisioner {
 }
 
 fn usd(total: f64, item: &str) -> CostEstimate {
-    CostEstimate {
-        currency: "USD".into(),
-        total,
-        items: vec![(item.into(), total)],
-    }
+    CostEstimate::new("USD", vec![(item.into(), total)])
 }
 
 fn priced(
@@ -146,12 +142,11 @@ async fn report_json_carries_the_sum_of_the_provisioners_estimates() {
     let summary = run.execute().await.unwrap();
     assert_eq!(summary.exit_code, 0, "{:?}", summary.report);
 
-    let expected = CostEstimate {
-        currency: "USD".into(),
-        total: 3.75,
-        // By backend name: `fake-cloud` before `local`.
-        items: vec![("cloud: 1 hour".into(), 2.5), ("box: 1 hour".into(), 1.25)],
-    };
+    // By backend name: `fake-cloud` before `local`.
+    let expected = CostEstimate::new(
+        "USD",
+        vec![("cloud: 1 hour".into(), 2.5), ("box: 1 hour".into(), 1.25)],
+    );
     let written = report_json(&summary.run_dir);
     assert_eq!(written.cost.as_ref(), Some(&expected));
     assert_eq!(summary.report.cost.as_ref(), Some(&expected));

@@ -60,16 +60,10 @@ impl Provisioner for SharingProvisioner {
                 .with_source(e)
             };
             ledger
-                .intent(Resource {
-                    key: key.clone(),
-                    backend: self.backend(),
-                    kind: SHARED_KIND.into(),
-                    machine: None,
-                    id: None,
-                    client_token: None,
-                    details: BTreeMap::from([("test-id".to_string(), run.test_id.0.clone())]),
-                    state: ResourceState::Intent,
-                })
+                .intent(
+                    Resource::new(key.clone(), self.backend(), SHARED_KIND)
+                        .detail("test-id", run.test_id.0.clone()),
+                )
                 .await
                 .map_err(fail)?;
             ledger

@@ -393,11 +393,7 @@ impl CostEstimate {
                 }
             })
             .collect();
-        report::CostEstimate {
-            currency: "USD".into(),
-            total: self.usd,
-            items,
-        }
+        report::CostEstimate::new("USD", items)
     }
 }
 
@@ -428,24 +424,19 @@ mod tests {
     use super::*;
 
     fn instance(kind_type: &str, lifecycle: &str, launched: i64, volumes: &str) -> Resource {
-        Resource {
-            key: ResourceKey(format!("aws/instance/us-east-1/vm/{kind_type}")),
-            backend: AWS_BACKEND,
-            kind: "instance".into(),
-            machine: Some("vm".into()),
-            id: Some("i-1".into()),
-            client_token: Some("t".into()),
-            details: [
-                ("instance-type", kind_type),
-                ("lifecycle", lifecycle),
-                ("volumes", volumes),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .chain([("launched-at".to_string(), launched.to_string())])
-            .collect(),
-            state: ResourceState::Destroyed,
-        }
+        Resource::new(
+            ResourceKey(format!("aws/instance/us-east-1/vm/{kind_type}")),
+            AWS_BACKEND,
+            "instance",
+        )
+        .machine("vm")
+        .id("i-1")
+        .client_token("t")
+        .detail("instance-type", kind_type)
+        .detail("lifecycle", lifecycle)
+        .detail("volumes", volumes)
+        .detail("launched-at", launched.to_string())
+        .state(ResourceState::Destroyed)
     }
 
     fn close(a: f64, b: f64) -> bool {

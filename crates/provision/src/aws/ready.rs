@@ -237,24 +237,20 @@ impl LaunchRequest<'_> {
             facts.insert("private-ip".to_string(), ip.to_string());
         }
         let user = spec.ssh_user.clone().unwrap_or_else(|| "ec2-user".into());
-        Machine {
-            name: request.name.clone(),
-            role: request.role.clone(),
-            backend: AWS_BACKEND,
-            access: Access::Ssh(SshTarget {
-                host,
-                port,
-                user: user.clone(),
-                identity_file: Some(shared.key_path.clone()),
-                passphrase_env: None,
-                jumps: Vec::new(),
-                host_keys: HostKeyPolicy::TrustFirstUse {
-                    known_hosts: run.run_dir.join("known_hosts"),
-                },
-            }),
-            workdir: remote_workdir(&user, &run.run_id.0, &request.name),
-            resources,
-            facts,
-        }
+        let target = SshTarget::new(host, port, user.clone())
+            .identity_file(shared.key_path.clone())
+            .host_keys(HostKeyPolicy::TrustFirstUse {
+                known_hosts: run.run_dir.join("known_hosts"),
+            });
+        let mut machine = Machine::new(
+            request.name.clone(),
+            AWS_BACKEND,
+            Access::Ssh(target),
+            remote_workdir(&user, &run.run_id.0, &request.name),
+        )
+        .in_role(request.role.clone());
+        machine.resources = resources;
+        machine.facts = facts;
+        machine
     }
 }

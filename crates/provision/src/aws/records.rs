@@ -70,15 +70,12 @@ pub(super) async fn intent(
     details: BTreeMap<String, String>,
 ) -> PResult<()> {
     ledger
-        .intent(Resource {
-            key: key.clone(),
-            backend: AWS_BACKEND,
-            kind: kind.into(),
-            machine: machine.map(str::to_string),
-            id: None,
-            client_token: token.map(str::to_string),
-            details,
-            state: ResourceState::Intent,
+        .intent({
+            let mut intent = Resource::new(key.clone(), AWS_BACKEND, kind);
+            intent.machine = machine.map(str::to_string);
+            intent.client_token = token.map(str::to_string);
+            intent.details = details;
+            intent
         })
         .await
         .map_err(|e| {

@@ -2,7 +2,6 @@
 //! sandbox can show: the directory does not exist when its intent is journaled, and is gone after
 //! destroy.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use qa_core::conformance::{CheckingLedger, provisioner};
@@ -13,10 +12,10 @@ use qa_core::types::{Access, Leftovers, ResourceState, RunId, TestId};
 use qa_provision::local::{LocalProvisioner, PATH_DETAIL, SANDBOX_MARKER};
 
 fn request(name: &str, root: Option<PathBuf>) -> MachineRequest {
-    MachineRequest {
-        name: name.into(),
-        role: "tester".into(),
-        spec: MachineSpec {
+    MachineRequest::new(
+        name,
+        "tester",
+        MachineSpec {
             name: name.into(),
             role: Some("tester".into()),
             count: 1,
@@ -25,20 +24,18 @@ fn request(name: &str, root: Option<PathBuf>) -> MachineRequest {
             static_hosts: None,
             options: Default::default(),
         },
-        placement: None,
-    }
+    )
 }
 
 fn run_context(results: &Path, run: &str) -> RunContext {
     let run_dir = results.join(run);
     std::fs::create_dir_all(&run_dir).unwrap();
-    RunContext {
-        run_id: RunId(run.into()),
-        test_id: TestId(format!("test-{run}")),
-        plan_name: "plan".into(),
+    RunContext::new(
+        RunId(run.into()),
+        TestId(format!("test-{run}")),
+        "plan",
         run_dir,
-        tags: BTreeMap::new(),
-    }
+    )
 }
 
 /// Fails the intent if the sandbox directory already exists when it is journaled.

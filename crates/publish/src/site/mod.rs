@@ -638,10 +638,10 @@ impl ResultPublisher for SitePublisher {
         tokio::task::spawn_blocking(move || {
             let page = write_run(&dir, &report, &run_dir, &redactor)?;
             regenerate(&dir)?;
-            Ok(PublishReceipt {
-                publisher: "site".into(),
-                location: page.join("index.html").display().to_string(),
-            })
+            Ok(PublishReceipt::new(
+                "site",
+                page.join("index.html").display().to_string(),
+            ))
         })
         .await
         .map_err(|e| err(format!("the site writer stopped: {e}")))?

@@ -47,24 +47,20 @@ pub fn make_run(
             .rev()
             .collect::<Vec<_>>()
             .join("\n");
-        reports.push(StepReport {
-            step: s.name.into(),
-            machine: "box".into(),
-            verdict: s.verdict,
-            attempts: u32::from(s.verdict != Verdict::Skipped),
-            started: Some(started.into()),
-            duration_ms: 1000 + i as u64 * 250,
-            exit_code: match s.verdict {
-                Verdict::Pass => Some(0),
-                Verdict::Fail => Some(1),
-                _ => None,
-            },
-            message: (s.verdict != Verdict::Pass)
-                .then(|| format!("{} ended {}", s.name, s.verdict)),
-            log: Some(log),
-            cast: Some(cast),
-            log_tail: (s.verdict == Verdict::Fail).then_some(tail),
-        });
+        let mut r = StepReport::new(s.name, "box", s.verdict);
+        r.attempts = u32::from(s.verdict != Verdict::Skipped);
+        r.started = Some(started.into());
+        r.duration_ms = 1000 + i as u64 * 250;
+        r.exit_code = match s.verdict {
+            Verdict::Pass => Some(0),
+            Verdict::Fail => Some(1),
+            _ => None,
+        };
+        r.message = (s.verdict != Verdict::Pass).then(|| format!("{} ended {}", s.name, s.verdict));
+        r.log = Some(log);
+        r.cast = Some(cast);
+        r.log_tail = (s.verdict == Verdict::Fail).then_some(tail);
+        reports.push(r);
     }
     write(&dir.join("artifacts/box/result.txt"), "result: 42\n");
     write(&dir.join("artifacts/box/nested/deep.txt"), "deep\n");
@@ -98,39 +94,27 @@ pub fn make_run(
             .find(|v| *v != Verdict::Pass)
             .unwrap_or(Verdict::Pass)
     };
-    let report = Report {
-        schema_version: qa_core::report::REPORT_SCHEMA_VERSION,
-        run_id: run_id.into(),
-        test_id: format!("qa-{run_id}"),
-        plan_name: plan.into(),
-        plan_path: format!("plans/{plan}.yaml"),
-        description: Some(format!("The {plan} plan")),
-        started: started.into(),
-        finished: started.into(),
-        duration_ms: 65_000,
-        outcome,
-        counts,
-        machines: vec![MachineReport {
-            name: "box".into(),
-            role: "sut".into(),
-            backend: "local".into(),
-            facts: BTreeMap::from([("zone".to_string(), "local-1".to_string())]),
-            artifacts: vec![
-                "artifacts/box".into(),
-                "../outside-secret.txt".into(),
-                "/etc/passwd".into(),
-                "artifacts/box/escape.txt".into(),
-            ],
-            kept: false,
-        }],
-        steps: reports,
-        infrastructure: vec![],
-        cost: Some(CostEstimate {
-            currency: "USD".into(),
-            total: 0.42,
-            items: vec![("box".into(), 0.42)],
-        }),
-    };
+    let mut machine = MachineReport::new("box", "local");
+    machine.role = "sut".into();
+    machine.facts = BTreeMap::from([("zone".to_string(), "local-1".to_string())]);
+    machine.artifacts = vec![
+        "artifacts/box".into(),
+        "../outside-secret.txt".into(),
+        "/etc/passwd".into(),
+        "artifacts/box/escape.txt".into(),
+    ];
+    let mut report = Report::new(run_id, plan);
+    report.test_id = format!("qa-{run_id}");
+    report.plan_path = format!("plans/{plan}.yaml");
+    report.description = Some(format!("The {plan} plan"));
+    report.started = started.into();
+    report.finished = started.into();
+    report.duration_ms = 65_000;
+    report.outcome = outcome;
+    report.counts = counts;
+    report.machines = vec![machine];
+    report.steps = reports;
+    report.cost = Some(CostEstimate::new("USD", vec![("box".into(), 0.42)]));
     write(
         &dir.join("report.json"),
         &serde_json::to_string_pretty(&report).unwrap(),

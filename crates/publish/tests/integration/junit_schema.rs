@@ -60,11 +60,11 @@ fn junit_of_every_verdict_and_hostile_output_is_schema_valid() {
             step("stop", Verdict::Interrupted, ""),
         ],
     );
-    report.infrastructure.push(qa_core::report::TaskReport {
-        task: "collect:box".into(),
-        verdict: Verdict::Error,
-        message: Some("scp: <lost>".into()),
-    });
+    report.infrastructure.push(qa_core::report::TaskReport::new(
+        "collect:box",
+        Verdict::Error,
+        Some("scp: <lost>".into()),
+    ));
     let xml = qa_publish::junit::render(&report);
     let (ok, why) = validate(&xml);
     assert!(ok, "schema rejected the report: {why}\n{xml}");

@@ -241,26 +241,24 @@ impl OpenSshConfig {
             let t = self.target_depth(&h, u, p, default_user, host_keys, depth + 1)?;
             // As with `ssh -J a,b`: the first hop is reached with its own ProxyJump; later hops
             // are reached through the earlier ones, their own ProxyJump overridden.
-            let SshTarget { jumps: inner, .. } = t.clone();
+            let mut hop = t;
+            let inner = std::mem::take(&mut hop.jumps);
             if i == 0 {
                 jumps.extend(inner);
             }
-            jumps.push(SshTarget {
-                jumps: Vec::new(),
-                ..t
-            });
+            jumps.push(hop);
         }
-        Ok(SshTarget {
-            host: s.host_name.clone().unwrap_or_else(|| alias.to_string()),
-            port: port_override.or(s.port).unwrap_or(22),
-            user: user_override
+        let mut target = SshTarget::new(
+            s.host_name.clone().unwrap_or_else(|| alias.to_string()),
+            port_override.or(s.port).unwrap_or(22),
+            user_override
                 .or(s.user.clone())
                 .unwrap_or_else(|| default_user.to_string()),
-            identity_file: s.identity_files.first().cloned(),
-            passphrase_env: None,
-            jumps,
-            host_keys: host_keys.clone(),
-        })
+        )
+        .host_keys(host_keys.clone());
+        target.identity_file = s.identity_files.first().cloned();
+        target.jumps = jumps;
+        Ok(target)
     }
 }
 

@@ -36,7 +36,7 @@
 //! // `db-1` as ~/.ssh/config describes it (HostName, User, Port, IdentityFile, ProxyJump).
 //! let target = OpenSshConfig::load_user_default()?.target("db-1", "root", HostKeyPolicy::Strict)?;
 //! let exec = SshExecutor::new(target, "/var/tmp/qa", SshOptions::default());
-//! let spec = CommandSpec { command: "uname -r".into(), ..Default::default() };
+//! let spec = CommandSpec::new("uname -r");
 //! let info = exec.run(&spec, Arc::new(DiscardOutput), Default::default()).await?;
 //! assert!(info.success());
 //! # Ok(()) }
@@ -201,6 +201,9 @@ impl OutputSink for CaptureSink {
         match stream {
             OutputStream::Stdout => g.0.extend_from_slice(data),
             OutputStream::Stderr => g.1.extend_from_slice(data),
+            // A stream added to qa-core after this was written: kept with stderr, where
+            // whatever is not the command's output goes.
+            _ => g.1.extend_from_slice(data),
         }
     }
 }

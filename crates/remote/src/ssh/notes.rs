@@ -17,10 +17,13 @@ pub(crate) struct NoteFilter {
     held: Mutex<[Vec<u8>; 2]>,
 }
 
-fn index(stream: OutputStream) -> usize {
+/// The slot of `stream` in `held`; `None` for a stream added to qa-core after this was
+/// written, which is passed on unfiltered (notes come on stdout or stderr only).
+fn index(stream: OutputStream) -> Option<usize> {
     match stream {
-        OutputStream::Stdout => 0,
-        OutputStream::Stderr => 1,
+        OutputStream::Stdout => Some(0),
+        OutputStream::Stderr => Some(1),
+        _ => None,
     }
 }
 
@@ -71,8 +74,12 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 impl OutputSink for NoteFilter {
     fn output(&self, stream: OutputStream, data: &[u8]) {
+        let Some(i) = index(stream) else {
+            self.inner.output(stream, data);
+            return;
+        };
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = &mut held[index(stream)];
+        let slot = &mut held[i];
         slot.extend_from_slice(data);
         let buf = std::mem::take(slot);
         let mut rest = buf.as_slice();

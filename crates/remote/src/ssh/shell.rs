@@ -311,11 +311,7 @@ mod tests {
 
     #[test]
     fn bad_env_names_are_refused() {
-        let mut spec = CommandSpec {
-            command: "true".into(),
-            ..Default::default()
-        };
-        spec.env.insert("A B".into(), "x".into());
+        let mut spec = CommandSpec::new("true").env("A B", "x");
         assert!(inner_argv(&spec, "/w").is_err());
         let fg = |spec: &CommandSpec| {
             foreground(
@@ -336,12 +332,9 @@ mod tests {
     fn foreground_runs_locally_with_env_and_status() {
         let dir = tempfile::tempdir().unwrap();
         let wd = dir.path().to_str().unwrap();
-        let mut spec = CommandSpec {
-            command: "echo \"$GREETING\" > out.txt; pwd >> out.txt; exit 3".into(),
-            ..Default::default()
-        };
-        spec.env.insert("GREETING".into(), "it's me".into());
-        spec.workdir = Some("sub".into());
+        let spec = CommandSpec::new("echo \"$GREETING\" > out.txt; pwd >> out.txt; exit 3")
+            .env("GREETING", "it's me")
+            .workdir("sub");
         let pidfile = format!("{wd}/.qa-run/pids/x");
         let script = foreground(
             &spec,

@@ -71,15 +71,12 @@ pub async fn leaves_no_survivor(exec: &dyn RemoteExecutor, form: Escape) {
             Ending::Timeout | Ending::Cancel => "exec sleep 600",
             Ending::Exit => "exit 0",
         };
-        let mut spec = CommandSpec {
-            command: format!("{}\necho started; {tail}", form.start()),
-            timeout: Some(match ending {
+        let spec = CommandSpec::new(format!("{}\necho started; {tail}", form.start()))
+            .timeout(match ending {
                 Ending::Timeout => Duration::from_secs(2),
                 _ => Duration::from_secs(600),
-            }),
-            ..Default::default()
-        };
-        spec.env.insert(MARK.into(), mark.clone());
+            })
+            .env(MARK, mark.clone());
         let out = RecordedOutput::new();
         let token = CancellationToken::new();
         let run = exec.run(&spec, out.clone(), token.clone());

@@ -59,11 +59,7 @@ async fn forked_children_of_a_timed_out_step_leave_no_process_behind() {
          /bin/sh -c 'trap \"\" TERM; sleep 600; : {marker}' & \
          echo started; wait"
     );
-    let spec = CommandSpec {
-        command,
-        timeout: Some(Duration::from_secs(2)),
-        ..Default::default()
-    };
+    let spec = CommandSpec::new(command).timeout(Duration::from_secs(2));
     let out = RecordedOutput::new();
     let info = exec
         .run(&spec, out.clone(), CancellationToken::new())
@@ -83,11 +79,7 @@ async fn cancelled_step_leaves_no_process_behind() {
     let (_dir, exec, _scratch) = sandbox();
     let marker = format!("qa-remote-cancel-{}-{}", std::process::id(), rand_suffix());
     let command = format!("/bin/sh -c 'sleep 600; : {marker}' & echo started; wait");
-    let spec = CommandSpec {
-        command,
-        timeout: Some(Duration::from_secs(600)),
-        ..Default::default()
-    };
+    let spec = CommandSpec::new(command).timeout(Duration::from_secs(600));
     let out = RecordedOutput::new();
     let token = CancellationToken::new();
     let run = exec.run(&spec, out.clone(), token.clone());
@@ -119,10 +111,7 @@ async fn dropping_a_running_command_kills_its_process_group() {
     let (_dir, exec, _scratch) = sandbox();
     let marker = format!("qa-remote-drop-{}-{}", std::process::id(), rand_suffix());
     let command = format!("/bin/sh -c 'sleep 600; : {marker}' & echo started; wait");
-    let spec = CommandSpec {
-        command,
-        ..Default::default()
-    };
+    let spec = CommandSpec::new(command);
     let out = RecordedOutput::new();
     {
         let run = exec.run(&spec, out.clone(), CancellationToken::new());
@@ -194,11 +183,9 @@ async fn dropping_a_running_command_ends_children_that_left_its_group() {
         std::process::id(),
         rand_suffix()
     );
-    let mut spec = CommandSpec {
-        command: "setsid sleep 600 > /dev/null 2>&1 < /dev/null & echo started; wait".into(),
-        ..Default::default()
-    };
-    spec.env.insert("QA_TEST_DROP_MARK".into(), marker.clone());
+    let spec =
+        CommandSpec::new("setsid sleep 600 > /dev/null 2>&1 < /dev/null & echo started; wait")
+            .env("QA_TEST_DROP_MARK", marker.clone());
     let out = RecordedOutput::new();
     {
         let run = exec.run(&spec, out.clone(), CancellationToken::new());
@@ -276,24 +263,14 @@ async fn collect_takes_files_under_a_matched_directory_and_links_inside() {
 async fn connector_binds_executors_to_the_machine_sandbox() {
     let (_dir, exec, _scratch) = sandbox();
     let root = exec.root().to_path_buf();
-    let machine = Machine {
-        name: "box".into(),
-        role: "box".into(),
-        backend: qa_core::BackendName::LOCAL,
-        access: Access::Local { root: root.clone() },
-        workdir: root.display().to_string(),
-        resources: vec![],
-        facts: Default::default(),
-    };
+    let machine = Machine::new(
+        "box",
+        qa_core::BackendName::LOCAL,
+        Access::Local { root: root.clone() },
+        root.display().to_string(),
+    );
     let exec: Arc<dyn RemoteExecutor> = LocalConnector::new().connect(&machine).await.unwrap();
-    let (info, out) = executor::run_recorded(
-        exec.as_ref(),
-        &CommandSpec {
-            command: "pwd -P".into(),
-            ..Default::default()
-        },
-    )
-    .await;
+    let (info, out) = executor::run_recorded(exec.as_ref(), &CommandSpec::new("pwd -P")).await;
     assert!(info.success());
     assert_eq!(
         Path::new(out.text(OutputStream::Stdout).trim()),

@@ -51,11 +51,7 @@ async fn round_trip_of_256_mib_keeps_every_byte() {
         std::fs::metadata(&remote).unwrap().permissions().mode() & 0o777,
         0o640
     );
-    let spec = CommandSpec {
-        command: "sha256sum up/big.bin".into(),
-        timeout: Some(Duration::from_secs(120)),
-        ..Default::default()
-    };
+    let spec = CommandSpec::new("sha256sum up/big.bin").timeout(Duration::from_secs(120));
     let (info, out) = executor::run_recorded(&exec, &spec).await;
     assert!(info.success());
     assert_eq!(

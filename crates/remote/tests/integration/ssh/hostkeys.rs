@@ -101,10 +101,7 @@ async fn insecure_connects_to_anything() {
     target.host_keys = HostKeyPolicy::Insecure;
     let (_wd, wd) = remote_workdir();
     let exec = SshExecutor::new(target, wd, options_for(&host, &dir.join("missing")));
-    let spec = CommandSpec {
-        command: "true".into(),
-        ..Default::default()
-    };
+    let spec = CommandSpec::new("true");
     let info = exec
         .run(
             &spec,

@@ -11,11 +11,7 @@ use qa_testkit::{Bastion, ClientKeys, KeyKind};
 use super::{options_for, remote_workdir, scratch};
 
 fn spec(cmd: &str) -> CommandSpec {
-    CommandSpec {
-        command: cmd.into(),
-        timeout: Some(Duration::from_secs(60)),
-        ..Default::default()
-    }
+    CommandSpec::new(cmd).timeout(Duration::from_secs(60))
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -56,14 +56,11 @@ async fn detached_run_ends_what_its_command_left_running() {
     };
     let (_wd, exec) = executor(&host);
     let mark = format!("detached-{}", std::process::id());
-    let mut spec = CommandSpec {
-        command: "setsid sleep 600 > /dev/null 2>&1 < /dev/null & echo done; exit 3".into(),
-        timeout: Some(Duration::from_secs(600)),
-        detached: true,
-        ..Default::default()
-    };
-    spec.env
-        .insert("QA_TEST_DETACHED_MARK".into(), mark.clone());
+    let spec =
+        CommandSpec::new("setsid sleep 600 > /dev/null 2>&1 < /dev/null & echo done; exit 3")
+            .timeout(Duration::from_secs(600))
+            .detached(true)
+            .env("QA_TEST_DETACHED_MARK", mark.clone());
     let out = RecordedOutput::new();
     let info = exec
         .run(&spec, out.clone(), CancellationToken::new())

@@ -59,12 +59,12 @@ async fn step_that_reboots_the_machine_is_followed_to_the_new_boot() {
     };
     let (_wd, exec) = executor(&host);
     let old = host.boot_id();
-    let spec = CommandSpec {
-        command: format!("echo going down; {}; sleep 30", host.reboot_command()),
-        expect_reboot: true,
-        timeout: Some(Duration::from_secs(60)),
-        ..Default::default()
-    };
+    let spec = CommandSpec::new(format!(
+        "echo going down; {}; sleep 30",
+        host.reboot_command()
+    ))
+    .expect_reboot(true)
+    .timeout(Duration::from_secs(60));
     let out = RecordedOutput::new();
     let info = exec
         .run(&spec, out.clone(), CancellationToken::new())
@@ -89,12 +89,9 @@ async fn detached_step_is_reattached_after_a_reboot() {
         return;
     };
     let (_wd, exec) = executor(&host);
-    let spec = CommandSpec {
-        command: "echo a; sleep 2; echo b; exit 3".into(),
-        detached: true,
-        timeout: Some(Duration::from_secs(60)),
-        ..Default::default()
-    };
+    let spec = CommandSpec::new("echo a; sleep 2; echo b; exit 3")
+        .detached(true)
+        .timeout(Duration::from_secs(60));
     let out = RecordedOutput::new();
     let old = host.boot_id();
     let run = exec.run(&spec, out.clone(), CancellationToken::new());
@@ -138,13 +135,10 @@ async fn detached_step_lost_to_a_reboot() {
     };
     for expect_reboot in [true, false] {
         let (wd, exec) = executor(&host);
-        let spec = CommandSpec {
-            command: "echo started; sleep 300".into(),
-            detached: true,
-            expect_reboot,
-            timeout: Some(Duration::from_secs(120)),
-            ..Default::default()
-        };
+        let spec = CommandSpec::new("echo started; sleep 300")
+            .detached(true)
+            .expect_reboot(expect_reboot)
+            .timeout(Duration::from_secs(120));
         let out = RecordedOutput::new();
         let run = exec.run(&spec, out.clone(), CancellationToken::new());
         let reboot = async {
@@ -195,13 +189,10 @@ async fn detached_step_that_reboots_at_once_is_followed_to_the_new_boot() {
     for attempt in 0..5 {
         let (_wd, exec) = executor(&host);
         let old = host.boot_id();
-        let spec = CommandSpec {
-            command: host.reboot_command(),
-            detached: true,
-            expect_reboot: true,
-            timeout: Some(Duration::from_secs(60)),
-            ..Default::default()
-        };
+        let spec = CommandSpec::new(host.reboot_command())
+            .detached(true)
+            .expect_reboot(true)
+            .timeout(Duration::from_secs(60));
         let out = RecordedOutput::new();
         let info = exec
             .run(&spec, out.clone(), CancellationToken::new())

@@ -12,11 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{executor, executor_for, logins, scratch};
 
 fn spec(cmd: &str) -> CommandSpec {
-    CommandSpec {
-        command: cmd.into(),
-        timeout: Some(Duration::from_secs(60)),
-        ..Default::default()
-    }
+    CommandSpec::new(cmd).timeout(Duration::from_secs(60))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -382,15 +378,13 @@ async fn connector_connects_ssh_machines() {
     let (wd, _) = executor(&host);
     let opts = super::options_for(&host, &host.known_hosts());
     let connector = qa_remote::ssh::SshConnector::new(opts);
-    let mut machine = qa_core::Machine {
-        name: "db-1".into(),
-        role: "db".into(),
-        backend: qa_core::BackendName::STATIC,
-        access: qa_core::Access::Ssh(host.target()),
-        workdir: wd.path().display().to_string(),
-        resources: Vec::new(),
-        facts: Default::default(),
-    };
+    let mut machine = qa_core::Machine::new(
+        "db-1",
+        qa_core::BackendName::STATIC,
+        qa_core::Access::Ssh(host.target()),
+        wd.path().display().to_string(),
+    )
+    .in_role("db");
     let exec = connector.connect(&machine).await.unwrap();
     assert_eq!(logins(&host), 1, "connect logs in at once");
     let (info, out) = executor::run_recorded(exec.as_ref(), &spec("pwd")).await;
