@@ -100,9 +100,21 @@ pub(crate) fn tagged(tag: &str) -> Vec<Leftover> {
         // A zombie's environment reads empty, so it was not matched; one that died since is
         // skipped here.
         let Some(pgid) = read_pgid(pid) else { continue };
+        let mut command = read_command(pid);
+        if command.is_empty() {
+            // An empty command line: either it is exiting (a shell that just forked the real
+            // leftover, say: then it is a zombie by now), or it was started without arguments,
+            // when its name stands in.
+            if read_pgid(pid).is_none() {
+                continue;
+            }
+            command = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|c| format!("[{}]", c.trim_end()))
+                .unwrap_or_default();
+        }
         out.push(Leftover {
             pid,
-            command: read_command(pid),
+            command,
             pgid,
         });
     }

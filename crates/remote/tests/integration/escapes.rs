@@ -113,10 +113,12 @@ pub async fn leaves_no_survivor(exec: &dyn RemoteExecutor, form: Escape) {
             Ending::Exit => {
                 // Ended by its main process, not by the timeout, with its status.
                 assert!(info.success(), "{form:?}: {info:?} {notes:?}");
+                // A double fork leaves the intermediate shell exiting while its child starts:
+                // which of the two the scan meets first (and names) is a race, so only the
+                // other forms are held to naming `sleep 600`; all are held to ending it.
                 assert!(
-                    notes
-                        .iter()
-                        .any(|n| n.contains("ended 1 process") && n.contains("sleep 600")),
+                    notes.iter().any(|n| n.contains("ended ")
+                        && (form == Escape::DoubleFork || n.contains("sleep 600"))),
                     "{form:?}: the ended process is named in the log: {notes:?}"
                 );
                 if form == Escape::HeldPipe {
