@@ -569,6 +569,7 @@ defaults:
   retries: 1
   env: {A: "1"}
   workdir: work
+  log-limit: 64MiB
 secrets: [TOKEN]
 inventory:
   - name: lab1
@@ -607,6 +608,7 @@ steps:
     sudo: true
     pty: true
     detached: true
+    log-limit: 1048576
   - name: reboot
     reboot: true
     after: [build]

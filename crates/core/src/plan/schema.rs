@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use super::diag::Diagnostic;
 use super::duration::PlanDuration;
+use super::size::ByteSize;
 use super::tree::{Node, Pos, Value};
 use crate::backend::{BackendName, BackendRegistry};
 
@@ -34,6 +35,11 @@ pub enum Shape {
     },
     /// A [`PlanDuration`]: seconds as a number, or text like `90s`, `1h30m`.
     Duration,
+    /// A [`ByteSize`] of at least `min` bytes: bytes as a number, or text like `64MiB`.
+    Size {
+        /// The smallest size allowed.
+        min: u64,
+    },
     /// One of a fixed set of words; `what` names the set in messages ("backend").
     Enum {
         /// What the set is called in messages.
@@ -132,6 +138,10 @@ pub const U32: Shape = Shape::UInt {
 pub const U64: Shape = Shape::UInt { max: u64::MAX };
 /// A duration.
 pub const DURATION: Shape = Shape::Duration;
+/// The most of a step's output its log and recording keep.
+const LOG_LIMIT: Shape = Shape::Size {
+    min: crate::recorder::MIN_LOG_LIMIT,
+};
 /// A list of strings.
 pub const STR_LIST: Shape = Shape::List(&STR);
 const ENV: Shape = Shape::Map(&STR);
@@ -147,6 +157,7 @@ const DEFAULTS: Shape = Shape::Struct(&[
     opt("retries", &U32),
     dflt("env", &ENV),
     opt("workdir", &STR),
+    opt("log-limit", &LOG_LIMIT),
 ]);
 
 const LOCAL_MACHINE: Shape = Shape::Struct(&[opt("root", &STR)]);
@@ -200,6 +211,7 @@ const STEP: Shape = Shape::Struct(&[
     dflt("sudo", &BOOL),
     dflt("pty", &BOOL),
     dflt("detached", &BOOL),
+    opt("log-limit", &LOG_LIMIT),
 ]);
 
 const ARTIFACT: Shape = Shape::Struct(&[
@@ -254,6 +266,10 @@ impl Shape {
             Shape::UInt { max } if *max == u64::MAX => "a whole number (0 or more)".into(),
             Shape::UInt { max } => format!("a whole number from 0 to {max}"),
             Shape::Duration => "a duration such as `90`, `90s`, `2m` or `1h30m`".into(),
+            Shape::Size { min } => format!(
+                "a size of at least {} such as `65536`, `512KiB` or `64MiB`",
+                ByteSize(*min)
+            ),
             Shape::Enum { what, values } => format!("a {what} ({})", one_of(values)),
             Shape::List(item) => match item {
                 Shape::Str => "a list of strings".into(),
@@ -427,6 +443,25 @@ impl Walk<'_> {
             (Shape::Duration, Value::Str(s)) => {
                 if let Err(e) = PlanDuration::parse(s) {
                     self.push(node.pos, path, e, None);
+                }
+            }
+            (Shape::Size { min }, Value::Int(_) | Value::Str(_)) => {
+                let size = match &node.value {
+                    Value::Int(i) => u64::try_from(*i)
+                        .map(ByteSize)
+                        .map_err(|_| format!("{i} is not a size: it is negative")),
+                    Value::Str(s) => ByteSize::parse(s),
+                    _ => unreachable!("matched above"),
+                };
+                match size {
+                    Ok(b) if b.get() < *min => self.push(
+                        node.pos,
+                        path,
+                        format!("{b} is too small: expected {}", shape.describe()),
+                        None,
+                    ),
+                    Ok(_) => {}
+                    Err(e) => self.push(node.pos, path, e, None),
                 }
             }
             (Shape::Enum { what, values }, Value::Str(s)) => {
