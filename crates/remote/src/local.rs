@@ -30,6 +30,7 @@ use async_trait::async_trait;
 use qa_core::remote::{
     CommandSpec, Connector, ExitInfo, OutputSink, OutputStream, RemoteError, RemoteExecutor,
 };
+use qa_core::plan::PlanDuration;
 use qa_core::types::{Access, BootId, Machine};
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
@@ -392,9 +393,9 @@ impl LocalExecutor {
                 .collect();
             if !held.is_empty() {
                 sink.note(&format!(
-                    "the command exited, but {} still held its output open {:?} later: {}",
+                    "the command exited, but {} still held its output open {} later: {}",
                     step_tag::count(&held),
-                    OUTPUT_GRACE,
+                    PlanDuration(OUTPUT_GRACE),
                     step_tag::list(&held)
                 ));
             }
@@ -535,8 +536,8 @@ impl RemoteExecutor for LocalExecutor {
                 let timed_out = matches!(ending, Ending::TimedOut);
                 sink.note(&if timed_out {
                     format!(
-                        "timed out after {:?}: ending process group {pgid} and every process of the command",
-                        cmd.timeout.unwrap_or_default()
+                        "timed out after {}: ending process group {pgid} and every process of the command",
+                        PlanDuration(cmd.timeout.unwrap_or_default())
                     )
                 } else {
                     format!("cancelled: ending process group {pgid} and every process of the command")
