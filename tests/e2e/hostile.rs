@@ -33,7 +33,12 @@ fn a_flooding_step_keeps_the_head_and_tail_of_its_output_within_its_log_limit() 
         "  - name: flood\n    command: seq 1 200000\n  - name: quiet\n    command: echo fine\n    log-limit: 1MiB\n",
         "defaults:\n  log-limit: 64KiB\n",
     );
-    let out = run(&["--results", results_arg(&results), "run", plan.to_str().unwrap()]);
+    let out = run(&[
+        "--results",
+        results_arg(&results),
+        "run",
+        plan.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     let run_dir = only_run_dir(&results);
     let log_path = run_dir.join("logs/box/flood.log");
@@ -62,7 +67,11 @@ fn a_flooding_step_keeps_the_head_and_tail_of_its_output_within_its_log_limit() 
         "{}",
         lines[marker]
     );
-    assert!(lines[marker].ends_with("within log-limit 64KiB"), "{}", lines[marker]);
+    assert!(
+        lines[marker].ends_with("within log-limit 64KiB"),
+        "{}",
+        lines[marker]
+    );
     let cast = std::fs::read_to_string(run_dir.join("casts/box/flood.cast")).unwrap();
     assert!(cast.len() <= 64 << 10, "{}", cast.len());
     assert!(cast.contains("pieces of output left out here"));
@@ -131,16 +140,18 @@ fn names_and_messages_cannot_act_on_the_terminal() {
         ),
     )
     .unwrap();
-    let out = run(&["--results", results_arg(&results), "run", plan.to_str().unwrap()]);
+    let out = run(&[
+        "--results",
+        results_arg(&results),
+        "run",
+        plan.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
     let err = stderr_of(&out);
     for c in ['\x1b', '\r', '\x07'] {
         assert!(!err.contains(c), "{c:?} reached the terminal: {err:?}");
     }
-    let summary: Vec<&str> = err
-        .lines()
-        .skip_while(|l| !l.starts_with("evil"))
-        .collect();
+    let summary: Vec<&str> = err.lines().skip_while(|l| !l.starts_with("evil")).collect();
     assert_eq!(
         summary[0].split(" in ").next().unwrap(),
         "evil\\x1b]0;owned\\x07: FAIL"
@@ -152,14 +163,15 @@ fn names_and_messages_cannot_act_on_the_terminal() {
     assert!(summary[2].starts_with("results: "), "{summary:?}");
     // The plain progress lines escape the same way.
     assert!(
-        err.lines().any(|l| l.ends_with("start   step:s\\r\\x1b[2KPASS\\nfake@box\\x1b[31m")),
+        err.lines()
+            .any(|l| l.ends_with("start   step:s\\r\\x1b[2KPASS\\nfake@box\\x1b[31m")),
         "{err}"
     );
     // The log keeps the output as it was: it is a file, not a terminal.
     let run_dir = only_run_dir(&results);
     let report = json(&run_dir.join("report.json"));
-    let log = std::fs::read_to_string(run_dir.join(report["steps"][0]["log"].as_str().unwrap()))
-        .unwrap();
+    let log =
+        std::fs::read_to_string(run_dir.join(report["steps"][0]["log"].as_str().unwrap())).unwrap();
     assert!(log.contains("\x1b]52;c;ZWNobyBoaQ==\x07"));
 }
 
@@ -191,26 +203,42 @@ fn paths_that_are_not_what_a_command_needs_are_usage_errors() {
             format!("error: {}: is a file, not a run directory", file.display()),
         ),
         (
-            vec!["--results", file.to_str().unwrap(), "run", plan.to_str().unwrap()],
+            vec![
+                "--results",
+                file.to_str().unwrap(),
+                "run",
+                plan.to_str().unwrap(),
+            ],
             format!(
                 "error: {}: is a file, not a directory: give a directory for the results (it is made if missing)",
                 file.display()
             ),
         ),
         (
-            vec!["--results", file.to_str().unwrap(), "plan", plan.to_str().unwrap()],
+            vec![
+                "--results",
+                file.to_str().unwrap(),
+                "plan",
+                plan.to_str().unwrap(),
+            ],
             format!("error: {}: is a file, not a directory", file.display()),
         ),
         (
             vec!["report", file.to_str().unwrap()],
-            format!("error: {}: is a file, not a results directory", file.display()),
+            format!(
+                "error: {}: is a file, not a results directory",
+                file.display()
+            ),
         ),
     ];
     for (args, expected) in cases {
         let out = run(&args);
         let err = stderr_of(&out);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert!(err.starts_with(&expected), "{args:?}:\n{err}\nexpected:\n{expected}");
+        assert!(
+            err.starts_with(&expected),
+            "{args:?}:\n{err}\nexpected:\n{expected}"
+        );
     }
 }
 
@@ -220,7 +248,12 @@ fn a_run_directory_that_was_only_planned_is_not_resumed() {
     let tmp = tempfile::tempdir().unwrap();
     let results = tmp.path().join("results");
     let plan = write_plan(tmp.path(), "p", "  - name: s\n    command: \"true\"\n", "");
-    let out = run(&["--results", results_arg(&results), "plan", plan.to_str().unwrap()]);
+    let out = run(&[
+        "--results",
+        results_arg(&results),
+        "plan",
+        plan.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     assert!(stderr_of(&out).contains("(a plan only: it cannot be resumed; `qa-run run` runs it)"));
     let run_dir = only_run_dir(&results);
@@ -249,7 +282,12 @@ fn cleanup_says_how_many_resources_are_gone() {
     )
     .unwrap();
     let out = bin(QA_RUN)
-        .args(["--results", results_arg(&results), "run", plan.to_str().unwrap()])
+        .args([
+            "--results",
+            results_arg(&results),
+            "run",
+            plan.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
@@ -258,7 +296,10 @@ fn cleanup_says_how_many_resources_are_gone() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     let err = stderr_of(&out);
     let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.first(), Some(&"removing 5 resource(s) the journal lists"));
+    assert_eq!(
+        lines.first(),
+        Some(&"removing 5 resource(s) the journal lists")
+    );
     assert_eq!(lines.last(), Some(&"removed 5 of 5 (100%)"));
     let destroyed = String::from_utf8_lossy(&out.stdout)
         .lines()

@@ -101,7 +101,9 @@ impl Progress {
 
 /// `: <message>` after a task's verdict, on the same line.
 fn why(message: Option<&str>) -> String {
-    message.map(|m| format!(": {}", safe(m))).unwrap_or_default()
+    message
+        .map(|m| format!(": {}", safe(m)))
+        .unwrap_or_default()
 }
 
 fn is_interesting(task: &TaskId) -> bool {

@@ -76,7 +76,10 @@ mod tests {
             // Erase the line and write a fake verdict over it.
             ("ok\r\x1b[2KPASS", "ok\\r\\x1b[2KPASS"),
             // A fake summary line on a line of its own.
-            ("boom\n  PASS        all@box: ok", "boom\\n  PASS        all@box: ok"),
+            (
+                "boom\n  PASS        all@box: ok",
+                "boom\\n  PASS        all@box: ok",
+            ),
             // Clipboard write and window title (OSC 52, OSC 0), ended by BEL and by ST.
             ("\x1b]52;c;ZWNobyBoaQ==\x07", "\\x1b]52;c;ZWNobyBoaQ==\\x07"),
             ("\x1b]0;owned\x1b\\", "\\x1b]0;owned\\x1b\\"),

@@ -468,7 +468,9 @@ impl ReadyTasks {
     }
 
     fn peek(&self) -> Option<NodeIndex> {
-        self.heap.peek().map(|(_, _, Reverse(i))| NodeIndex::new(*i))
+        self.heap
+            .peek()
+            .map(|(_, _, Reverse(i))| NodeIndex::new(*i))
     }
 
     fn pop(&mut self) {
@@ -920,10 +922,18 @@ mod tests {
             for stage in ["provision", "ready", "step"] {
                 g.add(task(format!("{stage}:{m}"))).unwrap();
             }
-            g.depend(&format!("ready:{m}"), &format!("provision:{m}"), EdgeKind::Requires)
-                .unwrap();
-            g.depend(&format!("step:{m}"), &format!("ready:{m}"), EdgeKind::Requires)
-                .unwrap();
+            g.depend(
+                &format!("ready:{m}"),
+                &format!("provision:{m}"),
+                EdgeKind::Requires,
+            )
+            .unwrap();
+            g.depend(
+                &format!("step:{m}"),
+                &format!("ready:{m}"),
+                EdgeKind::Requires,
+            )
+            .unwrap();
         }
         let order = Arc::new(StartOrder::default());
         let options = RunnerOptions {
@@ -934,7 +944,10 @@ mod tests {
         assert!(out.values().all(|o| o.verdict == Verdict::Pass));
         let order = order.0.lock().unwrap();
         let first_step = order.iter().position(|t| t.starts_with("step:")).unwrap();
-        let last_provision = order.iter().rposition(|t| t.starts_with("provision:")).unwrap();
+        let last_provision = order
+            .iter()
+            .rposition(|t| t.starts_with("provision:"))
+            .unwrap();
         assert!(first_step < last_provision, "{first_step} {last_provision}");
         // Never more machines in the pipeline than tasks may run at once, plus the ones whose
         // provisioning started in the same round: no machine waits provisioned for long.
@@ -942,7 +955,11 @@ mod tests {
             .iter()
             .filter(|t| t.starts_with("provision:"))
             .count();
-        assert!(provisions_before <= 2 * concurrency, "{:?}", &order[..first_step]);
+        assert!(
+            provisions_before <= 2 * concurrency,
+            "{:?}",
+            &order[..first_step]
+        );
         // Machines go through in the order they were added.
         assert_eq!(order[0], "provision:0");
         assert_eq!(order[first_step], "step:0");

@@ -358,7 +358,10 @@ impl<T> HeadTail<T> {
         self.tail.push_back((parts.concat(), tag));
         self.tail_len += n;
         while self.tail_len > self.tail_room {
-            let (dropped, _) = self.tail.pop_front().expect("a tail over its room holds records");
+            let (dropped, _) = self
+                .tail
+                .pop_front()
+                .expect("a tail over its room holds records");
             self.tail_len -= dropped.len() as u64;
             cut.records += 1;
             cut.bytes += dropped.len() as u64;
@@ -518,7 +521,13 @@ mod tests {
         assert_eq!(seen[142].1, "line 009849");
         assert!(seen.windows(2).all(|w| w[0].0 < w[1].0));
         for (at, line) in seen.iter() {
-            assert!(text[*at as usize..].lines().next().unwrap().ends_with(line.as_str()));
+            assert!(
+                text[*at as usize..]
+                    .lines()
+                    .next()
+                    .unwrap()
+                    .ends_with(line.as_str())
+            );
         }
         assert!(tail.starts_with("line 009960\n") && tail.ends_with("line 009999"));
 
@@ -532,7 +541,10 @@ mod tests {
         let text: Vec<&str> = events.iter().map(|e| e[2].as_str().unwrap()).collect();
         assert_eq!(text[0], "line 000000\r\n");
         assert_eq!(*text.last().unwrap(), "line 009999\r\n");
-        let marker = text.iter().position(|t| t.contains("left out here")).unwrap();
+        let marker = text
+            .iter()
+            .position(|t| t.contains("left out here"))
+            .unwrap();
         assert!(
             text[marker].contains("pieces of output left out here"),
             "{}",
@@ -563,12 +575,22 @@ mod tests {
         let lines = entries(&text);
         assert!(!text.contains("left out"));
         assert_eq!(
-            lines.iter().filter(|l| l.starts_with("! ")).map(|l| l.len() - 2).sum::<usize>(),
+            lines
+                .iter()
+                .filter(|l| l.starts_with("! "))
+                .map(|l| l.len() - 2)
+                .sum::<usize>(),
             300_000
         );
-        assert_eq!(lines[4], "# done", "the note comes before the output held at the end");
+        assert_eq!(
+            lines[4], "# done",
+            "the note comes before the output held at the end"
+        );
         // The report's tail cuts each line.
-        assert!(tail.lines().all(|l| l.len() <= TAIL_LINE_BYTES + '…'.len_utf8()));
+        assert!(
+            tail.lines()
+                .all(|l| l.len() <= TAIL_LINE_BYTES + '…'.len_utf8())
+        );
         assert!(tail.lines().next().unwrap().ends_with('…'));
     }
 
@@ -595,6 +617,9 @@ mod tests {
         );
         let cast = std::fs::read_to_string(&cast).unwrap();
         assert!(cast.len() as u64 <= MIN_LOG_LIMIT);
-        assert!(cast.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+        assert!(
+            cast.lines()
+                .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+        );
     }
 }

@@ -171,7 +171,9 @@ mod tests {
         let r = Redactor::new(["topsecret".to_string()]);
         let mut text = String::from("{\"version\":2}\n");
         for i in 0..1000 {
-            text.push_str(&format!("[{i}.0,\"o\",\"line {i} tops\"]\n[{i}.5,\"o\",\"ecret\\n\"]\n"));
+            text.push_str(&format!(
+                "[{i}.0,\"o\",\"line {i} tops\"]\n[{i}.5,\"o\",\"ecret\\n\"]\n"
+            ));
         }
         let mut items = Vec::new();
         cast_stream(text.as_bytes(), &r, |item| {

@@ -27,10 +27,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use qa_core::plan::PlanDuration;
 use qa_core::remote::{
     CommandSpec, Connector, ExitInfo, OutputSink, OutputStream, RemoteError, RemoteExecutor,
 };
-use qa_core::plan::PlanDuration;
 use qa_core::types::{Access, BootId, Machine};
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;

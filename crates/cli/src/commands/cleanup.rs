@@ -78,7 +78,10 @@ pub(super) async fn cleanup(globals: &Globals, targets: Targets<'_>) -> Result<i
             SweepScope::Configured
         };
         let swept = engine.sweep_test_id(&TestId(id.to_string()), scope).await;
-        swept.swept.iter().for_each(|l| println!("swept {}", safe(l)));
+        swept
+            .swept
+            .iter()
+            .for_each(|l| println!("swept {}", safe(l)));
         for (b, n) in &swept.cancelled {
             println!("cancelled {n} reservation(s) on {b}");
         }

@@ -121,15 +121,22 @@ mod tests {
         assert!(can_hold_directories(tmp.path()).is_ok());
         assert!(problem(can_hold_directories(&file)).ends_with("f: is a file, not a directory: give a directory for the results (it is made if missing)"));
         let below = problem(can_hold_directories(&file.join("results")));
-        assert!(below.contains("f/results: cannot be made a directory:"), "{below}");
-        assert!(problem(is_results_directory(&file)).contains("is a file, not a results directory"));
+        assert!(
+            below.contains("f/results: cannot be made a directory:"),
+            "{below}"
+        );
+        assert!(
+            problem(is_results_directory(&file)).contains("is a file, not a results directory")
+        );
         assert!(problem(is_results_directory(&tmp.path().join("none"))).contains("does not exist"));
     }
 
     #[test]
     fn a_run_directory_must_have_a_journal() {
         let tmp = tempfile::tempdir().unwrap();
-        assert!(problem(is_run_directory(&tmp.path().join("gone"))).contains("gone: does not exist"));
+        assert!(
+            problem(is_run_directory(&tmp.path().join("gone"))).contains("gone: does not exist")
+        );
         assert!(problem(is_run_directory(tmp.path())).contains("it has no state.json"));
         std::fs::write(tmp.path().join(JOURNAL_FILE), "{}").unwrap();
         assert!(is_run_directory(tmp.path()).is_ok());

@@ -68,7 +68,12 @@ impl fmt::Display for ByteSize {
     /// `64MiB`, `1536KiB`, `1000B`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0;
-        for (unit, scale) in [("TiB", 1u64 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        for (unit, scale) in [
+            ("TiB", 1u64 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ] {
             if n >= scale && n % scale == 0 {
                 return write!(f, "{}{unit}", n / scale);
             }

@@ -9,8 +9,8 @@ use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::{Instance, InstanceStateName};
 use qa_cloud::aws::errors::{ErrorClass, classify};
 use qa_cloud::aws::net;
-use qa_core::types::{Access, HostKeyPolicy, ResourceKey, SshTarget};
 use qa_core::plan::PlanDuration;
+use qa_core::types::{Access, HostKeyPolicy, ResourceKey, SshTarget};
 use qa_core::{Leftovers, Machine};
 
 use super::errors::{PResult, api_error, err};

@@ -750,7 +750,10 @@ mod tests {
         );
         // Not a recording: no script.
         std::fs::write(&src, "not json\n[0.5,\"o\",\"x\"]\n").unwrap();
-        assert!(!write_cast_script(3, &src, &dest.with_extension("2.js"), &Redactor::default()).unwrap());
+        assert!(
+            !write_cast_script(3, &src, &dest.with_extension("2.js"), &Redactor::default())
+                .unwrap()
+        );
         assert!(!dest.with_extension("2.js").exists());
     }
 

@@ -56,10 +56,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use qa_core::plan::PlanDuration;
 use qa_core::remote::{
     CommandSpec, Connector, ExitInfo, OutputSink, OutputStream, RemoteError, RemoteExecutor,
 };
-use qa_core::plan::PlanDuration;
 use qa_core::{Access, BootId, HostKeyPolicy, Machine, SshTarget};
 
 use crate::step_tag;
