@@ -10,6 +10,7 @@ use qa_testkit::cli::{bin, json, only_run_dir, wait_until, write_plan};
 use qa_testkit::procs::processes_mentioning;
 use serde_json::Value;
 
+mod hostile;
 mod secrets;
 
 /// The binary under test.

@@ -12,6 +12,7 @@ use qa_core::plan::PlanError;
 
 use crate::clouds::CloudError;
 use crate::inventory::InventoryError;
+use crate::terminal::safe_lines;
 
 /// Why a command stopped or did not do all of its job.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,15 @@ pub enum CliError {
     /// cloud could not be reached.
     #[error(transparent)]
     Cloud(#[from] CloudError),
+    /// A path on the command line is not what the command needs: a run directory without a
+    /// journal, a results directory that is a file.
+    #[error("{}: {problem}", path.display())]
+    BadPath {
+        /// The path as given.
+        path: PathBuf,
+        /// What is wrong with it and what to give instead.
+        problem: String,
+    },
     /// `qa-run cleanup` was given nothing to clean up.
     #[error("give a run directory, --test-id ID, or both")]
     NothingToCleanUp,
@@ -94,11 +104,15 @@ impl CliError {
             CliError::Plan(_)
             | CliError::Inventory { .. }
             | CliError::NothingToCleanUp
+            | CliError::BadPath { .. }
             | CliError::Report(_)
             | CliError::NoPublishTargets { .. }
             | CliError::InvalidPlans { .. }
             | CliError::Engine(
-                EngineError::Plan(_) | EngineError::Setup(_) | EngineError::Republish(_),
+                EngineError::Plan(_)
+                | EngineError::Setup(_)
+                | EngineError::Republish(_)
+                | EngineError::OnlyPlanned { .. },
             )
             | CliError::Cloud(
                 CloudError::Setting { .. }
@@ -126,8 +140,8 @@ impl CliError {
             | CliError::PublishIncomplete { .. }
             | CliError::CleanupIncomplete { .. }
             | CliError::ListingIncomplete { .. } => {}
-            CliError::Aborted { .. } => eprintln!("aborted: {self}"),
-            _ => eprintln!("error: {}", self.to_string().trim_end()),
+            CliError::Aborted { .. } => eprintln!("aborted: {}", safe_lines(&self.to_string())),
+            _ => eprintln!("error: {}", safe_lines(self.to_string().trim_end())),
         }
     }
 }

@@ -10,7 +10,8 @@
 //! - `inventory`: a plan's static hosts filled in from their OpenSSH config;
 //! - `commands`: one file per subcommand;
 //! - `error`, `signals`, `progress`, `summary`: failures, Ctrl-C, live progress and the
-//!   end-of-run summary.
+//!   end-of-run summary;
+//! - `terminal`: names and messages from outside made safe to print.
 #![warn(missing_docs)]
 // The doc comments of arguments are their `--help` text, where `<run-id>` is a placeholder.
 #![allow(rustdoc::invalid_html_tags)]
@@ -24,6 +25,7 @@ mod progress;
 mod settings;
 mod signals;
 mod summary;
+mod terminal;
 mod wiring;
 
 use std::process::ExitCode;

@@ -1,5 +1,7 @@
 //! Progress while a run goes: a bar and one line per running task on a terminal, plain lines
-//! otherwise, or JSON lines on stdout with `--json`.
+//! otherwise, or JSON lines on stdout with `--json`. Names and messages are shown through
+//! [`crate::terminal`], so that nothing from a plan or from a step's output can act on the
+//! terminal.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -9,6 +11,8 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use qa_core::Verdict;
 use qa_core::events::{Event, EventRecord, EventSink, TaskId, TaskKind};
+
+use crate::terminal::{safe, safe_lines};
 
 enum Mode {
     Json,
@@ -63,7 +67,7 @@ impl Progress {
         }
     }
 
-    /// A message for people.
+    /// A message for people (it may quote names from the plan: it is shown escaped).
     pub fn message(&self, m: &str) {
         let json = matches!(&*self.mode.lock().expect("progress"), Mode::Json);
         if json {
@@ -72,6 +76,7 @@ impl Progress {
                 message: m.into(),
             });
         }
+        let m = safe_lines(m);
         match &*self.mode.lock().expect("progress") {
             Mode::Terminal { multi, .. } => {
                 let _ = multi.println(m);
@@ -92,6 +97,13 @@ impl Progress {
             overall.finish_and_clear();
         }
     }
+}
+
+/// `: <message>` after a task's verdict, on the same line.
+fn why(message: Option<&str>) -> String {
+    message
+        .map(|m| format!(": {}", safe(m)))
+        .unwrap_or_default()
 }
 
 fn is_interesting(task: &TaskId) -> bool {
@@ -122,7 +134,11 @@ impl EventSink for Progress {
                     } else {
                         String::new()
                     };
-                    eprintln!("[{:>8.1}s] start   {task}{again}", t.as_secs_f64());
+                    eprintln!(
+                        "[{:>8.1}s] start   {}{again}",
+                        t.as_secs_f64(),
+                        safe(&task.to_string())
+                    );
                 }
                 Event::TaskFinished {
                     task,
@@ -130,19 +146,17 @@ impl EventSink for Progress {
                     duration_ms,
                     message,
                 } if is_interesting(task) || *verdict != Verdict::Pass => {
-                    let why = message
-                        .as_deref()
-                        .map(|m| format!(": {m}"))
-                        .unwrap_or_default();
                     eprintln!(
-                        "[{:>8.1}s] {:<7} {task} ({:.1}s){why}",
+                        "[{:>8.1}s] {:<7} {} ({:.1}s){}",
                         t.as_secs_f64(),
                         verdict.as_str(),
-                        *duration_ms as f64 / 1000.0
+                        safe(&task.to_string()),
+                        *duration_ms as f64 / 1000.0,
+                        why(message.as_deref())
                     );
                 }
                 Event::Note { message, .. } => {
-                    eprintln!("[{:>8.1}s] note    {message}", t.as_secs_f64())
+                    eprintln!("[{:>8.1}s] note    {}", t.as_secs_f64(), safe(message))
                 }
                 _ => {}
             },
@@ -158,13 +172,15 @@ impl EventSink for Progress {
                             ProgressStyle::with_template("  {spinner} {elapsed:>4} {msg}")
                                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                         );
-                        b.set_message(task.to_string().trim_start_matches("step:").to_string());
+                        b.set_message(
+                            safe(task.to_string().trim_start_matches("step:")).into_owned(),
+                        );
                         b.enable_steady_tick(Duration::from_millis(120));
                         if let Some(old) = running.insert(task.clone(), b) {
                             old.finish_and_clear();
                         }
                     }
-                    overall.set_message(task.to_string());
+                    overall.set_message(safe(&task.to_string()).into_owned());
                 }
                 Event::TaskFinished {
                     task,
@@ -177,20 +193,17 @@ impl EventSink for Progress {
                     }
                     overall.inc(1);
                     if task.kind() == TaskKind::Step || *verdict != Verdict::Pass {
-                        let why = message
-                            .as_deref()
-                            .map(|m| format!(": {m}"))
-                            .unwrap_or_default();
                         let _ = multi.println(format!(
-                            "{:<11} {} ({:.1}s){why}",
+                            "{:<11} {} ({:.1}s){}",
                             verdict.as_str(),
-                            task,
-                            *duration_ms as f64 / 1000.0
+                            safe(&task.to_string()),
+                            *duration_ms as f64 / 1000.0,
+                            why(message.as_deref())
                         ));
                     }
                 }
                 Event::Note { message, .. } => {
-                    let _ = multi.println(message);
+                    let _ = multi.println(safe(message));
                 }
                 _ => {}
             },

@@ -40,7 +40,7 @@ pub struct Placement {
 #[non_exhaustive]
 pub enum CapacityError {
     /// No zone had capacity for everything.
-    #[error("no capacity in any of {tried:?}: {last}")]
+    #[error("no capacity in any of {}: {last}", tried.join(", "))]
     NoCapacity {
         /// Zones tried, in order.
         tried: Vec<String>,

@@ -12,8 +12,15 @@
 //!   verdicts and even after cancellation; only a hard cancel stops it.
 //! - Only [`Verdict::Error`] is retried, up to the task's `retries`, with exponential backoff.
 //! - A task whose verdict is given in `prior` (a resumed run's PASS) is not run again.
+//! - When more tasks are ready than may run, the one deepest in the graph goes first: the one with
+//!   the longest chain of dependencies above it, then the one with the longest chain below it,
+//!   then the one added first. A machine's next task (wait-ready, upload, its steps) is deeper
+//!   than any machine's provisioning, so with 10,000 machines and a limit of 16 a machine's steps
+//!   start as soon as it is ready, instead of after every machine was provisioned; machines are
+//!   then also torn down early rather than all kept until the last one is up.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -315,10 +322,12 @@ where
         .map(|ix| g.edges_directed(ix, Direction::Incoming).count())
         .collect();
     let mut outcomes: Vec<Option<TaskOutcome>> = vec![None; n];
-    let mut ready: std::collections::VecDeque<NodeIndex> = g
-        .node_indices()
-        .filter(|ix| waiting[ix.index()] == 0)
-        .collect();
+    let mut ready = ReadyTasks::new(g);
+    for ix in g.node_indices() {
+        if waiting[ix.index()] == 0 {
+            ready.push(ix);
+        }
+    }
     let mut running: JoinSet<(NodeIndex, TaskOutcome)> = JoinSet::new();
     let mut done = 0usize;
     let concurrency = options.concurrency.max(1);
@@ -326,7 +335,7 @@ where
 
     while done < n {
         // Start everything that is ready, up to the limit. Tasks that need not run end here.
-        while let Some(&ix) = ready.front() {
+        while let Some(ix) = ready.peek() {
             let node = &g[ix];
             let prior_pass = options.prior.get(&node.id) == Some(&Verdict::Pass);
             let decided = if prior_pass {
@@ -348,7 +357,7 @@ where
                 blocked_by(g, ix, &outcomes)
             };
             if let Some(outcome) = decided {
-                ready.pop_front();
+                ready.pop();
                 executor.finished(node, &outcome);
                 finish(g, ix, outcome, &mut outcomes, &mut waiting, &mut ready);
                 done += 1;
@@ -357,7 +366,7 @@ where
             if running.len() >= concurrency {
                 break;
             }
-            ready.pop_front();
+            ready.pop();
             let graph = graph.clone();
             let executor = executor.clone();
             let token = if node.always {
@@ -419,6 +428,62 @@ where
         .collect()
 }
 
+/// The tasks whose dependencies have all ended, best first (see the module's rules).
+struct ReadyTasks {
+    /// Per task: the longest chain of dependencies above it, and below it (in tasks).
+    rank: Vec<(u32, u32)>,
+    heap: BinaryHeap<(u32, u32, Reverse<usize>)>,
+}
+
+impl ReadyTasks {
+    fn new<T>(g: &DiGraph<TaskNode<T>, EdgeKind>) -> Self {
+        let mut rank = vec![(0u32, 0u32); g.node_count()];
+        // A graph with a cycle gets no ranks: its tasks then go in the order they were added,
+        // and those on the cycle never become ready.
+        if let Ok(order) = petgraph::algo::toposort(g, None) {
+            for &ix in &order {
+                let depth = g
+                    .neighbors_directed(ix, Direction::Incoming)
+                    .map(|d| rank[d.index()].0 + 1)
+                    .max()
+                    .unwrap_or(0);
+                rank[ix.index()].0 = depth;
+            }
+            for &ix in order.iter().rev() {
+                let height = g
+                    .neighbors_directed(ix, Direction::Outgoing)
+                    .map(|d| rank[d.index()].1 + 1)
+                    .max()
+                    .unwrap_or(0);
+                rank[ix.index()].1 = height;
+            }
+        }
+        ReadyTasks {
+            rank,
+            heap: BinaryHeap::new(),
+        }
+    }
+
+    fn push(&mut self, ix: NodeIndex) {
+        let (depth, height) = self.rank[ix.index()];
+        self.heap.push((depth, height, Reverse(ix.index())));
+    }
+
+    fn peek(&self) -> Option<NodeIndex> {
+        self.heap
+            .peek()
+            .map(|(_, _, Reverse(i))| NodeIndex::new(*i))
+    }
+
+    fn pop(&mut self) {
+        self.heap.pop();
+    }
+
+    fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+}
+
 fn interrupted(message: &str) -> TaskOutcome {
     TaskOutcome {
         verdict: Verdict::Interrupted,
@@ -469,14 +534,14 @@ fn finish<T>(
     outcome: TaskOutcome,
     outcomes: &mut [Option<TaskOutcome>],
     waiting: &mut [usize],
-    ready: &mut std::collections::VecDeque<NodeIndex>,
+    ready: &mut ReadyTasks,
 ) {
     outcomes[ix.index()] = Some(outcome);
     for e in g.edges_directed(ix, Direction::Outgoing) {
         let t = e.target().index();
         waiting[t] -= 1;
         if waiting[t] == 0 {
-            ready.push_back(e.target());
+            ready.push(e.target());
         }
     }
 }
@@ -825,6 +890,81 @@ mod tests {
         assert!(hard.soft.is_cancelled(), "a hard cancel implies a soft one");
         let out = run_graph(graph, rec, RunnerOptions::default(), hard).await;
         assert_eq!(out["teardown"].verdict, Verdict::Interrupted);
+    }
+
+    /// Records the order tasks start in.
+    #[derive(Default)]
+    struct StartOrder(Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl TaskExecutor<()> for StartOrder {
+        async fn execute(&self, _: &TaskNode<()>, _: u32, _: CancellationToken) -> TaskResult {
+            tokio::task::yield_now().await;
+            TaskResult::pass()
+        }
+        fn started(&self, node: &TaskNode<()>, _: u32) {
+            self.0.lock().unwrap().push(node.id.clone());
+        }
+    }
+
+    // Regression: with 10,000 machines and a concurrency limit, every machine was provisioned
+    // before any step started (ready tasks went first come, first served, and every provision
+    // was ready at once).
+    #[tokio::test]
+    async fn a_machines_steps_start_when_it_is_ready_not_after_every_provision() {
+        let (machines, concurrency) = (300, 4);
+        let mut g = TaskGraph::new();
+        let task = |id: String| TaskNode {
+            id,
+            payload: (),
+            always: false,
+            retries: 0,
+        };
+        for m in 0..machines {
+            for stage in ["provision", "ready", "step"] {
+                g.add(task(format!("{stage}:{m}"))).unwrap();
+            }
+            g.depend(
+                &format!("ready:{m}"),
+                &format!("provision:{m}"),
+                EdgeKind::Requires,
+            )
+            .unwrap();
+            g.depend(
+                &format!("step:{m}"),
+                &format!("ready:{m}"),
+                EdgeKind::Requires,
+            )
+            .unwrap();
+        }
+        let order = Arc::new(StartOrder::default());
+        let options = RunnerOptions {
+            concurrency,
+            ..RunnerOptions::default()
+        };
+        let out = run_graph(Arc::new(g), order.clone(), options, RunCancel::new()).await;
+        assert!(out.values().all(|o| o.verdict == Verdict::Pass));
+        let order = order.0.lock().unwrap();
+        let first_step = order.iter().position(|t| t.starts_with("step:")).unwrap();
+        let last_provision = order
+            .iter()
+            .rposition(|t| t.starts_with("provision:"))
+            .unwrap();
+        assert!(first_step < last_provision, "{first_step} {last_provision}");
+        // Never more machines in the pipeline than tasks may run at once, plus the ones whose
+        // provisioning started in the same round: no machine waits provisioned for long.
+        let provisions_before = order[..first_step]
+            .iter()
+            .filter(|t| t.starts_with("provision:"))
+            .count();
+        assert!(
+            provisions_before <= 2 * concurrency,
+            "{:?}",
+            &order[..first_step]
+        );
+        // Machines go through in the order they were added.
+        assert_eq!(order[0], "provision:0");
+        assert_eq!(order[first_step], "step:0");
     }
 
     #[test]

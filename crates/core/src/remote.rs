@@ -182,7 +182,8 @@ pub enum RemoteError {
     },
     /// The machine did not come back from a reboot in time.
     #[error(
-        "{target} did not come back within {deadline:?} after reboot (old boot id {old_boot_id}); tried: {tried}"
+        "{target} did not come back within {} after reboot (old boot id {old_boot_id}); tried: {tried}",
+        crate::plan::PlanDuration(*deadline)
     )]
     RebootTimeout {
         /// The machine.

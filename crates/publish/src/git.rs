@@ -86,7 +86,7 @@ impl GitPublisher {
             || self.branch.contains("..")
             || self.branch.contains(char::is_whitespace)
         {
-            return Err(self.fail(format!("{:?} is not a usable branch name", self.branch)));
+            return Err(self.fail(format!("`{}` is not a usable branch name", self.branch)));
         }
         let work = tempfile::Builder::new()
             .prefix("qa-publish-git-")

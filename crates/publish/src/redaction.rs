@@ -43,44 +43,87 @@ fn value_in_place(value: &mut Value, redactor: &Redactor) {
 /// masking, and the masked line is put back into the first event of that line. Lines that are not
 /// JSON are dropped, since a player could not use them anyway.
 pub fn cast(text: &str, redactor: &Redactor) -> String {
-    let mut lines = text.lines();
     let mut out = String::with_capacity(text.len());
-    let Some(header) = lines.next() else {
-        return out;
+    let _ = cast_stream(text.as_bytes(), redactor, |item| {
+        out.push_str(&match item {
+            CastItem::Header(h) => h.to_string(),
+            CastItem::Event(e) => e.to_string(),
+        });
+        out.push('\n');
+        Ok(())
+    });
+    out
+}
+
+/// A piece of a masked recording, as [`cast_stream`] gives it.
+#[derive(Debug)]
+pub enum CastItem {
+    /// The header (the first line), masked.
+    Header(Value),
+    /// An event (`[time, code, data]`), its data masked.
+    Event(Value),
+}
+
+/// The most data of one line of output held to mask it whole; a longer line is masked in parts.
+const LINE_HELD_MAX: usize = 1 << 20;
+
+/// [`cast`] as a stream: reads the recording from `input` a line at a time and gives each masked
+/// item to `emit` in order, holding no more than one line of output (at most
+/// [`LINE_HELD_MAX`] of data) at once. Gives nothing if the first line is not a JSON header.
+pub fn cast_stream(
+    input: impl std::io::BufRead,
+    redactor: &Redactor,
+    mut emit: impl FnMut(CastItem) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut lines = input.split(b'\n');
+    let Some(header) = lines.next().transpose()? else {
+        return Ok(());
     };
-    match serde_json::from_str::<Value>(header) {
+    match serde_json::from_slice::<Value>(&header) {
         Ok(mut h) => {
             value_in_place(&mut h, redactor);
-            out.push_str(&h.to_string());
-            out.push('\n');
+            emit(CastItem::Header(h))?;
         }
-        Err(_) => return out,
+        Err(_) => return Ok(()),
     }
-    let mut events: Vec<(f64, String, String)> = Vec::new();
-    for line in lines {
-        if let Ok(Value::Array(ev)) = serde_json::from_str::<Value>(line) {
-            if let (Some(t), Some(code), Some(data)) = (
-                ev.first().and_then(Value::as_f64),
-                ev.get(1).and_then(Value::as_str),
-                ev.get(2).and_then(Value::as_str),
-            ) {
-                events.push((t, code.to_string(), data.to_string()));
-            }
-        }
-    }
-    mask_across_events(&mut events, redactor);
-    for (t, code, data) in events {
-        out.push_str(
-            &Value::Array(vec![
+    let mut group: Vec<(f64, String, String)> = Vec::new();
+    let mut held = 0;
+    let mut flush = |group: &mut Vec<(f64, String, String)>, held: &mut usize| {
+        mask_across_events(group, redactor);
+        *held = 0;
+        for (t, code, data) in group.drain(..) {
+            emit(CastItem::Event(Value::Array(vec![
                 serde_json::json!(t),
                 Value::String(code),
                 Value::String(data),
-            ])
-            .to_string(),
-        );
-        out.push('\n');
+            ])))?;
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    for line in lines {
+        let line = line?;
+        let Ok(Value::Array(ev)) = serde_json::from_slice::<Value>(&line) else {
+            continue;
+        };
+        let (Some(t), Some(code), Some(data)) = (
+            ev.first().and_then(Value::as_f64),
+            ev.get(1).and_then(Value::as_str),
+            ev.get(2).and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        // A line of output ends where an event ends a line, or where the stream changes.
+        if group.last().is_some_and(|last| last.1 != code) {
+            flush(&mut group, &mut held)?;
+        }
+        held += data.len();
+        let ends_line = data.contains(['\n', '\r']);
+        group.push((t, code.to_string(), data.to_string()));
+        if ends_line || held >= LINE_HELD_MAX {
+            flush(&mut group, &mut held)?;
+        }
     }
-    out
+    flush(&mut group, &mut held)
 }
 
 /// Groups consecutive output events into lines and masks each line as a whole.
@@ -121,6 +164,29 @@ mod tests {
         assert!(!out.contains("tops\""), "{out}");
         assert_eq!(out.lines().count(), 4, "{out}");
         assert!(out.contains("[REDACTED]"));
+    }
+
+    #[test]
+    fn a_long_recording_is_masked_a_line_at_a_time() {
+        let r = Redactor::new(["topsecret".to_string()]);
+        let mut text = String::from("{\"version\":2}\n");
+        for i in 0..1000 {
+            text.push_str(&format!(
+                "[{i}.0,\"o\",\"line {i} tops\"]\n[{i}.5,\"o\",\"ecret\\n\"]\n"
+            ));
+        }
+        let mut items = Vec::new();
+        cast_stream(text.as_bytes(), &r, |item| {
+            items.push(item);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(items.len(), 2001);
+        let CastItem::Event(e) = &items[1999] else {
+            panic!("{:?}", items[1999])
+        };
+        assert_eq!(e[2], "line 999 [REDACTED]\n");
+        assert!(matches!(&items[2000], CastItem::Event(e) if e[2] == ""));
     }
 
     #[test]

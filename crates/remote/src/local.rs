@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use qa_core::plan::PlanDuration;
 use qa_core::remote::{
     CommandSpec, Connector, ExitInfo, OutputSink, OutputStream, RemoteError, RemoteExecutor,
 };
@@ -401,9 +402,9 @@ impl LocalExecutor {
                 .collect();
             if !held.is_empty() {
                 sink.note(&format!(
-                    "the command exited, but {} still held its output open {:?} later: {}",
+                    "the command exited, but {} still held its output open {} later: {}",
                     step_tag::count(&held),
-                    OUTPUT_GRACE,
+                    PlanDuration(OUTPUT_GRACE),
                     step_tag::list(&held)
                 ));
             }
@@ -544,8 +545,8 @@ impl RemoteExecutor for LocalExecutor {
                 let timed_out = matches!(ending, Ending::TimedOut);
                 sink.note(&if timed_out {
                     format!(
-                        "timed out after {:?}: ending process group {pgid} and every process of the command",
-                        cmd.timeout.unwrap_or_default()
+                        "timed out after {}: ending process group {pgid} and every process of the command",
+                        PlanDuration(cmd.timeout.unwrap_or_default())
                     )
                 } else {
                     format!("cancelled: ending process group {pgid} and every process of the command")

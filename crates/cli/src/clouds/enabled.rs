@@ -15,6 +15,7 @@ use qa_provision::aws::{AwsProvisioner, AwsProvisionerOptions};
 
 use super::{CloudError, Clouds, JanitorOptions};
 use crate::error::CliError;
+use crate::terminal::safe;
 
 /// Names the address to reach EC2 machines' SSH at instead of their own (`qa-run --help`).
 const SSH_ADDRESS_ENV: &str = "QA_RUN_AWS_SSH_ADDRESS";
@@ -158,7 +159,7 @@ pub async fn janitor(options: JanitorOptions) -> Result<i32, CliError> {
         .janitor(options.older_than, options.all_regions, options.remove)
         .await;
     for e in &report.errors {
-        eprintln!("error: {e}");
+        eprintln!("error: {}", safe(e));
     }
     let searched = || {
         if report.errors.is_empty() {
@@ -178,11 +179,11 @@ pub async fn janitor(options: JanitorOptions) -> Result<i32, CliError> {
     for (_, r) in &report.expired {
         println!(
             "{:<14} {:<16} {:<24} test-id {:<30} keep-until {}",
-            r.region,
-            r.kind,
-            r.id,
-            r.test_id.as_deref().unwrap_or("-"),
-            r.keep_until
+            safe(&r.region),
+            safe(&r.kind),
+            safe(&r.id),
+            safe(r.test_id.as_deref().unwrap_or("-")),
+            safe(&r.keep_until)
         );
     }
     if !options.remove {
@@ -193,10 +194,10 @@ pub async fn janitor(options: JanitorOptions) -> Result<i32, CliError> {
         return searched();
     }
     for r in &report.removed {
-        println!("removed {r}");
+        println!("removed {}", safe(r));
     }
     for l in &report.left {
-        eprintln!("left: {l}");
+        eprintln!("left: {}", safe(l));
     }
     if !report.left.is_empty() {
         return Err(CliError::CleanupIncomplete {

@@ -4,6 +4,7 @@
 
 mod cleanup;
 mod janitor;
+mod paths;
 mod plan;
 mod publish;
 mod report;
@@ -49,6 +50,7 @@ impl Globals {
 
 /// Runs one parsed command and returns its exit code, or the error that stopped it.
 pub async fn dispatch(cli: Cli, settings: &Settings) -> Result<i32, CliError> {
+    paths::check(&cli)?;
     let globals = Globals {
         results: cli.results,
         json: cli.json,

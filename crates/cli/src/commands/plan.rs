@@ -1,5 +1,6 @@
 //! `qa-run plan PLAN`: expand a plan into its task graph, write the state and rendered
-//! artefacts of a run that never starts, and print the graph as text, dot or JSON.
+//! artefacts of a run that never starts, and print the graph as text, dot or JSON. Its journal
+//! says `planned`: `qa-run resume` refuses the directory, since nothing ran.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use qa_core::exit;
 use super::{Globals, print_stdout};
 use crate::args::GraphFormat;
 use crate::error::CliError;
+use crate::terminal::{safe, safe_lines};
 use crate::wiring::default_engine;
 
 /// Prints the task graph of the plan file `plan` in `format`.
@@ -34,11 +36,12 @@ pub(super) async fn plan(
                 + "\n"
         }
     };
-    print_stdout(&out);
+    // Task ids carry the plan's step and machine names.
+    print_stdout(&safe_lines(&out));
     eprintln!(
-        "{} tasks; state and rendered artefacts in {}",
+        "{} tasks; state and rendered artefacts in {} (a plan only: it cannot be resumed; `qa-run run` runs it)",
         graph.len(),
-        run_dir.display()
+        safe(&run_dir.display().to_string())
     );
     Ok(exit::ALL_PASSED)
 }

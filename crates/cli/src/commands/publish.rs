@@ -8,6 +8,7 @@ use qa_core::engine::RunOptions;
 use qa_core::exit;
 
 use crate::error::CliError;
+use crate::terminal::{safe, safe_lines};
 use crate::wiring::{EngineSettings, default_engine};
 
 /// Publishes the run in `run_dir` again.
@@ -25,9 +26,9 @@ pub(super) async fn publish(run_dir: &Path) -> Result<i32, CliError> {
         .await?
     {
         match published {
-            Ok(r) => println!("published to {}: {}", r.publisher, r.location),
+            Ok(r) => println!("published to {}: {}", safe(&r.publisher), safe(&r.location)),
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", safe_lines(&e.to_string()));
                 failed += 1;
             }
         }

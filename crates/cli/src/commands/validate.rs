@@ -7,6 +7,7 @@ use qa_core::exit;
 
 use super::print_stdout;
 use crate::error::CliError;
+use crate::terminal::safe_lines;
 
 /// Checks each plan file; the problems are printed as each file is read.
 pub(super) fn validate(plans: &[PathBuf]) -> Result<i32, CliError> {
@@ -23,13 +24,13 @@ pub(super) fn validate(plans: &[PathBuf]) -> Result<i32, CliError> {
                     g.len()
                 )),
                 Err(e) => {
-                    eprintln!("{}: {e}", p.display());
+                    eprintln!("{}: {}", p.display(), safe_lines(&e.to_string()));
                     invalid += 1;
                 }
             },
             Err(e) => {
                 // A plan error names the file on each of its lines and ends with a newline.
-                eprint!("{e}");
+                eprint!("{}", safe_lines(&e.to_string()));
                 invalid += 1;
             }
         }

@@ -53,7 +53,7 @@ pub async fn caller_address(url: &str) -> std::io::Result<String> {
         }
         let ip = body.trim().to_string();
         ip.parse::<std::net::IpAddr>()
-            .map_err(|_| std::io::Error::other(format!("not an address: {ip:?}")))?;
+            .map_err(|_| std::io::Error::other(format!("not an address: `{ip}`")))?;
         Ok(ip)
     };
     tokio::time::timeout(LOOKUP_TIMEOUT, fut)

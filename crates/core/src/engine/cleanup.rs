@@ -2,7 +2,11 @@
 //! crash too), everything carrying a test id when the journal is lost, what outlived its
 //! keep-until (the janitor), and publishing a finished run again.
 
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
 
 use super::builder::Engine;
 use super::context::by_backend;
@@ -10,8 +14,8 @@ use super::error::EngineError;
 use super::stages::capacity::end_reservation_records;
 use crate::backend::{BackendName, ExpiredResource, SweepScope};
 use crate::capacity::RESERVATION_KIND;
-use crate::journal::{RunJournal, RunStatus};
-use crate::types::{ResourceState, TestId};
+use crate::journal::{JournalError, ResourceLedger, RunJournal, RunStatus};
+use crate::types::{Resource, ResourceKey, ResourceState, TestId};
 
 /// What `cleanup` did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -21,6 +25,70 @@ pub struct CleanupReport {
     pub destroyed: Vec<String>,
     /// Lines describing what could not be removed.
     pub remaining: Vec<String>,
+}
+
+/// How far [`Engine::cleanup_with_progress`] is: how many of the resources the journal lists
+/// as possibly existing are gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CleanupProgress {
+    /// Resources removed so far.
+    pub removed: usize,
+    /// Resources the journal lists as possibly existing (reservations are not counted).
+    pub total: usize,
+}
+
+/// Told of a cleanup's progress: once before anything is removed, then after each resource a
+/// backend recorded as removed. Called from the backends' tasks: it must not block.
+pub type CleanupObserver<'a> = &'a (dyn Fn(CleanupProgress) + Send + Sync);
+
+/// The journal, as backends see it during a cleanup: what they record goes to the journal, and
+/// each resource they record as destroyed is counted and reported.
+struct CountingLedger<'a> {
+    journal: &'a RunJournal,
+    /// The resources not yet removed.
+    left: Mutex<HashSet<ResourceKey>>,
+    total: usize,
+    observer: CleanupObserver<'a>,
+}
+
+#[async_trait]
+impl ResourceLedger for CountingLedger<'_> {
+    async fn intent(&self, resource: Resource) -> Result<(), JournalError> {
+        self.journal.intent(resource).await
+    }
+
+    async fn created(
+        &self,
+        key: &ResourceKey,
+        id: &str,
+        details: BTreeMap<String, String>,
+    ) -> Result<(), JournalError> {
+        self.journal.created(key, id, details).await
+    }
+
+    async fn destroyed(&self, key: &ResourceKey) -> Result<(), JournalError> {
+        self.journal.destroyed(key).await?;
+        let removed = {
+            let mut left = self.left.lock().expect("cleanup progress lock");
+            left.remove(key).then(|| self.total - left.len())
+        };
+        if let Some(removed) = removed {
+            (self.observer)(CleanupProgress {
+                removed,
+                total: self.total,
+            });
+        }
+        Ok(())
+    }
+
+    async fn kept(&self, key: &ResourceKey) -> Result<(), JournalError> {
+        self.journal.kept(key).await
+    }
+
+    fn resources(&self) -> Vec<Resource> {
+        self.journal.resources()
+    }
 }
 
 /// What a sweep by test id did.
@@ -53,6 +121,16 @@ impl Engine {
     /// Destroys everything a run's journal says may still exist, and cancels its reservations.
     /// Works on the journal of a run that was killed.
     pub async fn cleanup(&self, run_dir: &Path) -> Result<CleanupReport, EngineError> {
+        self.cleanup_with_progress(run_dir, &|_| {}).await
+    }
+
+    /// [`cleanup`](Self::cleanup), telling `progress` how many resources are gone as they go
+    /// (a run of 10,000 machines takes a while to remove).
+    pub async fn cleanup_with_progress(
+        &self,
+        run_dir: &Path,
+        progress: CleanupObserver<'_>,
+    ) -> Result<CleanupReport, EngineError> {
         let journal = RunJournal::open(run_dir)?;
         let snap = journal.snapshot();
         let test_id = TestId(snap.test_id.clone());
@@ -64,6 +142,23 @@ impl Engine {
                 .iter()
                 .filter(|r| r.state != ResourceState::Destroyed && r.kind != RESERVATION_KIND),
         );
+        let left: HashSet<ResourceKey> = to_destroy
+            .values()
+            .flatten()
+            .map(|r| r.key.clone())
+            .collect();
+        let ledger = CountingLedger {
+            journal: &journal,
+            total: left.len(),
+            left: Mutex::new(left),
+            observer: progress,
+        };
+        if ledger.total > 0 {
+            progress(CleanupProgress {
+                removed: 0,
+                total: ledger.total,
+            });
+        }
         for (backend, resources) in to_destroy {
             let Some(p) = self.backends.provisioner(backend) else {
                 report.remaining.push(format!(
@@ -73,7 +168,7 @@ impl Engine {
                 ));
                 continue;
             };
-            match p.destroy(&resources, &journal).await {
+            match p.destroy(&resources, &ledger).await {
                 Ok(()) => report.destroyed.extend(resources.iter().map(|r| {
                     format!(
                         "{} {} {}",

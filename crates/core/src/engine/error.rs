@@ -25,6 +25,17 @@ pub enum EngineError {
     /// The journal could not be written or read.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The run directory was only planned (`qa-run plan`): there is no run to resume.
+    #[error(
+        "{} was only planned (`qa-run plan`), never run: there is nothing to resume; start a run with `qa-run run {plan}`",
+        run_dir.display()
+    )]
+    OnlyPlanned {
+        /// The run directory.
+        run_dir: PathBuf,
+        /// The plan file its journal names.
+        plan: String,
+    },
     /// The results directory could not be written.
     #[error("{context}: {source}")]
     Io {
@@ -40,9 +51,10 @@ impl EngineError {
     /// The exit code this error maps to.
     pub fn exit_code(&self) -> i32 {
         match self {
-            EngineError::Plan(_) | EngineError::Setup(_) | EngineError::Republish(_) => {
-                exit::BAD_PLAN_OR_USAGE
-            }
+            EngineError::Plan(_)
+            | EngineError::Setup(_)
+            | EngineError::Republish(_)
+            | EngineError::OnlyPlanned { .. } => exit::BAD_PLAN_OR_USAGE,
             EngineError::Journal(_) | EngineError::Io { .. } => exit::INFRASTRUCTURE_ERROR,
         }
     }

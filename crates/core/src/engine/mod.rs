@@ -38,7 +38,7 @@ pub use builder::{
     Engine, PublisherFactory, ReportHook, ReservationKeepalive, StepContext, StepOutcome, StepType,
     TEARDOWN_MARGIN,
 };
-pub use cleanup::{CleanupReport, JanitorReport, SweepReport};
+pub use cleanup::{CleanupObserver, CleanupProgress, CleanupReport, JanitorReport, SweepReport};
 pub use context::{DEFAULT_BUDGET, DEFAULT_STEP_TIMEOUT, READY_DEADLINE};
 pub use error::{EngineError, SetupError, SetupProblem, SetupProblemKind};
 pub use layout::file_name_of;

@@ -413,6 +413,12 @@ impl Engine {
     ) -> Result<PreparedRun, EngineError> {
         let journal = RunJournal::open(run_dir)?;
         let snap = journal.snapshot();
+        if snap.status == RunStatus::Planned {
+            return Err(EngineError::OnlyPlanned {
+                run_dir: run_dir.to_path_buf(),
+                plan: snap.plan_path,
+            });
+        }
         let loaded = crate::plan::load_file_with(Path::new(&snap.plan_path), &self.backends)?;
         let secrets = self.check(&loaded, &opts)?;
         let graph = self.graph(&loaded)?;

@@ -660,6 +660,7 @@ defaults:
   retries: 1
   env: {A: "1"}
   workdir: work
+  log-limit: 64MiB
 secrets: [TOKEN]
 inventory:
   - name: lab1
@@ -698,6 +699,7 @@ steps:
     sudo: true
     pty: true
     detached: true
+    log-limit: 1048576
   - name: reboot
     reboot: true
     after: [build]

@@ -18,6 +18,7 @@ mod load;
 mod locate;
 mod model;
 pub mod schema;
+mod size;
 mod tree;
 mod values;
 
@@ -26,4 +27,5 @@ pub use duration::PlanDuration;
 pub use load::{LoadedPlan, load_file, load_file_with, load_str, load_str_with};
 pub(crate) use locate::locate;
 pub use model::*;
+pub use size::ByteSize;
 pub use values::{MAX_CONCURRENCY, MAX_PLAN_BYTES};

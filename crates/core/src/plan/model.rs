@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::duration::PlanDuration;
+use super::size::ByteSize;
 
 /// A whole plan file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -77,6 +78,10 @@ pub struct StepDefaults {
     /// Working directory of every step, relative to the machine's work directory.
     #[serde(default)]
     pub workdir: Option<String>,
+    /// The most each step's log and recording keep of its output (default 64 MiB); past it,
+    /// the start and the end are kept with a marker between them.
+    #[serde(default)]
+    pub log_limit: Option<ByteSize>,
 }
 
 /// One machine (or `count` identical machines) the plan needs.
@@ -291,6 +296,10 @@ pub struct StepSpec {
     /// Run under a supervisor on the machine so a dropped connection does not lose the step.
     #[serde(default)]
     pub detached: bool,
+    /// The most this step's log and recording keep of its output (default from
+    /// `defaults.log-limit`, then 64 MiB).
+    #[serde(default)]
+    pub log_limit: Option<ByteSize>,
 }
 
 /// What a step does, once validated.

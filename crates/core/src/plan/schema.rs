@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use super::diag::Diagnostic;
 use super::duration::PlanDuration;
+use super::size::ByteSize;
 use super::tree::{Node, Pos, Value};
 use crate::backend::{BackendName, BackendRegistry};
 
@@ -40,6 +41,11 @@ pub enum Shape {
         min: PlanDuration,
         /// The longest duration allowed (at most [`PlanDuration::MAX`]).
         max: PlanDuration,
+    },
+    /// A [`ByteSize`] of at least `min` bytes: bytes as a number, or text like `64MiB`.
+    Size {
+        /// The smallest size allowed.
+        min: u64,
     },
     /// One of a fixed set of words; `what` names the set in messages ("backend").
     Enum {
@@ -178,6 +184,10 @@ pub(crate) const TIMEOUT: Shape = Shape::Duration {
     min: PlanDuration(std::time::Duration::from_secs(1)),
     max: PlanDuration(std::time::Duration::from_secs(30 * 86_400)),
 };
+/// The most of a step's output its log and recording keep.
+const LOG_LIMIT: Shape = Shape::Size {
+    min: crate::recorder::MIN_LOG_LIMIT,
+};
 /// A list of strings.
 pub const STR_LIST: Shape = Shape::List(&STR);
 const ENV: Shape = Shape::Map(&STR);
@@ -193,6 +203,7 @@ const DEFAULTS: Shape = Shape::Struct(&[
     opt("retries", &RETRIES),
     dflt("env", &ENV),
     opt("workdir", &STR),
+    opt("log-limit", &LOG_LIMIT),
 ]);
 
 const LOCAL_MACHINE: Shape = Shape::Struct(&[opt("root", &STR)]);
@@ -246,6 +257,7 @@ const STEP: Shape = Shape::Struct(&[
     dflt("sudo", &BOOL),
     dflt("pty", &BOOL),
     dflt("detached", &BOOL),
+    opt("log-limit", &LOG_LIMIT),
 ]);
 
 const ARTIFACT: Shape = Shape::Struct(&[
@@ -302,6 +314,10 @@ impl Shape {
             }
             Shape::UInt { min, max } => format!("a whole number from {min} to {max}"),
             Shape::Duration { .. } => "a duration such as `90`, `90s`, `2m` or `1h30m`".into(),
+            Shape::Size { min } => format!(
+                "a size of at least {} such as `65536`, `512KiB` or `64MiB`",
+                ByteSize(*min)
+            ),
             Shape::Enum { what, values } => format!("a {what} ({})", one_of(values)),
             Shape::List(item) => match item {
                 Shape::Str => "a list of strings".into(),
@@ -491,6 +507,25 @@ impl Walk<'_> {
                         self.push(node.pos, path, out_of_range(d, *min, *max), None)
                     }
                     Ok(_) => {}
+                }
+            }
+            (Shape::Size { min }, Value::Int(_) | Value::Str(_)) => {
+                let size = match &node.value {
+                    Value::Int(i) => u64::try_from(*i)
+                        .map(ByteSize)
+                        .map_err(|_| format!("{i} is not a size: it is negative")),
+                    Value::Str(s) => ByteSize::parse(s),
+                    _ => unreachable!("matched above"),
+                };
+                match size {
+                    Ok(b) if b.get() < *min => self.push(
+                        node.pos,
+                        path,
+                        format!("{b} is too small: expected {}", shape.describe()),
+                        None,
+                    ),
+                    Ok(_) => {}
+                    Err(e) => self.push(node.pos, path, e, None),
                 }
             }
             (Shape::Enum { what, values }, Value::Str(s)) => {

@@ -9,6 +9,7 @@ use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::{Instance, InstanceStateName};
 use qa_cloud::aws::errors::{ErrorClass, classify};
 use qa_cloud::aws::net;
+use qa_core::plan::PlanDuration;
 use qa_core::types::{Access, HostKeyPolicy, ResourceKey, SshTarget};
 use qa_core::{Leftovers, Machine};
 
@@ -89,7 +90,11 @@ impl AwsProvisioner {
             {
                 return Err(err(
                     machine,
-                    format!("instance {ids:?} ended while starting ({states:?})"),
+                    format!(
+                        "instance(s) {} ended while starting ({})",
+                        ids.join(", "),
+                        state_names(&states)
+                    ),
                     Leftovers::Unknown,
                 ));
             }
@@ -97,9 +102,11 @@ impl AwsProvisioner {
                 return Err(err(
                     machine,
                     format!(
-                        "instances {ids:?} not {} after {:?} (now {states:?})",
+                        "instance(s) {} not {} after {} (now {})",
+                        ids.join(", "),
                         want.as_str(),
-                        self.options.state_timeout
+                        PlanDuration(self.options.state_timeout),
+                        state_names(&states)
                     ),
                     Leftovers::Unknown,
                 ));
@@ -167,7 +174,10 @@ impl AwsProvisioner {
         if state != Some(InstanceStateName::Running) {
             return Err(err(
                 Some(name),
-                format!("instance {instance_id} is {state:?}, not running"),
+                format!(
+                    "instance {instance_id} is {}, not running",
+                    state.as_ref().map_or("gone", |s| s.as_str())
+                ),
                 Leftovers::Unknown,
             ));
         }
@@ -178,8 +188,10 @@ impl AwsProvisioner {
                     return Err(err(
                         Some(name),
                         format!(
-                            "SSH on {}:{} not ready after {deadline:?}: {e}",
-                            target.host, target.port
+                            "SSH on {}:{} not ready after {}: {e}",
+                            target.host,
+                            target.port,
+                            PlanDuration(deadline)
                         ),
                         Leftovers::Unknown,
                     ));
@@ -253,4 +265,13 @@ impl LaunchRequest<'_> {
         machine.facts = facts;
         machine
     }
+}
+
+/// Instance states as the EC2 API names them: `pending, running`.
+fn state_names(states: &[InstanceStateName]) -> String {
+    states
+        .iter()
+        .map(InstanceStateName::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -20,16 +20,22 @@
 //!
 //! Recordings are written as scripts that register the asciicast in `window.QA_CASTS`, because a
 //! page opened from `file://` may load scripts but may not `fetch()` files.
+//!
+//! Logs and recordings are streamed into the site a line at a time, never read whole: a run
+//! whose steps flooded their logs costs `qa-run report` little memory.
 
 mod history;
 mod index_page;
 mod page;
 mod run_page;
 
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use qa_core::redact::Redactor;
+use qa_core::recorder::TAIL_LINE_BYTES;
+use qa_core::redact::{Redactor, StreamCarry};
 use qa_core::report::Report;
 use qa_core::{PublishError, PublishReceipt, ResultPublisher, Verdict};
 
@@ -136,16 +142,13 @@ fn write_run_stamped(
     for (i, s) in report.steps.iter().enumerate() {
         let base = format!("{i}-{}-{}", slug(&s.machine), slug(&s.step));
         let mut f = StepFiles::default();
-        let mut log_text = None;
+        let mut log_tail = None;
         if let Some(found) = resolve(s.log.as_deref()) {
             let real = found.full;
             if !found.is_dir {
-                let bytes = std::fs::read(&real).map_err(|e| io(&real, e))?;
-                let text = redactor.redact(&String::from_utf8_lossy(&bytes));
                 let rel = format!("steps/{base}.log.txt");
-                std::fs::write(t.join(&rel), text.as_bytes()).map_err(|e| io(&t.join(&rel), e))?;
+                log_tail = Some(copy_log(&real, &t.join(&rel), redactor)?);
                 f.log = Some(rel);
-                log_text = Some(text);
             }
         }
         if s.verdict != Verdict::Pass {
@@ -153,22 +156,13 @@ fn write_run_stamped(
                 .log_tail
                 .clone()
                 .filter(|t| !t.trim().is_empty())
-                .or_else(|| {
-                    log_text.as_deref().map(|text| {
-                        let lines: Vec<&str> = text.lines().collect();
-                        lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
-                    })
-                });
+                .or(log_tail);
         }
         if let Some(found) = resolve(s.cast.as_deref()) {
             let real = found.full;
             if !found.is_dir {
-                let bytes = std::fs::read(&real).map_err(|e| io(&real, e))?;
-                let cast = crate::redaction::cast(&String::from_utf8_lossy(&bytes), redactor);
-                if !cast.is_empty() {
-                    let rel = format!("steps/{base}.cast.js");
-                    std::fs::write(t.join(&rel), cast_script(i, &cast))
-                        .map_err(|e| io(&t.join(&rel), e))?;
+                let rel = format!("steps/{base}.cast.js");
+                if write_cast_script(i, &real, &t.join(&rel), redactor)? {
                     f.cast = Some(rel);
                 }
             }
@@ -245,23 +239,105 @@ fn write_run_stamped(
     Ok(dest)
 }
 
-/// The recording as a script that registers it under the step's index.
-fn cast_script(index: usize, cast: &str) -> String {
-    let mut lines = cast.lines();
-    let header: serde_json::Value = lines
-        .next()
-        .and_then(|h| serde_json::from_str(h).ok())
-        .unwrap_or_default();
-    let events: Vec<serde_json::Value> =
-        lines.filter_map(|l| serde_json::from_str(l).ok()).collect();
-    let json = serde_json::json!({ "header": header, "events": events }).to_string();
-    // `<` never appears outside strings in JSON, so this keeps `</script>` and `<!--` inert
-    // wherever the text ends up; U+2028/2029 are line ends to older JavaScript engines.
-    let json = json
-        .replace('<', "\\u003c")
+/// The longest piece of a log read at once: logs are copied in pieces cut at line ends.
+const LOG_PIECE: usize = 1 << 20;
+
+/// Copies a step's log to `dest` with secrets masked, a piece at a time, and returns its last
+/// [`TAIL_LINES`] lines (each cut at [`TAIL_LINE_BYTES`]).
+fn copy_log(src: &Path, dest: &Path, redactor: &Redactor) -> Result<String, PublishError> {
+    let file = std::fs::File::open(src).map_err(|e| io(src, e))?;
+    let mut input = BufReader::new(file);
+    let out = std::fs::File::create(dest).map_err(|e| io(dest, e))?;
+    let mut out = BufWriter::new(out);
+    let mut carry = StreamCarry::default();
+    let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES + 1);
+    let mut piece = Vec::new();
+    loop {
+        piece.clear();
+        // A piece is a line, or the first LOG_PIECE bytes of a longer one.
+        let n = (&mut input)
+            .take(LOG_PIECE as u64)
+            .read_until(b'\n', &mut piece)
+            .map_err(|e| io(src, e))?;
+        if n == 0 {
+            break;
+        }
+        let masked = redactor.redact_continuing(&piece, &mut carry);
+        out.write_all(&masked).map_err(|e| io(dest, e))?;
+        let line = String::from_utf8_lossy(&masked);
+        let line = line.trim_end_matches(['\n', '\r']);
+        tail.push_back(cut_line(line));
+        if tail.len() > TAIL_LINES {
+            tail.pop_front();
+        }
+    }
+    out.flush().map_err(|e| io(dest, e))?;
+    Ok(Vec::from(tail).join("\n"))
+}
+
+/// A line cut at [`TAIL_LINE_BYTES`], on a character boundary, marked with `…` when cut.
+fn cut_line(line: &str) -> String {
+    if line.len() <= TAIL_LINE_BYTES {
+        return line.to_string();
+    }
+    let mut cut = TAIL_LINE_BYTES;
+    while !line.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &line[..cut])
+}
+
+/// Writes the recording `src`, masked, as a script that registers it under the step's index, a
+/// line at a time. Returns false (and writes nothing) when `src` is not a recording.
+fn write_cast_script(
+    index: usize,
+    src: &Path,
+    dest: &Path,
+    redactor: &Redactor,
+) -> Result<bool, PublishError> {
+    let file = std::fs::File::open(src).map_err(|e| io(src, e))?;
+    let mut out: Option<BufWriter<std::fs::File>> = None;
+    let mut first_event = true;
+    crate::redaction::cast_stream(BufReader::new(file), redactor, |item| {
+        match item {
+            crate::redaction::CastItem::Header(h) => {
+                let mut w = BufWriter::new(std::fs::File::create(dest)?);
+                write!(
+                    w,
+                    "(window.QA_CASTS = window.QA_CASTS || {{}})[\"{index}\"] = {{\"header\":{},\"events\":[",
+                    inert_json(&h.to_string())
+                )?;
+                out = Some(w);
+            }
+            crate::redaction::CastItem::Event(e) => {
+                if let Some(w) = out.as_mut() {
+                    if !first_event {
+                        w.write_all(b",")?;
+                    }
+                    first_event = false;
+                    w.write_all(inert_json(&e.to_string()).as_bytes())?;
+                }
+            }
+        }
+        Ok(())
+    })
+    .map_err(|e| io(dest, e))?;
+    let Some(mut w) = out else {
+        return Ok(false);
+    };
+    w.write_all(b"]};\n")
+        .and_then(|()| w.flush())
+        .map_err(|e| io(dest, e))?;
+    Ok(true)
+}
+
+/// JSON text that cannot end a script element or a comment wherever it ends up: `<` never
+/// appears outside strings in JSON, so escaping it keeps `</script>` and `<!--` inert; U+2028/2029
+/// are line ends to older JavaScript engines.
+fn inert_json(json: &str) -> String {
+    json.replace('<', "\\u003c")
         .replace('\u{2028}', "\\u2028")
-        .replace('\u{2029}', "\\u2029");
-    format!("(window.QA_CASTS = window.QA_CASTS || {{}})[\"{index}\"] = {json};\n")
+        .replace('\u{2029}', "\\u2029")
 }
 
 /// An artifact's path with extensions a browser would run (HTML, SVG, scripts) made inert by
@@ -654,8 +730,12 @@ mod tests {
 
     #[test]
     fn cast_script_cannot_close_a_script_element() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dest) = (dir.path().join("s.cast"), dir.path().join("s.cast.js"));
         let cast = "{\"version\":2,\"width\":80,\"height\":24}\n[0.5,\"o\",\"</script><script>alert(1)</script>\\u2028\"]\n";
-        let js = cast_script(3, cast);
+        std::fs::write(&src, cast).unwrap();
+        assert!(write_cast_script(3, &src, &dest, &Redactor::default()).unwrap());
+        let js = std::fs::read_to_string(&dest).unwrap();
         assert!(!js.contains('<'), "{js}");
         assert!(js.starts_with("(window.QA_CASTS = window.QA_CASTS || {})[\"3\"] = {"));
         let json = js
@@ -663,10 +743,38 @@ mod tests {
             .trim_end()
             .trim_end_matches(';');
         let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(v["header"]["width"], 80);
         assert_eq!(
             v["events"][0][2].as_str().unwrap(),
             "</script><script>alert(1)</script>\u{2028}"
         );
+        // Not a recording: no script.
+        std::fs::write(&src, "not json\n[0.5,\"o\",\"x\"]\n").unwrap();
+        assert!(
+            !write_cast_script(3, &src, &dest.with_extension("2.js"), &Redactor::default())
+                .unwrap()
+        );
+        assert!(!dest.with_extension("2.js").exists());
+    }
+
+    #[test]
+    fn a_log_is_copied_in_pieces_with_its_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dest) = (dir.path().join("s.log"), dir.path().join("s.log.txt"));
+        let mut log = String::new();
+        for i in 0..100 {
+            log.push_str(&format!("line {i} hunter22\n"));
+        }
+        log.push_str(&"z".repeat(3 * LOG_PIECE));
+        std::fs::write(&src, &log).unwrap();
+        let tail = copy_log(&src, &dest, &Redactor::new(["hunter22".to_string()])).unwrap();
+        let copy = std::fs::read_to_string(&dest).unwrap();
+        assert_eq!(copy, log.replace("hunter22", "[REDACTED]"));
+        let lines: Vec<&str> = tail.lines().collect();
+        assert_eq!(lines.len(), TAIL_LINES);
+        assert_eq!(lines[0], "line 63 [REDACTED]");
+        assert_eq!(lines[36], "line 99 [REDACTED]");
+        assert_eq!(lines[37], format!("{}…", "z".repeat(TAIL_LINE_BYTES)));
     }
 
     #[test]

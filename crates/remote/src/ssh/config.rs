@@ -72,8 +72,29 @@ pub struct HostSettings {
 }
 
 impl fmt::Display for HostSettings {
+    /// The settings as an OpenSSH config would write them: `HostName h, User u, Port 2222`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self)
+        let mut parts = Vec::new();
+        if let Some(h) = &self.host_name {
+            parts.push(format!("HostName {h}"));
+        }
+        if let Some(u) = &self.user {
+            parts.push(format!("User {u}"));
+        }
+        if let Some(p) = self.port {
+            parts.push(format!("Port {p}"));
+        }
+        for i in &self.identity_files {
+            parts.push(format!("IdentityFile {}", i.display()));
+        }
+        if !self.proxy_jump.is_empty() {
+            parts.push(format!("ProxyJump {}", self.proxy_jump.join(",")));
+        }
+        if parts.is_empty() {
+            f.write_str("no settings")
+        } else {
+            f.write_str(&parts.join(", "))
+        }
     }
 }
 

@@ -39,6 +39,31 @@ pub(crate) enum Wait {
     Channel,
 }
 
+/// An error of the SSH layer as people read it: an ssh2 error's own message, without the code
+/// (`[Session(-9)]`) its `Display` puts first, also when it is inside an I/O error.
+pub(crate) trait Readable {
+    fn readable(&self) -> String;
+}
+
+impl Readable for ssh2::Error {
+    fn readable(&self) -> String {
+        match (self.message(), self.code()) {
+            ("", ErrorCode::Session(n)) => format!("libssh2 error {n}"),
+            ("", ErrorCode::SFTP(n)) => format!("SFTP error {n}"),
+            (m, _) => m.to_string(),
+        }
+    }
+}
+
+impl Readable for io::Error {
+    fn readable(&self) -> String {
+        match self.get_ref().and_then(|e| e.downcast_ref::<ssh2::Error>()) {
+            Some(e) => e.readable(),
+            None => self.to_string(),
+        }
+    }
+}
+
 /// Errors that may mean "try again later".
 pub(crate) trait WouldBlock {
     fn would_block(&self) -> bool;
@@ -398,7 +423,11 @@ fn connect_through(
         .map_err(|e| {
             connect_err(
                 &name,
-                format!("jump host {} refused to forward: {e}", outer.target),
+                format!(
+                    "jump host {} refused to forward: {}",
+                    outer.target,
+                    e.readable()
+                ),
                 Some(Box::new(e)),
             )
         })?;
@@ -539,7 +568,7 @@ fn establish<S: AsRawFd + 'static>(
     sess.handshake().map_err(|e| {
         connect_err(
             &name,
-            format!("SSH handshake failed: {e}"),
+            format!("SSH handshake failed: {}", e.readable()),
             Some(Box::new(e)),
         )
     })?;
@@ -620,7 +649,7 @@ fn authenticate(
             Ok(()) if sess.authenticated() => true,
             Ok(()) => false,
             Err(e) => {
-                tried.push(format!("key {}: {e}", key.display()));
+                tried.push(format!("key {}: {}", key.display(), e.readable()));
                 false
             }
         }
@@ -634,7 +663,7 @@ fn authenticate(
         match agent_auth(sess, &hop.user) {
             Ok(true) => return Ok(()),
             Ok(false) => tried.push("ssh-agent: no identity accepted".into()),
-            Err(e) => tried.push(format!("ssh-agent: {e}")),
+            Err(e) => tried.push(format!("ssh-agent: {}", e.readable())),
         }
     }
     if hop.identity_file.is_none() {

@@ -56,6 +56,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use qa_core::plan::PlanDuration;
 use qa_core::remote::{
     CommandSpec, Connector, ExitInfo, OutputSink, OutputStream, RemoteError, RemoteExecutor,
 };
@@ -67,7 +68,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::{HostSettings, OpenSshConfig, SshConfigError};
 pub use hostkeys::fingerprint;
 
-use conn::{Conn, ConnSettings, Wait};
+use conn::{Conn, ConnSettings, Readable, Wait};
 use notes::NoteFilter;
 use transfer::SftpChannel;
 
@@ -457,7 +458,7 @@ impl SshExecutor {
         self.with_conn(move |c, started| {
             exec_capture(c, &cmd, limit, started).map_err(|e| RemoteError::Disconnected {
                 target: name.clone(),
-                message: format!("`{cmd}`: {e}"),
+                message: format!("`{cmd}`: {}", e.readable()),
             })
         })
         .await
@@ -529,9 +530,9 @@ impl SshExecutor {
                 Ok(Ok(id)) if &id != old => {
                     if let Some(s) = sink {
                         s.note(&format!(
-                            "machine is back with boot id {} after {:?}",
+                            "machine is back with boot id {} after {}",
                             id.0,
-                            start.elapsed()
+                            PlanDuration(start.elapsed())
                         ));
                     }
                     return Ok(id);
@@ -557,10 +558,10 @@ impl SshExecutor {
                     deadline,
                     old_boot_id: old.0.clone(),
                     tried: format!(
-                        "{attempts} attempts to connect and read {} (backoff {:?}..{:?}); {same_boot} answered with the old boot id; connection dropped: {}; last error: {last_err}",
+                        "{attempts} attempts to connect and read {} (backoff {}..{}); {same_boot} answered with the old boot id; connection dropped: {}; last error: {last_err}",
                         self.opts.boot_id_path,
-                        self.opts.reconnect_backoff.0,
-                        max_delay,
+                        PlanDuration(self.opts.reconnect_backoff.0),
+                        PlanDuration(max_delay),
                         if saw_drop { "yes" } else { "no" }
                     ),
                 });
@@ -618,7 +619,8 @@ impl SshExecutor {
                         "cancelled: ending the command's process group and every process of the command".to_string()
                     } else {
                         format!(
-                            "timed out after {timeout:?}: ending the command's process group and every process of the command"
+                            "timed out after {}: ending the command's process group and every process of the command",
+                            PlanDuration(timeout)
                         )
                     });
                     if let Ok(out) = exec_capture(c, &kill, limit, &AtomicBool::new(false)) {
@@ -638,7 +640,7 @@ impl SshExecutor {
                 )
                 .map_err(|e| RemoteError::Disconnected {
                     target: name.clone(),
-                    message: e.to_string(),
+                    message: e.readable(),
                 })
             })
             .await
@@ -850,8 +852,8 @@ impl SshExecutor {
                 }
                 Ok(Follow::TimedOut) => {
                     sink.note(&format!(
-                        "timed out after {:?}: ending the detached run's process group and every process of the command",
-                        cmd.timeout.unwrap_or_default()
+                        "timed out after {}: ending the detached run's process group and every process of the command",
+                        PlanDuration(cmd.timeout.unwrap_or_default())
                     ));
                     self.kill_step(&format!("{jobdir}/pgid"), &tag, cmd.sudo, sink.as_ref())
                         .await;
@@ -876,8 +878,8 @@ impl SshExecutor {
                     }
                     if since.elapsed() > self.opts.reattach_deadline {
                         return Err(self.lost(format!(
-                            "detached run in {jobdir} could not be reattached within {:?}: {error}",
-                            self.opts.reattach_deadline
+                            "detached run in {jobdir} could not be reattached within {}: {error}",
+                            PlanDuration(self.opts.reattach_deadline)
                         )));
                     }
                     if cancel.is_cancelled() {
@@ -998,7 +1000,7 @@ fn follow_job(
         Err(e) => {
             return Follow::Lost {
                 offsets,
-                error: e.to_string(),
+                error: e.readable(),
             };
         }
     };
@@ -1030,7 +1032,7 @@ fn follow_job(
                 if conn.is_dead() {
                     return Follow::Lost {
                         offsets,
-                        error: e.to_string(),
+                        error: e.readable(),
                     };
                 }
                 None
@@ -1058,7 +1060,7 @@ fn follow_job(
                     if conn.is_dead() {
                         return Follow::Lost {
                             offsets,
-                            error: e.to_string(),
+                            error: e.readable(),
                         };
                     }
                 }
@@ -1127,7 +1129,7 @@ impl RemoteExecutor for SshExecutor {
         self.with_conn(move |c, _started| {
             let sftp = SftpChannel::open(c, limit).map_err(|e| RemoteError::Disconnected {
                 target: name.clone(),
-                message: e.to_string(),
+                message: e.readable(),
             })?;
             sftp.upload(&local, &remote, mode).map(|_| ())
         })
@@ -1142,7 +1144,7 @@ impl RemoteExecutor for SshExecutor {
         self.with_conn(move |c, _started| {
             let sftp = SftpChannel::open(c, limit).map_err(|e| RemoteError::Disconnected {
                 target: name.clone(),
-                message: e.to_string(),
+                message: e.readable(),
             })?;
             transfer::put_tree(&sftp, &local, &remote)
         })
@@ -1157,7 +1159,7 @@ impl RemoteExecutor for SshExecutor {
         self.with_conn(move |c, _started| {
             let sftp = SftpChannel::open(c, limit).map_err(|e| RemoteError::Disconnected {
                 target: name.clone(),
-                message: e.to_string(),
+                message: e.readable(),
             })?;
             sftp.download(&remote, &local).map(|_| ())
         })
@@ -1176,7 +1178,7 @@ impl RemoteExecutor for SshExecutor {
         self.with_conn(move |c, _started| {
             let sftp = SftpChannel::open(c, limit).map_err(|e| RemoteError::Disconnected {
                 target: name.clone(),
-                message: e.to_string(),
+                message: e.readable(),
             })?;
             let rels = transfer::find_matches(&sftp, &root, &patterns)?;
             let mut written = Vec::new();

@@ -13,7 +13,7 @@ use std::time::Duration;
 use qa_core::RemoteError;
 use ssh2::{FileStat, OpenFlags, OpenType, Sftp};
 
-use super::conn::{Conn, Wait};
+use super::conn::{Conn, Readable, Wait};
 use super::shell::quote;
 
 const CHUNK: usize = 1 << 20;
@@ -23,10 +23,16 @@ fn transfer_err(
     to: impl Into<String>,
     e: impl Into<io::Error>,
 ) -> RemoteError {
+    let e = e.into();
+    // An ssh2 error's `Display` starts with its code (`[SFTP(2)]`): keep the message only.
+    let source = match e.get_ref().and_then(|i| i.downcast_ref::<ssh2::Error>()) {
+        Some(inner) => io::Error::new(e.kind(), inner.readable()),
+        None => e,
+    };
     RemoteError::Transfer {
         from: from.into(),
         to: to.into(),
-        source: e.into(),
+        source,
     }
 }
 
@@ -211,7 +217,7 @@ impl<'a> SftpChannel<'a> {
                     return Err(transfer_err(
                         local.display().to_string(),
                         remote,
-                        io::Error::other(e.to_string()),
+                        io::Error::other(e.readable()),
                     ));
                 }
             }

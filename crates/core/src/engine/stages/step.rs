@@ -82,7 +82,13 @@ impl ActiveRun {
             &format!("{} on {machine}", step.name),
             self.redactor.clone(),
         ) {
-            Ok(r) => Arc::new(r.observe_lines(self.line_events(stage))),
+            Ok(r) => Arc::new(
+                r.observe_lines(self.line_events(stage)).with_log_limit(
+                    step.log_limit
+                        .or(self.loaded.plan.defaults.log_limit)
+                        .map_or(crate::recorder::DEFAULT_LOG_LIMIT, |l| l.get()),
+                ),
+            ),
             Err(e) => {
                 return TaskResult::new(
                     Verdict::Error,
