@@ -98,7 +98,13 @@ impl CliError {
             | CliError::NoPublishTargets { .. }
             | CliError::InvalidPlans { .. }
             | CliError::Engine(
-                EngineError::Plan(_) | EngineError::Setup(_) | EngineError::Republish(_),
+                EngineError::Plan(_)
+                | EngineError::Setup(_)
+                | EngineError::Republish(_)
+                | EngineError::RunId(_)
+                | EngineError::RunExists { .. }
+                | EngineError::RunInUse { .. }
+                | EngineError::NotARunDir { .. },
             )
             | CliError::Cloud(
                 CloudError::Setting { .. }
