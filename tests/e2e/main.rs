@@ -11,6 +11,7 @@ use qa_testkit::procs::processes_mentioning;
 use serde_json::Value;
 
 mod hostile;
+mod run_dirs;
 mod secrets;
 
 /// The binary under test.
@@ -386,8 +387,10 @@ fn a_killed_run_is_cleaned_up_from_its_journal() {
     assert_eq!(again.status.code(), Some(0));
 }
 
+/// The machine is kept when a step fails (`on-success`), so the resumed run reuses it; for a
+/// machine that is gone, see `run_dirs::resume_on_a_new_machine_…`.
 #[test]
-fn resume_continues_without_rerunning_passed_steps() {
+fn resume_on_a_kept_machine_continues_without_rerunning_passed_steps() {
     let tmp = tempfile::tempdir().unwrap();
     let results = tmp.path().join("results");
     let counter = tmp.path().join("counter");
@@ -397,7 +400,12 @@ fn resume_continues_without_rerunning_passed_steps() {
         c = counter.display(),
         f = flag.display()
     );
-    let plan = write_plan(tmp.path(), "resume", &steps, "");
+    let plan = write_plan(
+        tmp.path(),
+        "resume",
+        &steps,
+        "cleanup:\n  default: on-success\n",
+    );
     let out = run(&[
         "--results",
         results.to_str().unwrap(),
@@ -439,6 +447,19 @@ fn resume_continues_without_rerunning_passed_steps() {
     let report = json(&run_dir.join("report.json"));
     assert_eq!(report["outcome"], "PASS");
     assert!(step_verdicts(&report).iter().all(|(_, v)| v == "PASS"));
+    // The step kept from the first run still points at its log.
+    assert_eq!(report["steps"][0]["log"], "logs/box/first.log");
+    // The kept machine was the resumed run's: everything passed, so `on-success` removed it.
+    let state = json(&run_dir.join("state.json"));
+    assert!(
+        state["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["state"] == "destroyed"),
+        "{state}"
+    );
+    assert!(!run_dir.join("machines/box").exists());
 }
 
 #[test]

@@ -11,7 +11,8 @@ Examples:
   qa-run run examples/plans/local-smoke.yaml      run a plan; results in results/<run-id>/
   qa-run plan examples/plans/local-smoke.yaml     show the task graph, touch nothing
   qa-run validate plans/*.yaml                    check plans, report every problem
-  qa-run resume results/<run-id>                  continue a run; passed steps are not re-run
+  qa-run resume results/<run-id>                  continue a run; steps that passed on a machine
+                                                  that still exists are not re-run
   qa-run cleanup results/<run-id>                 destroy what a killed run left behind
   qa-run report results                           rebuild the results site from every run
 
@@ -67,7 +68,8 @@ run's EC2 machines cost, priced from a built-in table of us-east-1 on-demand pri
     Run {
         /// The plan file (YAML).
         plan: PathBuf,
-        /// Use this run id instead of a generated one.
+        /// Use this run id instead of a generated one: letters, digits, `.`, `_` and `-`, not
+        /// the id of an existing run.
         #[arg(long)]
         run_id: Option<String>,
         /// Tag resources with this test id (default: the run id).

@@ -112,7 +112,11 @@ impl CliError {
                 EngineError::Plan(_)
                 | EngineError::Setup(_)
                 | EngineError::Republish(_)
-                | EngineError::OnlyPlanned { .. },
+                | EngineError::OnlyPlanned { .. }
+                | EngineError::RunId(_)
+                | EngineError::RunExists { .. }
+                | EngineError::RunInUse { .. }
+                | EngineError::NotARunDir { .. },
             )
             | CliError::Cloud(
                 CloudError::Setting { .. }

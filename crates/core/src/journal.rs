@@ -3,7 +3,8 @@
 //!
 //! It holds every task's state and every resource the run created, recorded as an intent *before*
 //! the call that creates it and with its id after. From it alone `qa-run cleanup` removes what a
-//! killed run left and `qa-run resume` continues a run without re-running what passed.
+//! killed run left and `qa-run resume` continues a run without re-running what passed on a machine
+//! that still exists.
 //!
 //! Writes are coalesced: many transitions that happen while a write is in flight go out together in
 //! the next write, so a run of 10,000 tasks does not write the file 20,000 times. Callers that need
@@ -191,6 +192,21 @@ impl JournalState {
             resources: Vec::new(),
             machines: BTreeMap::new(),
         }
+    }
+
+    /// Whether machine `name` was made and every resource it is made of still exists: created,
+    /// or kept by its cleanup policy. A resumed run reuses such a machine, and only on it keeps
+    /// the verdicts of the steps that passed: on a machine made anew they run again.
+    pub fn machine_survives(&self, name: &str) -> bool {
+        self.machines.get(name).is_some_and(|m| {
+            !m.resources.is_empty()
+                && m.resources.iter().all(|k| {
+                    self.resources.iter().any(|r| {
+                        &r.key == k
+                            && matches!(r.state, ResourceState::Created | ResourceState::Kept)
+                    })
+                })
+        })
     }
 
     /// Resources that may still exist (intent or created, not destroyed or kept).

@@ -13,7 +13,61 @@ use crate::backend::BackendName;
 #[serde(transparent)]
 pub struct RunId(pub String);
 
+/// The longest run id accepted, in bytes.
+pub const RUN_ID_MAX_LEN: usize = 128;
+
+/// Why a text cannot be a run id: a run id names its directory under the results directory, so
+/// it must be one safe path component ([`RunId::parse`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "run id {id:?} cannot name a run directory: {why}; use letters, digits, `.`, `_` and `-` \
+     (at most {RUN_ID_MAX_LEN}, not starting with `.` or `-`)"
+)]
+pub struct RunIdError {
+    /// The text given.
+    pub id: String,
+    /// What is wrong with it.
+    pub why: String,
+}
+
 impl RunId {
+    /// `id` as a run id, if it is one safe path component: ASCII letters, digits, `.`, `_` and
+    /// `-`, not starting with `.` (so never `.`, `..` or hidden) or `-` (so never taken for an
+    /// option), at most [`RUN_ID_MAX_LEN`] bytes. Anything else could write outside the results
+    /// directory (`../..`, `/abs`, `a/b`) or into its root (the empty id).
+    ///
+    /// ```
+    /// use qa_core::RunId;
+    /// assert!(RunId::parse("nightly-2024.06.01_a").is_ok());
+    /// for bad in ["", "..", "../..", "/abs", "a/b", ".hidden", "-x", "a b"] {
+    ///     assert!(RunId::parse(bad).is_err(), "{bad}");
+    /// }
+    /// ```
+    pub fn parse(id: &str) -> Result<RunId, RunIdError> {
+        let refuse = |why: String| {
+            Err(RunIdError {
+                id: id.to_string(),
+                why,
+            })
+        };
+        if id.is_empty() {
+            return refuse("it is empty".into());
+        }
+        if id.len() > RUN_ID_MAX_LEN {
+            return refuse(format!("it is {} bytes long", id.len()));
+        }
+        if let Some(c) = id
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            return refuse(format!("it contains {c:?}"));
+        }
+        if id.starts_with('.') || id.starts_with('-') {
+            return refuse(format!("it starts with `{}`", &id[..1]));
+        }
+        Ok(RunId(id.to_string()))
+    }
+
     /// A fresh id for a run of `plan_name`.
     pub fn generate(plan_name: &str) -> Self {
         let now = time::OffsetDateTime::now_utc();
@@ -33,6 +87,11 @@ impl RunId {
             })
             .take(40)
             .collect();
+        // A run id may not start with `-` ([`RunId::parse`]).
+        let slug = match slug.trim_start_matches('-') {
+            "" => "run",
+            s => s,
+        };
         let suffix: u32 = rand::random::<u32>() & 0xffff;
         RunId(format!("{slug}-{stamp}-{suffix:04x}"))
     }
@@ -289,3 +348,56 @@ impl fmt::Display for Verdict {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct BootId(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_run_ids_are_valid_whatever_the_plan_is_called() {
+        for name in [
+            "smoke",
+            "_private",
+            "--x",
+            "",
+            "ünïcode plan",
+            &"long".repeat(30),
+        ] {
+            let id = RunId::generate(name);
+            assert_eq!(RunId::parse(&id.0), Ok(id.clone()), "plan {name:?}");
+        }
+    }
+
+    #[test]
+    fn a_run_id_is_one_safe_path_component() {
+        for ok in [
+            "r1",
+            "nightly-2024.06.01_a",
+            "A.b-c_d",
+            &"x".repeat(RUN_ID_MAX_LEN),
+        ] {
+            assert!(RunId::parse(ok).is_ok(), "{ok}");
+        }
+        for (bad, why) in [
+            ("", "it is empty"),
+            ("..", "it starts with `.`"),
+            (".", "it starts with `.`"),
+            ("../..", "it contains '/'"),
+            ("/abs", "it contains '/'"),
+            ("a/b", "it contains '/'"),
+            ("a\\b", "it contains '\\\\'"),
+            ("-rf", "it starts with `-`"),
+            ("a b", "it contains ' '"),
+            ("a\0b", "it contains '\\0'"),
+        ] {
+            let e = RunId::parse(bad).unwrap_err();
+            assert_eq!(e.why, why, "{bad:?}");
+            assert!(e.to_string().contains("use letters, digits"), "{e}");
+        }
+        let long = "x".repeat(RUN_ID_MAX_LEN + 1);
+        assert_eq!(
+            RunId::parse(&long).unwrap_err().why,
+            format!("it is {} bytes long", RUN_ID_MAX_LEN + 1)
+        );
+    }
+}

@@ -4,8 +4,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use qa_core::RunId;
 use qa_core::dag::RunCancel;
-use qa_core::engine::{PreparedRun, RunOptions};
+use qa_core::engine::{EngineError, PreparedRun, RunOptions};
 
 use super::Globals;
 use crate::clouds::{clouds_of_plan, with_clouds};
@@ -24,6 +25,11 @@ pub(super) async fn run(
     test_id: Option<String>,
     concurrency: Option<usize>,
 ) -> Result<i32, CliError> {
+    // The run id names the run's directory: a bad one is refused before anything is set up.
+    let run_id = run_id
+        .map(|id| RunId::parse(&id))
+        .transpose()
+        .map_err(EngineError::from)?;
     let loaded = qa_core::plan::load_file_with(plan, &qa_cloud::backends())?;
     let inventory =
         resolve_inventory(&loaded.plan.inventory, &loaded.base_dir).map_err(|source| {
@@ -41,7 +47,7 @@ pub(super) async fn run(
     let cancel = RunCancel::new();
     let mut opts = RunOptions::from_env(&globals.results).cancel(cancel.clone());
     if let Some(id) = run_id {
-        opts = opts.run_id(id);
+        opts = opts.run_id(id.0);
     }
     if let Some(id) = test_id {
         opts = opts.test_id(id);

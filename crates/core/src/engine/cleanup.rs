@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use super::builder::Engine;
 use super::context::by_backend;
 use super::error::EngineError;
+use super::run_lock::{RunDirUse, RunLock, check_run_dir};
 use super::stages::capacity::end_reservation_records;
 use crate::backend::{BackendName, ExpiredResource, SweepScope};
 use crate::capacity::RESERVATION_KIND;
@@ -119,7 +120,8 @@ pub struct JanitorReport {
 
 impl Engine {
     /// Destroys everything a run's journal says may still exist, and cancels its reservations.
-    /// Works on the journal of a run that was killed.
+    /// Works on the journal of a run that was killed. Refused while another process works in
+    /// `run_dir` ([`EngineError::RunInUse`]): the machines of a live run are its own to tear down.
     pub async fn cleanup(&self, run_dir: &Path) -> Result<CleanupReport, EngineError> {
         self.cleanup_with_progress(run_dir, &|_| {}).await
     }
@@ -131,6 +133,8 @@ impl Engine {
         run_dir: &Path,
         progress: CleanupObserver<'_>,
     ) -> Result<CleanupReport, EngineError> {
+        check_run_dir(run_dir)?;
+        let _lock = RunLock::acquire(run_dir, RunDirUse::Cleanup)?;
         let journal = RunJournal::open(run_dir)?;
         let snap = journal.snapshot();
         let test_id = TestId(snap.test_id.clone());

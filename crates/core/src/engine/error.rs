@@ -7,6 +7,9 @@ use crate::backend::BackendName;
 use crate::exit;
 use crate::journal::JournalError;
 use crate::plan::PlanError;
+use crate::types::RunIdError;
+
+use super::run_lock::LockHolder;
 
 /// An engine failure that stops a run from starting or finishing.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +25,47 @@ pub enum EngineError {
     /// A finished run cannot be published again (no report, no targets, no publisher).
     #[error("{0}")]
     Republish(String),
+    /// The run id given cannot name a run directory.
+    #[error(transparent)]
+    RunId(#[from] RunIdError),
+    /// The run id given is taken: its directory exists, so a run with it would overwrite
+    /// another's results.
+    #[error(
+        "run id `{run_id}` is taken: {} already exists; choose another run id, or continue that run with `qa-run resume {}`",
+        run_dir.display(),
+        run_dir.display()
+    )]
+    RunExists {
+        /// The run id.
+        run_id: String,
+        /// Its directory.
+        run_dir: PathBuf,
+    },
+    /// Another process works in the run directory (a run or resume, for as long as it lives; a
+    /// cleanup; a publish): nothing was done.
+    #[error(
+        "cannot {wanted} {}: it is in use by {}; wait for it to end{}, then try again",
+        run_dir.display(),
+        holder.as_ref().map_or_else(|| "another process (it has not written its name yet)".to_string(), |h| h.to_string()),
+        holder.as_ref().map(|h| format!(" or stop it (`kill -INT {}` on {})", h.pid, h.host)).unwrap_or_default()
+    )]
+    RunInUse {
+        /// The run directory.
+        run_dir: PathBuf,
+        /// What was refused: `resume`, `clean up`, `publish`, …
+        wanted: &'static str,
+        /// Who holds its lock, if it has said so yet.
+        holder: Option<LockHolder>,
+    },
+    /// A path given as a run directory is not one.
+    #[error(
+        "{} is not a run directory (it has neither state.json nor report.json); give a directory that qa-run made under its results directory",
+        path.display()
+    )]
+    NotARunDir {
+        /// The path given.
+        path: PathBuf,
+    },
     /// The journal could not be written or read.
     #[error(transparent)]
     Journal(#[from] JournalError),
@@ -54,7 +98,11 @@ impl EngineError {
             EngineError::Plan(_)
             | EngineError::Setup(_)
             | EngineError::Republish(_)
-            | EngineError::OnlyPlanned { .. } => exit::BAD_PLAN_OR_USAGE,
+            | EngineError::OnlyPlanned { .. }
+            | EngineError::RunId(_)
+            | EngineError::RunExists { .. }
+            | EngineError::RunInUse { .. }
+            | EngineError::NotARunDir { .. } => exit::BAD_PLAN_OR_USAGE,
             EngineError::Journal(_) | EngineError::Io { .. } => exit::INFRASTRUCTURE_ERROR,
         }
     }

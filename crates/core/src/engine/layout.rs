@@ -58,18 +58,31 @@ fn fnv1a_32(bytes: &[u8]) -> u32 {
     })
 }
 
-/// The log of a step on a machine, relative to the run directory.
-pub(crate) fn step_log(machine: &str, step: &str) -> String {
-    format!("logs/{}/{}.log", file_name_of(machine), file_name_of(step))
+/// The log of attempt `n` (from 1, counted over every run in the directory, resumed ones too)
+/// of a step on a machine, relative to the run directory: `<step>.log`, then `<step>~<n>.log`.
+/// `~` is never in a [`file_name_of`], so no step's name can collide with another's attempt.
+pub(crate) fn step_log(machine: &str, step: &str, n: u32) -> String {
+    format!(
+        "logs/{}/{}.log",
+        file_name_of(machine),
+        attempt_name(step, n)
+    )
 }
 
-/// The recording of a step on a machine, relative to the run directory.
-pub(crate) fn step_cast(machine: &str, step: &str) -> String {
+/// The recording of attempt `n` of a step on a machine, named as [`step_log`].
+pub(crate) fn step_cast(machine: &str, step: &str, n: u32) -> String {
     format!(
         "casts/{}/{}.cast",
         file_name_of(machine),
-        file_name_of(step)
+        attempt_name(step, n)
     )
+}
+
+fn attempt_name(step: &str, n: u32) -> String {
+    match n {
+        0 | 1 => file_name_of(step),
+        n => format!("{}~{n}", file_name_of(step)),
+    }
 }
 
 /// Where a machine's artifacts are brought back to.

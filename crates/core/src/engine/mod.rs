@@ -10,7 +10,8 @@
 //! (`setup`), the run's shared state and the one place a step's environment, timeout and budget
 //! come from (`context`), one module per kind of stage (`stages`), the dispatch loop that journals
 //! and reports each task (`run`), cleanup after a crash and sweeps by test id (`cleanup`), the
-//! rendered plan artefacts (`artefacts`), the run directory's layout (`layout`) and errors.
+//! rendered plan artefacts (`artefacts`), the run directory's layout (`layout`) and its lock, one
+//! process at a time (`run_lock`), and errors.
 //!
 //! ```no_run
 //! # async fn demo(p: std::sync::Arc<dyn qa_core::Provisioner>, c: std::sync::Arc<dyn qa_core::Connector>) {
@@ -31,6 +32,7 @@ mod error;
 mod layout;
 mod republish;
 mod run;
+mod run_lock;
 mod setup;
 mod stages;
 
@@ -43,4 +45,5 @@ pub use context::{DEFAULT_BUDGET, DEFAULT_STEP_TIMEOUT, READY_DEADLINE};
 pub use error::{EngineError, SetupError, SetupProblem, SetupProblemKind};
 pub use layout::file_name_of;
 pub use run::{PreparedRun, RunSummary};
+pub use run_lock::{LOCK_FILE, LockHolder};
 pub use setup::{RunOptions, UNKNOWN_USER};

@@ -6,6 +6,7 @@ use std::path::Path;
 use super::builder::Engine;
 use super::error::EngineError;
 use super::layout::REPORT_FILE;
+use super::run_lock::{RunDirUse, RunLock, check_run_dir};
 use super::setup::RunOptions;
 use crate::publish::PublishReceipt;
 use crate::redact::Redactor;
@@ -15,12 +16,16 @@ impl Engine {
     /// Publishes the report of the finished run in `run_dir` to its plan's targets, masking the
     /// plan's secrets (given in `opts`, as for a run). Returns each target's receipt
     /// or why it failed; an `Err` says nothing was published: the report or the plan cannot be
-    /// read, the plan has no targets, or no publisher factory is set.
+    /// read, the plan has no targets, or no publisher factory is set; or another process works in
+    /// `run_dir` ([`EngineError::RunInUse`]), such as the run itself, which publishes when it
+    /// ends.
     pub async fn publish_again(
         &self,
         run_dir: &Path,
         opts: &RunOptions,
     ) -> Result<Vec<Result<PublishReceipt, String>>, EngineError> {
+        check_run_dir(run_dir)?;
+        let _lock = RunLock::acquire(run_dir, RunDirUse::Publish)?;
         let path = run_dir.join(REPORT_FILE);
         let bytes = std::fs::read(&path).map_err(|e| {
             EngineError::Republish(format!("report: cannot read {}: {e}", path.display()))

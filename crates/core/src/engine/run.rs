@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::context::ActiveRun;
 use super::error::EngineError;
+use super::run_lock::RunLock;
 use crate::dag::{
     RunCancel, RunnerOptions, TaskExecutor, TaskGraph, TaskNode, TaskOutcome, TaskResult, run_graph,
 };
@@ -31,6 +32,8 @@ pub struct PreparedRun {
     pub run_dir: PathBuf,
     options: RunnerOptions,
     cancel: RunCancel,
+    /// Holds the run directory from setup until the run has ended.
+    lock: RunLock,
 }
 
 impl std::fmt::Debug for PreparedRun {
@@ -61,8 +64,7 @@ impl PreparedRun {
     pub(super) fn new(
         run: Arc<ActiveRun>,
         graph: TaskGraph<Stage>,
-        journal: Arc<RunJournal>,
-        run_dir: PathBuf,
+        (journal, run_dir, lock): (Arc<RunJournal>, PathBuf, RunLock),
         options: RunnerOptions,
         cancel: RunCancel,
     ) -> Self {
@@ -73,6 +75,7 @@ impl PreparedRun {
             run_dir,
             options,
             cancel,
+            lock,
         }
     }
 
@@ -157,6 +160,8 @@ impl PreparedRun {
             s.pid = None;
         });
         let flushed = self.journal.flush().await;
+        // The directory is free once the journal says the run has ended, before anyone hears so.
+        drop(self.lock);
         run.emit(Event::RunFinished {
             run_id: run.ctx.run_id.0.clone(),
             outcome: report.outcome,

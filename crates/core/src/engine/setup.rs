@@ -12,6 +12,7 @@ use super::context::{ActiveRun, Emitter, RunState, budget};
 use super::error::{EngineError, SetupError, SetupProblem, SetupProblemKind, io_err};
 use super::layout::absolute;
 use super::run::PreparedRun;
+use super::run_lock::{RunDirUse, RunLock, check_run_dir};
 use crate::dag::{RunCancel, RunnerOptions, TaskGraph};
 use crate::journal::{JournalState, RunJournal, RunStatus, TaskRecord};
 use crate::plan::{LoadedPlan, StepAction};
@@ -95,7 +96,10 @@ impl RunOptions {
         o
     }
 
-    /// The run's id (generated from the plan's name and the time if not set).
+    /// The run's id (generated from the plan's name and the time if not set). It names the run's
+    /// directory, so setting up the run refuses an id that is not one safe path component
+    /// ([`RunId::parse`](crate::types::RunId::parse)) or whose directory exists already: a run
+    /// never writes outside the results directory, nor over another run.
     pub fn run_id(mut self, id: impl Into<String>) -> Self {
         self.run_id = Some(RunId(id.into()));
         self
@@ -172,6 +176,41 @@ struct NewRun {
     test_id: TestId,
     run_dir: PathBuf,
     state: JournalState,
+    lock: RunLock,
+}
+
+/// How many generated run ids are tried when each one's directory turns out to exist already.
+const GENERATED_ID_TRIES: usize = 8;
+
+/// Makes the directory of a new run under `results`: with the id given (refused if it is not one
+/// safe path component, or taken), else with a generated one (another is generated if taken).
+/// The directory is made with `mkdir`, not `mkdir -p`, so that of two runs given the same id at
+/// the same moment only one gets it.
+fn make_run_dir(
+    results: &Path,
+    given: Option<&RunId>,
+    plan_name: &str,
+) -> Result<(RunId, PathBuf), EngineError> {
+    let given = given.map(|id| RunId::parse(&id.0)).transpose()?;
+    std::fs::create_dir_all(results).map_err(io_err(format!("creating {}", results.display())))?;
+    let mut tries = 0;
+    loop {
+        let run_id = given.clone().unwrap_or_else(|| RunId::generate(plan_name));
+        let run_dir = results.join(&run_id.0);
+        match std::fs::create_dir(&run_dir) {
+            Ok(()) => return Ok((run_id, run_dir)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                tries += 1;
+                if given.is_some() || tries >= GENERATED_ID_TRIES {
+                    return Err(EngineError::RunExists {
+                        run_id: run_id.0,
+                        run_dir,
+                    });
+                }
+            }
+            Err(e) => return Err(io_err(format!("creating {}", run_dir.display()))(e)),
+        }
+    }
 }
 
 impl Engine {
@@ -332,15 +371,18 @@ impl Engine {
         })
     }
 
-    fn new_run(&self, loaded: &LoadedPlan, opts: &RunOptions) -> Result<NewRun, EngineError> {
+    fn new_run(
+        &self,
+        loaded: &LoadedPlan,
+        opts: &RunOptions,
+        purpose: RunDirUse,
+    ) -> Result<NewRun, EngineError> {
         let graph = self.graph(loaded)?;
-        let run_id = opts
-            .run_id
-            .clone()
-            .unwrap_or_else(|| RunId::generate(&loaded.plan.name));
-        let run_dir = opts.results_dir.join(&run_id.0);
-        std::fs::create_dir_all(&run_dir)
-            .map_err(io_err(format!("creating {}", run_dir.display())))?;
+        let (run_id, run_dir) =
+            make_run_dir(&opts.results_dir, opts.run_id.as_ref(), &loaded.plan.name)?;
+        // Nobody else can be in a directory just made; locked all the same, so that a resume or
+        // cleanup started as soon as it appears is refused rather than racing the new run.
+        let lock = RunLock::acquire(&run_dir, purpose)?;
         let test_id = opts
             .test_id
             .clone()
@@ -360,6 +402,7 @@ impl Engine {
             test_id,
             run_dir,
             state,
+            lock,
         })
     }
 
@@ -371,7 +414,7 @@ impl Engine {
         loaded: &LoadedPlan,
         opts: RunOptions,
     ) -> Result<(PathBuf, TaskGraph<Stage>), EngineError> {
-        let run = self.new_run(loaded, &opts)?;
+        let run = self.new_run(loaded, &opts, RunDirUse::Plan)?;
         RunJournal::create(&run.run_dir, run.state.clone()).await?;
         write_plan_artefacts(
             loaded,
@@ -390,27 +433,35 @@ impl Engine {
         opts: RunOptions,
     ) -> Result<PreparedRun, EngineError> {
         let secrets = self.check(loaded, &opts)?;
-        let mut run = self.new_run(loaded, &opts)?;
+        let mut run = self.new_run(loaded, &opts, RunDirUse::Run)?;
         run.state.status = RunStatus::Running;
         run.state.pid = Some(std::process::id());
         let journal = Arc::new(RunJournal::create(&run.run_dir, run.state).await?);
         Ok(self.prepared(
             loaded,
             run.graph,
-            (run.run_id, run.test_id, run.run_dir, journal),
+            (run.run_id, run.test_id, run.run_dir, journal, run.lock),
             secrets,
             opts,
             HashMap::new(),
         ))
     }
 
-    /// Continues a run from its journal: steps that passed are not run again, machines that
-    /// still exist are reused, everything else runs.
+    /// Continues a run from its journal. A machine whose resources all still exist (created, or
+    /// kept by its cleanup policy) is reused, and the steps that passed on it are not run again;
+    /// a machine that is gone is made anew, and every step on it runs again, since what the
+    /// steps that passed left on the old machine is gone with it. Every attempt's log and
+    /// recording is kept.
+    ///
+    /// Refused while another process works in `run_dir` ([`EngineError::RunInUse`]); the
+    /// prepared run holds the directory until it has been executed.
     pub async fn prepare_resume(
         &self,
         run_dir: &Path,
         opts: RunOptions,
     ) -> Result<PreparedRun, EngineError> {
+        check_run_dir(run_dir)?;
+        let lock = RunLock::acquire(run_dir, RunDirUse::Resume)?;
         let journal = RunJournal::open(run_dir)?;
         let snap = journal.snapshot();
         if snap.status == RunStatus::Planned {
@@ -424,7 +475,9 @@ impl Engine {
         let graph = self.graph(&loaded)?;
         let prior: HashMap<String, Verdict> = graph
             .nodes()
-            .filter(|n| matches!(n.payload, Stage::Step { .. }))
+            .filter(|n| {
+                matches!(&n.payload, Stage::Step { machine, .. } if snap.machine_survives(machine))
+            })
             .filter(|n| {
                 snap.tasks
                     .get(&n.id)
@@ -453,6 +506,7 @@ impl Engine {
             TestId(snap.test_id.clone()),
             run_dir.to_path_buf(),
             Arc::new(journal),
+            lock,
         );
         Ok(self.prepared(&loaded, graph, ids, secrets, opts, prior))
     }
@@ -461,7 +515,13 @@ impl Engine {
         &self,
         loaded: &LoadedPlan,
         graph: TaskGraph<Stage>,
-        (run_id, test_id, run_dir, journal): (RunId, TestId, PathBuf, Arc<RunJournal>),
+        (run_id, test_id, run_dir, journal, lock): (
+            RunId,
+            TestId,
+            PathBuf,
+            Arc<RunJournal>,
+            RunLock,
+        ),
         secrets: BTreeMap<String, String>,
         opts: RunOptions,
         prior: HashMap<String, Verdict>,
@@ -512,8 +572,7 @@ impl Engine {
                 events: Emitter::new(self.events.clone(), start),
             }),
             graph,
-            journal,
-            run_dir,
+            (journal, run_dir, lock),
             RunnerOptions {
                 concurrency,
                 backoff: self.backoff,

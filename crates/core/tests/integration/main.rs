@@ -11,6 +11,7 @@ mod redaction_corpus;
 mod run_artifacts;
 mod run_cost;
 mod run_custom_steps;
+mod run_dirs;
 mod run_events;
 mod run_keepalive;
 mod run_names;

@@ -20,19 +20,28 @@ use crate::types::{ResourceState, Verdict};
 impl ActiveRun {
     pub(crate) async fn provision(&self, machine: &str) -> TaskResult {
         let inst = self.instance(machine);
-        // A resumed run reuses a machine whose resources all still exist.
+        // A resumed run reuses a machine whose resources all still exist (the same test as
+        // `prepare_resume` made to keep the verdicts of the steps that passed on it).
         let snap = self.journal.snapshot();
-        if let Some(m) = snap.machines.get(machine) {
-            let alive = !m.resources.is_empty()
-                && m.resources.iter().all(|k| {
-                    snap.resources
-                        .iter()
-                        .any(|r| &r.key == k && r.state == ResourceState::Created)
-                });
-            if alive {
-                self.state().machines.insert(machine.to_string(), m.clone());
-                return TaskResult::new(Verdict::Pass, "reused the machine of the earlier run");
+        if let Some(m) = snap
+            .machines
+            .get(machine)
+            .filter(|_| snap.machine_survives(machine))
+        {
+            // A machine an earlier run kept (its cleanup policy) is this run's again: its
+            // teardown decides anew what becomes of it.
+            self.journal.update(|s| {
+                for r in s.resources.iter_mut() {
+                    if m.resources.contains(&r.key) && r.state == ResourceState::Kept {
+                        r.state = ResourceState::Created;
+                    }
+                }
+            });
+            if let Err(e) = self.journal.flush().await {
+                return TaskResult::new(Verdict::Error, e.to_string());
             }
+            self.state().machines.insert(machine.to_string(), m.clone());
+            return TaskResult::new(Verdict::Pass, "reused the machine of the earlier run");
         }
         let Some(p) = self.engine.backends.provisioner(inst.backend).cloned() else {
             return TaskResult::new(

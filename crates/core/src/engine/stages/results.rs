@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use super::super::context::{ActiveRun, by_backend};
 use super::super::error::{EngineError, io_err};
-use super::super::layout::REPORT_FILE;
+use super::super::layout::{REPORT_FILE, step_cast, step_log};
+use super::step::recorded_attempts;
 use crate::dag::TaskResult;
 use crate::events::{Event, TaskId, TaskKind};
 use crate::journal::ResourceLedger;
@@ -91,7 +92,16 @@ impl ActiveRun {
                 let Some(o) = g.outcomes.get(&stage).cloned() else {
                     continue;
                 };
-                let d = g.steps.get(&stage).cloned().unwrap_or_default();
+                let mut d = g.steps.get(&stage).cloned().unwrap_or_default();
+                if d.log.is_none() && o.verdict == Verdict::Pass {
+                    // A step that passed in the run this one resumes did not run here: its
+                    // files are its latest attempt's.
+                    let n = recorded_attempts(&self.ctx.run_dir, &m.name, &s.name);
+                    if n > 0 {
+                        d.log = Some(step_log(&m.name, &s.name, n));
+                        d.cast = Some(step_cast(&m.name, &s.name, n));
+                    }
+                }
                 *counts.entry(o.verdict).or_default() += 1;
                 let tail = if o.verdict == Verdict::Pass {
                     None

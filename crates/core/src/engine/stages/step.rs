@@ -47,6 +47,18 @@ pub(crate) fn verdict_of(info: &ExitInfo, limit: Duration) -> TaskResult {
     }
 }
 
+/// How many attempts of a step on a machine have left their files in the run directory (in this
+/// run or in the runs it resumes): attempt `n`'s log or recording exists for every `n` up to it.
+pub(crate) fn recorded_attempts(run_dir: &std::path::Path, machine: &str, step: &str) -> u32 {
+    let mut n = 0;
+    while run_dir.join(step_log(machine, step, n + 1)).exists()
+        || run_dir.join(step_cast(machine, step, n + 1)).exists()
+    {
+        n += 1;
+    }
+    n
+}
+
 impl ActiveRun {
     /// Tells the run's listeners of each line of a step's output.
     fn line_events(&self, stage: &Stage) -> LineObserver {
@@ -74,8 +86,11 @@ impl ActiveRun {
         let (Some(m), Some(x)) = (self.machine(machine), self.executor(machine)) else {
             return TaskResult::new(Verdict::Error, "machine not ready");
         };
-        let log_rel = step_log(machine, &step.name);
-        let cast_rel = step_cast(machine, &step.name);
+        // Every attempt gets files of its own: a retry, or a resumed run, never overwrites the
+        // evidence of an earlier attempt.
+        let n = recorded_attempts(&self.ctx.run_dir, machine, &step.name) + 1;
+        let log_rel = step_log(machine, &step.name, n);
+        let cast_rel = step_cast(machine, &step.name, n);
         let recorder = match StepRecorder::create(
             &self.ctx.run_dir.join(&log_rel),
             &self.ctx.run_dir.join(&cast_rel),
@@ -104,8 +119,11 @@ impl ActiveRun {
             d.cast = Some(cast_rel);
             d.exit_code = None;
         }
-        if attempt > 1 {
-            recorder.note(&format!("attempt {attempt}"));
+        if n > 1 {
+            recorder.note(&format!(
+                "attempt {n}; the earlier attempts' logs are beside this one ({})",
+                step_log(machine, &step.name, 1)
+            ));
         }
         let timeout = step_timeout(&self.loaded.plan, &step);
         let env = self.step_env(&step, &m, attempt);
