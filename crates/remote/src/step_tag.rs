@@ -112,11 +112,7 @@ pub(crate) fn tagged(tag: &str) -> Vec<Leftover> {
                 .map(|c| format!("[{}]", c.trim_end()))
                 .unwrap_or_default();
         }
-        out.push(Leftover {
-            pid,
-            command,
-            pgid,
-        });
+        out.push(Leftover { pid, command, pgid });
     }
     out
 }
