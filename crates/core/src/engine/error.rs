@@ -55,7 +55,7 @@ pub enum EngineError {
         /// What was refused: `resume`, `clean up`, `publish`, …
         wanted: &'static str,
         /// Who holds its lock, if it has said so yet.
-        holder: Option<LockHolder>,
+        holder: Option<Box<LockHolder>>,
     },
     /// A path given as a run directory is not one.
     #[error(

@@ -87,7 +87,7 @@ pub(crate) fn in_use(run_dir: &Path, wanted: RunDirUse, holder: Option<LockHolde
     EngineError::RunInUse {
         run_dir: run_dir.to_path_buf(),
         wanted: wanted.verb(),
-        holder,
+        holder: holder.map(Box::new),
     }
 }
 
@@ -145,6 +145,7 @@ impl RunLock {
     /// Who holds the lock of `run_dir` now, if anyone: `Some(None)` when it is held by a process
     /// that has not written its name yet.
     #[cfg(test)]
+    #[allow(clippy::option_option)] // free, held by someone unnamed, held by a named holder
     pub(crate) fn holder(run_dir: &Path) -> Option<Option<LockHolder>> {
         let file = File::open(run_dir.join(LOCK_FILE)).ok()?;
         // SAFETY: as in `acquire`; a shared lock taken only to test, released at once.
@@ -234,7 +235,7 @@ mod tests {
         assert_eq!(holder.pid, std::process::id());
         assert_eq!(holder.command, "run");
         assert_eq!(holder.host, host_name());
-        assert_eq!(RunLock::holder(dir.path()), Some(Some(holder.clone())));
+        assert_eq!(RunLock::holder(dir.path()), Some(Some(*holder.clone())));
         let text = e.to_string();
         assert!(
             text.contains(&format!("pid {}", std::process::id())) && text.contains(" run "),
