@@ -69,7 +69,7 @@ const LINE_HELD_MAX: usize = 1 << 20;
 
 /// [`cast`] as a stream: reads the recording from `input` a line at a time and gives each masked
 /// item to `emit` in order, holding no more than one line of output (at most
-/// [`LINE_HELD_MAX`] of data) at once. Gives nothing if the first line is not a JSON header.
+/// 1 MiB of data) at once. Gives nothing if the first line is not a JSON header.
 pub fn cast_stream(
     input: impl std::io::BufRead,
     redactor: &Redactor,
