@@ -29,9 +29,13 @@ fn cleanup_resume_and_publish_of_a_live_run_are_refused_and_it_keeps_running() {
     let mut child = start_and_wait_for(&results, &plan, &[], "step:long@box", Stdio::null());
     let run_dir = only_run_dir(&results);
     let dir = run_dir.to_str().unwrap();
-    wait_until("the step's process", Duration::from_secs(10), || {
-        processes_mentioning("sleep 307").len() == 1
+    // Once `sleep` itself runs, the step starts no more processes.
+    wait_until("the step's sleep", Duration::from_secs(10), || {
+        processes_mentioning("sleep 307")
+            .iter()
+            .any(|p| p.contains(": sleep 307"))
     });
+    let step_processes = processes_mentioning("sleep 307");
     let holder = format!("in use by qa-run run (pid {} on ", child.id());
     for (command, verb) in [
         ("cleanup", "clean up"),
@@ -57,7 +61,7 @@ fn cleanup_resume_and_publish_of_a_live_run_are_refused_and_it_keeps_running() {
         child.try_wait().unwrap().is_none(),
         "the run is still going"
     );
-    assert_eq!(processes_mentioning("sleep 307").len(), 1);
+    assert_eq!(processes_mentioning("sleep 307"), step_processes);
     let state = json(&run_dir.join("state.json"));
     assert_eq!(state["status"], "running");
     assert!(
