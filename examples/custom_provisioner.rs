@@ -134,14 +134,7 @@ impl Provisioner for DirProvisioner {
 }
 
 fn request() -> MachineRequest {
-    MachineRequest::new(
-        "box",
-        "box",
-        MachineSpec {
-            name: "box".into(),
-            ..Default::default()
-        },
-    )
+    MachineRequest::new("box", "box", MachineSpec::new("box"))
 }
 
 fn run_context(dir: &std::path::Path) -> RunContext {

@@ -1,16 +1,14 @@
 //! Hostile plans and outputs, with the exact outcome each must have: a step that floods its log,
 //! names and output made of terminal escape sequences, paths that are not what a command needs,
-//! a run directory that was only planned, and a cleanup of many machines.
+//! a run directory that was only planned, a cleanup of many machines, and a step that leaves a
+//! process running.
 
 use std::path::Path;
 
 use qa_testkit::cli::{bin, json, only_run_dir, write_plan};
+use qa_testkit::procs::processes_mentioning;
 
-use super::{QA_RUN, run};
-
-fn stderr_of(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use super::{QA_RUN, run, stderr_of};
 
 fn results_arg(results: &Path) -> &str {
     results.to_str().unwrap()
@@ -325,4 +323,36 @@ fn cleanup_says_how_many_resources_are_gone() {
         .filter(|l| l.starts_with("destroyed local sandbox"))
         .count();
     assert_eq!(destroyed, 5);
+}
+
+#[test]
+fn what_a_step_left_running_is_ended_and_named_in_its_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let plan = write_plan(
+        tmp.path(),
+        "leaves",
+        "  - name: leaves\n    command: \"setsid sleep 3023 > /dev/null 2>&1 < /dev/null & echo started\"\n",
+        "",
+    );
+    let out = bin(QA_RUN)
+        .args([
+            "--results",
+            results_arg(&results),
+            "run",
+            plan.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let report = json(&only_run_dir(&results).join("report.json"));
+    let step = &report["steps"][0];
+    assert_eq!(step["verdict"], "PASS", "{step}");
+    let message = step["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("ended 1 process the command left running: ")
+            && message.ends_with("sleep 3023)"),
+        "{step}"
+    );
+    assert_eq!(processes_mentioning("sleep 3023"), Vec::<String>::new());
 }

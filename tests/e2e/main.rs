@@ -28,6 +28,11 @@ fn run(args: &[&str]) -> Output {
     bin(QA_RUN).args(args).output().expect("qa-run runs")
 }
 
+/// What a command printed on stderr, as text.
+fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     let start = Instant::now();
     loop {
@@ -333,10 +338,16 @@ fn a_killed_run_is_cleaned_up_from_its_journal() {
     let plan = write_plan(
         tmp.path(),
         "killed",
-        "  - name: long\n    command: \"sleep 300\"\n",
+        // The step also leaves a process that moved out of the sandbox and its session.
+        "  - name: long\n    command: \"(cd / && setsid sleep 3017 > /dev/null 2>&1 < /dev/null &); sleep 300\"\n",
         "",
     );
     let mut child = start_and_wait_for(&results, &plan, &[], "step:long@box", Stdio::null());
+    wait_until(
+        "the step's escaped process",
+        Duration::from_secs(30),
+        || !processes_mentioning("sleep 3017").is_empty(),
+    );
     signal(&child, libc::SIGKILL);
     wait_exit(&mut child, Duration::from_secs(10));
     let run_dir = only_run_dir(&results);
@@ -381,6 +392,11 @@ fn a_killed_run_is_cleaned_up_from_its_journal() {
     assert!(
         left.is_empty(),
         "cleanup also ends the orphaned step: {left:?}"
+    );
+    let left = processes_mentioning("sleep 3017");
+    assert!(
+        left.is_empty(),
+        "and what it left running outside the sandbox: {left:?}"
     );
     // Idempotent.
     let again = run(&["cleanup", run_dir.to_str().unwrap()]);
@@ -828,6 +844,14 @@ fn a_plan_runs_on_an_existing_host_over_ssh_and_releases_its_lease() {
         "uploaded over sftp\n"
     );
     assert_eq!(report["machines"][0]["backend"], "static");
+    // One login for the whole run: the host's verification, the upload, both steps and the
+    // collection share it.
+    assert_eq!(
+        sshd.log().matches("Accepted publickey").count(),
+        1,
+        "{}",
+        sshd.log()
+    );
     let state = json(&run_dir.join("state.json"));
     assert!(
         state["resources"]

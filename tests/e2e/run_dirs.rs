@@ -10,11 +10,7 @@ use std::time::Duration;
 use qa_testkit::cli::{json, only_run_dir, wait_until, write_plan};
 use qa_testkit::procs::processes_mentioning;
 
-use super::{run, signal, start_and_wait_for, step_verdicts, task_state, wait_exit};
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use super::{run, signal, start_and_wait_for, stderr_of, step_verdicts, task_state, wait_exit};
 
 #[test]
 fn cleanup_resume_and_publish_of_a_live_run_are_refused_and_it_keeps_running() {
@@ -43,7 +39,7 @@ fn cleanup_resume_and_publish_of_a_live_run_are_refused_and_it_keeps_running() {
         ("publish", "publish"),
     ] {
         let out = run(&["--results", results.to_str().unwrap(), command, dir]);
-        let err = stderr(&out);
+        let err = stderr_of(&out);
         assert_eq!(out.status.code(), Some(2), "{command}: {err}");
         assert!(
             err.starts_with(&format!("error: cannot {verb} {dir}: "))
@@ -80,7 +76,7 @@ fn cleanup_resume_and_publish_of_a_live_run_are_refused_and_it_keeps_running() {
     );
     // Once it has ended, its directory is free.
     let out = run(&["cleanup", dir]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
 }
 
 #[test]
@@ -103,7 +99,7 @@ fn run_ids_that_are_not_one_safe_path_component_are_refused_with_exit_2() {
             id,
             plan.to_str().unwrap(),
         ]);
-        let err = stderr(&out);
+        let err = stderr_of(&out);
         assert_eq!(out.status.code(), Some(2), "{id:?}: {err}");
         assert!(
             err.starts_with(&format!(
@@ -138,7 +134,7 @@ fn a_reused_run_id_is_refused_and_the_first_run_is_untouched() {
         plan.to_str().unwrap(),
     ];
     let out = run(&args);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     let run_dir = results.join("nightly-1");
     let files = ["state.json", "report.json", "logs/box/s.log"];
     let before: Vec<Vec<u8>> = files
@@ -147,7 +143,7 @@ fn a_reused_run_id_is_refused_and_the_first_run_is_untouched() {
         .collect();
 
     let out = run(&args);
-    let err = stderr(&out);
+    let err = stderr_of(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
         err.contains(&format!(
@@ -182,7 +178,7 @@ fn resume_on_a_new_machine_runs_again_what_passed_on_the_old_one_and_keeps_both_
         "run",
         plan.to_str().unwrap(),
     ]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
     let run_dir = only_run_dir(&results);
     let state = json(&run_dir.join("state.json"));
     assert!(
@@ -197,7 +193,7 @@ fn resume_on_a_new_machine_runs_again_what_passed_on_the_old_one_and_keeps_both_
 
     std::fs::write(&flag, "").unwrap();
     let out = run(&["resume", run_dir.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     assert_eq!(
         std::fs::read_to_string(&counter).unwrap().lines().count(),
         2,

@@ -5,52 +5,22 @@
 use std::path::Path;
 
 use qa_testkit::cli::{bin, only_run_dir, write_plan};
+use qa_testkit::redaction::corpus;
 
-use super::{QA_RUN, walk, workspace};
+use super::{QA_RUN, walk};
 
 /// The declared secret of the run (made up).
 const DECLARED: &str = "planted-declared-secret-77";
 
 /// The `in:` texts of the corpus cases that need no declared secret, and every `leak:` of them.
 fn corpus_shapes() -> (Vec<String>, Vec<String>) {
-    let text = std::fs::read_to_string(workspace().join("tests/redaction/corpus.txt")).unwrap();
-    let unescape = |s: &str| {
-        let mut out = String::new();
-        let mut chars = s.chars();
-        while let Some(c) = chars.next() {
-            if c != '\\' {
-                out.push(c);
-                continue;
-            }
-            match chars.next() {
-                Some('n') => out.push('\n'),
-                Some('r') => out.push('\r'),
-                Some('t') => out.push('\t'),
-                Some('e') => out.push('\x1b'),
-                Some('0') => out.push('\0'),
-                Some('s') => out.push(' '),
-                Some('c') | None => {}
-                Some(other) => out.push(other),
-            }
-        }
-        out
-    };
     let (mut inputs, mut leaks) = (Vec::new(), Vec::new());
-    for case in text.split("\n=== ").skip(1) {
-        if case.lines().any(|l| l.starts_with("secrets: ")) {
+    for case in corpus() {
+        if !case.secrets.is_empty() || case.leaks.is_empty() {
             continue;
         }
-        let case_leaks: Vec<String> = case
-            .lines()
-            .filter_map(|l| l.strip_prefix("leak: "))
-            .map(unescape)
-            .collect();
-        if case_leaks.is_empty() {
-            continue;
-        }
-        let input = case.lines().find_map(|l| l.strip_prefix("in: ")).unwrap();
-        inputs.push(unescape(input));
-        leaks.extend(case_leaks);
+        inputs.push(case.whole_input());
+        leaks.extend(case.leaks);
     }
     (inputs, leaks)
 }

@@ -14,7 +14,11 @@ use qa_api_check::{
 };
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // Cargo's variable at run time first: a test binary reused from a build cache may have been
+    // compiled in a checkout at another path.
+    let manifest_dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    Path::new(&manifest_dir)
         .join("../..")
         .canonicalize()
         .expect("the workspace root exists")

@@ -75,7 +75,8 @@ run's EC2 machines cost, priced from a built-in table of us-east-1 on-demand pri
         /// Tag resources with this test id (default: the run id).
         #[arg(long)]
         test_id: Option<String>,
-        /// Tasks at once, from 1 to 1024 (default: the plan's `concurrency`, else 16).
+        /// Steps at once, from 1 to 1024 (default: the plan's `concurrency`, else 16). Machines
+        /// are provisioned, connected and cleaned up all at once, whatever this says.
         #[arg(long, value_parser = parse_concurrency)]
         concurrency: Option<usize>,
     },

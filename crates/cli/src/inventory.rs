@@ -78,19 +78,7 @@ mod tests {
             "Host lab-*\n  User qa\n  Port 2222\n  IdentityFile /keys/lab\nHost lab-1\n  HostName 10.0.0.11\n  ProxyJump ops@bastion:22\n",
         )
         .unwrap();
-        let host = |name: &str| InventoryHost {
-            name: name.into(),
-            host: None,
-            port: None,
-            user: None,
-            identity_file: None,
-            passphrase_env: None,
-            proxy_jump: vec![],
-            ssh_config: Some("ssh_config".into()),
-            require_commands: vec![],
-            min_free_mib: None,
-            repair: None,
-        };
+        let host = |name: &str| InventoryHost::new(name).ssh_config("ssh_config");
         let mut explicit = host("lab-2");
         explicit.user = Some("root".into());
         let out = resolve_inventory(&[host("lab-1"), explicit], dir.path()).unwrap();

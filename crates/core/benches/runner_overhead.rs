@@ -142,7 +142,7 @@ fn time_it<E: TaskExecutor<Duration>>(
     let opts = RunnerOptions {
         concurrency,
         backoff: Duration::ZERO,
-        prior: HashMap::new(),
+        ..RunnerOptions::default()
     };
     let t = Instant::now();
     let out = rt.block_on(run_graph(g.clone(), e, opts, RunCancel::new()));

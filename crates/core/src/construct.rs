@@ -295,6 +295,12 @@ impl CommandSpec {
         self.expect_reboot = yes;
         self
     }
+
+    /// Runs without the step supervisor (see [`CommandSpec::bare`]).
+    pub fn bare(mut self, yes: bool) -> Self {
+        self.bare = yes;
+        self
+    }
 }
 
 impl Report {

@@ -259,13 +259,22 @@ pub trait TaskExecutor<T>: Send + Sync + 'static {
 
     /// A task ended (also called for SKIPPED and INTERRUPTED tasks that never ran).
     fn finished(&self, _node: &TaskNode<T>, _outcome: &TaskOutcome) {}
+
+    /// Whether `node` counts against [`RunnerOptions::concurrency`] (the default: every task
+    /// does). A task that does not is held only by [`RunnerOptions::fan_out`]: the engine's
+    /// machine stages, so that machines never wait for each other's test steps.
+    fn is_limited(&self, _node: &TaskNode<T>) -> bool {
+        true
+    }
 }
 
 /// How to run a graph.
 #[derive(Debug, Clone)]
 pub struct RunnerOptions {
-    /// Tasks running at once.
+    /// Limited tasks ([`TaskExecutor::is_limited`]) running at once.
     pub concurrency: usize,
+    /// Tasks of any kind running at once (never fewer than `concurrency`).
+    pub fan_out: usize,
     /// First retry delay; doubles on each retry, capped at 60 s.
     pub backoff: Duration,
     /// Verdicts known from a previous run; a PASS here is not run again.
@@ -276,6 +285,7 @@ impl Default for RunnerOptions {
     fn default() -> Self {
         RunnerOptions {
             concurrency: 16,
+            fan_out: usize::MAX,
             backoff: Duration::from_secs(1),
             prior: HashMap::new(),
         }
@@ -322,7 +332,11 @@ where
         .map(|ix| g.edges_directed(ix, Direction::Incoming).count())
         .collect();
     let mut outcomes: Vec<Option<TaskOutcome>> = vec![None; n];
-    let mut ready = ReadyTasks::new(g);
+    let limited: Vec<bool> = g
+        .node_indices()
+        .map(|ix| executor.is_limited(&g[ix]))
+        .collect();
+    let mut ready = ReadyTasks::new(g, limited);
     for ix in g.node_indices() {
         if waiting[ix.index()] == 0 {
             ready.push(ix);
@@ -331,11 +345,13 @@ where
     let mut running: JoinSet<(NodeIndex, TaskOutcome)> = JoinSet::new();
     let mut done = 0usize;
     let concurrency = options.concurrency.max(1);
+    let fan_out = options.fan_out.max(concurrency);
+    let mut running_limited = 0usize;
     let backoff = options.backoff;
 
     while done < n {
-        // Start everything that is ready, up to the limit. Tasks that need not run end here.
-        while let Some(ix) = ready.peek() {
+        // Start everything that is ready, up to the limits. Tasks that need not run end here.
+        while let Some(ix) = ready.peek(running_limited < concurrency) {
             let node = &g[ix];
             let prior_pass = options.prior.get(&node.id) == Some(&Verdict::Pass);
             let decided = if prior_pass {
@@ -357,16 +373,19 @@ where
                 blocked_by(g, ix, &outcomes)
             };
             if let Some(outcome) = decided {
-                ready.pop();
+                ready.pop(ix);
                 executor.finished(node, &outcome);
                 finish(g, ix, outcome, &mut outcomes, &mut waiting, &mut ready);
                 done += 1;
                 continue;
             }
-            if running.len() >= concurrency {
+            if running.len() >= fan_out {
                 break;
             }
-            ready.pop();
+            ready.pop(ix);
+            if ready.is_limited(ix) {
+                running_limited += 1;
+            }
             let graph = graph.clone();
             let executor = executor.clone();
             let token = if node.always {
@@ -386,6 +405,9 @@ where
         }
         match running.join_next().await {
             Some(Ok((ix, outcome))) => {
+                if ready.is_limited(ix) {
+                    running_limited -= 1;
+                }
                 finish(g, ix, outcome, &mut outcomes, &mut waiting, &mut ready);
                 done += 1;
             }
@@ -432,11 +454,15 @@ where
 struct ReadyTasks {
     /// Per task: the longest chain of dependencies above it, and below it (in tasks).
     rank: Vec<(u32, u32)>,
-    heap: BinaryHeap<(u32, u32, Reverse<usize>)>,
+    /// Per task: whether it counts against the concurrency limit.
+    limited: Vec<bool>,
+    /// Ready tasks that do not count against the limit, and those that do.
+    free: BinaryHeap<(u32, u32, Reverse<usize>)>,
+    held: BinaryHeap<(u32, u32, Reverse<usize>)>,
 }
 
 impl ReadyTasks {
-    fn new<T>(g: &DiGraph<TaskNode<T>, EdgeKind>) -> Self {
+    fn new<T>(g: &DiGraph<TaskNode<T>, EdgeKind>, limited: Vec<bool>) -> Self {
         let mut rank = vec![(0u32, 0u32); g.node_count()];
         // A graph with a cycle gets no ranks: its tasks then go in the order they were added,
         // and those on the cycle never become ready.
@@ -460,27 +486,46 @@ impl ReadyTasks {
         }
         ReadyTasks {
             rank,
-            heap: BinaryHeap::new(),
+            limited,
+            free: BinaryHeap::new(),
+            held: BinaryHeap::new(),
         }
+    }
+
+    fn is_limited(&self, ix: NodeIndex) -> bool {
+        self.limited[ix.index()]
     }
 
     fn push(&mut self, ix: NodeIndex) {
         let (depth, height) = self.rank[ix.index()];
-        self.heap.push((depth, height, Reverse(ix.index())));
+        let entry = (depth, height, Reverse(ix.index()));
+        if self.is_limited(ix) {
+            self.held.push(entry);
+        } else {
+            self.free.push(entry);
+        }
     }
 
-    fn peek(&self) -> Option<NodeIndex> {
-        self.heap
-            .peek()
-            .map(|(_, _, Reverse(i))| NodeIndex::new(*i))
+    /// The ready task to go first; limited tasks only if `room_for_limited`.
+    fn peek(&self, room_for_limited: bool) -> Option<NodeIndex> {
+        let free = self.free.peek();
+        let held = self.held.peek().filter(|_| room_for_limited);
+        free.max(held).map(|(_, _, Reverse(i))| NodeIndex::new(*i))
     }
 
-    fn pop(&mut self) {
-        self.heap.pop();
+    /// Takes `ix`, which [`peek`](Self::peek) just gave.
+    fn pop(&mut self, ix: NodeIndex) {
+        let heap = if self.is_limited(ix) {
+            &mut self.held
+        } else {
+            &mut self.free
+        };
+        debug_assert_eq!(heap.peek().map(|e| e.2.0), Some(ix.index()));
+        heap.pop();
     }
 
     fn is_empty(&self) -> bool {
-        self.heap.is_empty()
+        self.free.is_empty() && self.held.is_empty()
     }
 }
 
@@ -643,6 +688,10 @@ mod tests {
         violations: Mutex<Vec<String>>,
         running: AtomicUsize,
         max_running: AtomicUsize,
+        /// Tasks that do not count against the concurrency limit.
+        free: HashSet<String>,
+        running_limited: AtomicUsize,
+        max_running_limited: AtomicUsize,
         deps: HashMap<String, Vec<(String, EdgeKind)>>,
         cancel_after: Option<usize>,
         cancel: Option<RunCancel>,
@@ -658,6 +707,11 @@ mod tests {
         ) -> TaskResult {
             let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
             self.max_running.fetch_max(now, Ordering::SeqCst);
+            let limited = self.is_limited(node);
+            if limited {
+                let now = self.running_limited.fetch_add(1, Ordering::SeqCst) + 1;
+                self.max_running_limited.fetch_max(now, Ordering::SeqCst);
+            }
             {
                 let done: HashSet<String> = self.finished.lock().unwrap().iter().cloned().collect();
                 for (d, _) in &self.deps[&node.id] {
@@ -679,6 +733,9 @@ mod tests {
             }
             tokio::task::yield_now().await;
             self.running.fetch_sub(1, Ordering::SeqCst);
+            if limited {
+                self.running_limited.fetch_sub(1, Ordering::SeqCst);
+            }
             let v = node
                 .payload
                 .0
@@ -696,6 +753,10 @@ mod tests {
         fn finished(&self, node: &TaskNode<Script>, _outcome: &TaskOutcome) {
             self.finished.lock().unwrap().push(node.id.clone());
         }
+
+        fn is_limited(&self, node: &TaskNode<Script>) -> bool {
+            !self.free.contains(&node.id)
+        }
     }
 
     fn verdict() -> impl Strategy<Value = Verdict> {
@@ -707,6 +768,10 @@ mod tests {
         nodes: Vec<(Vec<Verdict>, bool, u32, bool)>,
         edges: Vec<(usize, usize, bool)>,
         concurrency: usize,
+        /// Per node: it does not count against `concurrency`.
+        free: Vec<bool>,
+        /// How many more than `concurrency` may run in all.
+        fan_out_extra: usize,
         cancel_after: Option<usize>,
     }
 
@@ -724,14 +789,20 @@ mod tests {
                 ),
                 proptest::collection::vec((0..n, 0..n, any::<bool>()), 0..n * 2),
                 1usize..6,
+                proptest::collection::vec(proptest::bool::weighted(0.4), n),
+                0usize..4,
                 proptest::option::weighted(0.3, 1usize..20),
             )
-                .prop_map(|(nodes, edges, concurrency, cancel_after)| Case {
-                    nodes,
-                    edges: edges.into_iter().filter(|(a, b, _)| a < b).collect(),
-                    concurrency,
-                    cancel_after,
-                })
+                .prop_map(
+                    |(nodes, edges, concurrency, free, fan_out_extra, cancel_after)| Case {
+                        nodes,
+                        edges: edges.into_iter().filter(|(a, b, _)| a < b).collect(),
+                        concurrency,
+                        free,
+                        fan_out_extra,
+                        cancel_after,
+                    },
+                )
         })
     }
 
@@ -767,6 +838,10 @@ mod tests {
             .collect();
         let cancel = RunCancel::new();
         let rec = Arc::new(Recorder {
+            free: (0..case.nodes.len())
+                .filter(|&i| case.free[i])
+                .map(|i| format!("t{i}"))
+                .collect(),
             deps: deps.clone(),
             cancel_after: case.cancel_after,
             cancel: Some(cancel.clone()),
@@ -779,6 +854,7 @@ mod tests {
         let graph = Arc::new(g);
         let opts = RunnerOptions {
             concurrency: case.concurrency,
+            fan_out: case.concurrency + case.fan_out_extra,
             backoff: Duration::ZERO,
             prior: prior.clone(),
         };
@@ -798,7 +874,10 @@ mod tests {
             "{:?}",
             rec.violations.lock().unwrap()
         );
-        prop_assert!(rec.max_running.load(Ordering::SeqCst) <= case.concurrency);
+        prop_assert!(
+            rec.max_running.load(Ordering::SeqCst) <= case.concurrency + case.fan_out_extra
+        );
+        prop_assert!(rec.max_running_limited.load(Ordering::SeqCst) <= case.concurrency);
         let executed = rec.executed.lock().unwrap().clone();
         let attempts = |id: &str| executed.iter().filter(|(x, _)| x == id).count() as u32;
         for (i, (script, always, retries, _)) in case.nodes.iter().enumerate() {
@@ -890,6 +969,80 @@ mod tests {
         assert!(hard.soft.is_cancelled(), "a hard cancel implies a soft one");
         let out = run_graph(graph, rec, RunnerOptions::default(), hard).await;
         assert_eq!(out["teardown"].verdict, Verdict::Interrupted);
+    }
+
+    /// Steps (`s…`) count against the limit; a machine's own tasks (`p…`) do not.
+    #[derive(Default)]
+    struct MachinesAndSteps {
+        p1_ran: std::sync::atomic::AtomicBool,
+        p1_notify: tokio::sync::Notify,
+    }
+
+    #[async_trait]
+    impl TaskExecutor<()> for MachinesAndSteps {
+        async fn execute(&self, node: &TaskNode<()>, _: u32, _: CancellationToken) -> TaskResult {
+            match node.id.as_str() {
+                "p1" => {
+                    self.p1_ran.store(true, Ordering::SeqCst);
+                    self.p1_notify.notify_waiters();
+                }
+                "s0" => {
+                    // Holds the only step slot until the second machine's task has run.
+                    let waited = tokio::time::timeout(Duration::from_secs(10), async {
+                        while !self.p1_ran.load(Ordering::SeqCst) {
+                            let notified = self.p1_notify.notified();
+                            if self.p1_ran.load(Ordering::SeqCst) {
+                                break;
+                            }
+                            notified.await;
+                        }
+                    })
+                    .await;
+                    if waited.is_err() {
+                        return TaskResult::new(Verdict::Error, "p1 never ran");
+                    }
+                }
+                _ => {}
+            }
+            TaskResult::pass()
+        }
+
+        fn is_limited(&self, node: &TaskNode<()>) -> bool {
+            node.id.starts_with('s')
+        }
+    }
+
+    #[tokio::test]
+    async fn a_machines_own_tasks_start_while_steps_fill_the_concurrency() {
+        let mut g = TaskGraph::new();
+        for id in ["p0", "s0", "p1", "s1"] {
+            g.add(TaskNode {
+                id: id.into(),
+                payload: (),
+                always: false,
+                retries: 0,
+            })
+            .unwrap();
+        }
+        // p1 becomes ready with s0, when p0 ends; s0 takes the one step slot.
+        g.depend("s0", "p0", EdgeKind::Requires).unwrap();
+        g.depend("p1", "p0", EdgeKind::After).unwrap();
+        g.depend("s1", "p1", EdgeKind::Requires).unwrap();
+        let options = RunnerOptions {
+            concurrency: 1,
+            fan_out: 4,
+            ..RunnerOptions::default()
+        };
+        let out = run_graph(
+            Arc::new(g),
+            Arc::new(MachinesAndSteps::default()),
+            options,
+            RunCancel::new(),
+        )
+        .await;
+        for id in ["p0", "s0", "p1", "s1"] {
+            assert_eq!(out[id].verdict, Verdict::Pass, "{id}: {:?}", out[id]);
+        }
     }
 
     /// Records the order tasks start in.

@@ -31,6 +31,12 @@ pub struct CommandSpec {
     pub detached: bool,
     /// The command is expected to reboot the machine; wait for the new boot and take the status.
     pub expect_reboot: bool,
+    /// Run it as it is, without the supervisor that tags a step's processes and ends what they
+    /// leave running: one process less and no scan of the machine's processes. At its timeout or
+    /// cancellation its channel is closed, which is all that ends it. For short commands of
+    /// qa-run's own that start nothing (a host's verification); steps are never bare. Executors
+    /// whose supervision costs nothing may ignore it.
+    pub bare: bool,
 }
 
 /// Which output stream bytes came from.
@@ -77,6 +83,11 @@ pub struct ExitInfo {
     pub duration: Duration,
     /// The machine rebooted while it ran (only with `expect_reboot` or `detached`).
     pub rebooted: bool,
+    /// What the command left running when it ended, one sentence per kind: the processes that
+    /// were ended (`ended 2 processes the command left running: 812 (sleep 300), …`) and those
+    /// that could not be. The same sentences are notes in the step's log; empty when the command
+    /// left nothing behind.
+    pub leftovers: Vec<String>,
 }
 
 impl ExitInfo {
@@ -89,6 +100,7 @@ impl ExitInfo {
             cancelled: false,
             duration,
             rebooted: false,
+            leftovers: Vec::new(),
         }
     }
 
@@ -101,6 +113,7 @@ impl ExitInfo {
             cancelled: !timed_out,
             duration,
             rebooted: false,
+            leftovers: Vec::new(),
         }
     }
 
@@ -108,6 +121,28 @@ impl ExitInfo {
     pub fn success(&self) -> bool {
         self.code == Some(0) && !self.timed_out && !self.cancelled
     }
+}
+
+/// The environment variable that carries a step's tag. Every step runs with a value of its own,
+/// which its processes inherit through whatever they do to leave its process group (`setsid`, a
+/// double fork, `nohup`, a `cd` away), so what a step left running is found by it.
+pub const STEP_TAG_VAR: &str = "QA_RUN_STEP_TAG";
+
+/// The start of the tag of every step run in the local sandbox `sandbox` (see [`STEP_TAG_VAR`]).
+/// A cleanup that has only the sandbox (the run that used it was killed) finds by it the
+/// processes that run's steps left behind, wherever they moved to.
+pub fn sandbox_tag_prefix(sandbox: &Path) -> String {
+    let path = sandbox
+        .canonicalize()
+        .or_else(|_| std::path::absolute(sandbox))
+        .unwrap_or_else(|_| sandbox.to_path_buf());
+    // FNV-1a: stable across builds and versions, unlike the standard library's hasher.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in path.as_os_str().as_encoded_bytes() {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("sandbox-{hash:016x}.")
 }
 
 /// Errors of remote execution. Each is an infrastructure problem (verdict ERROR), never a test

@@ -15,6 +15,7 @@ use qa_core::BackendName;
 use qa_core::SweepScope;
 use qa_core::journal::ResourceLedger;
 use qa_core::provision::{MachineRequest, ProvisionError, Provisioner, RunContext};
+use qa_core::remote::{STEP_TAG_VAR, sandbox_tag_prefix};
 use qa_core::types::{Access, Leftovers, Machine, Resource, ResourceKey, ResourceState, TestId};
 use serde::{Deserialize, Serialize};
 
@@ -358,12 +359,14 @@ impl Provisioner for LocalProvisioner {
     }
 }
 
-/// Kills every process whose working directory is inside `dir`, and waits (briefly) until none
-/// is left. Returns how many were killed.
+/// Kills every process that belongs to the sandbox `dir`: its working directory is inside, or
+/// it carries the tag of a step run there (a step's processes keep it wherever they go; see
+/// [`sandbox_tag_prefix`]). Waits (briefly) until none is left. Returns how many were killed.
 pub fn kill_processes_inside(dir: &Path) -> usize {
     let Ok(dir) = dir.canonicalize() else {
         return 0;
     };
+    let tagged = format!("{STEP_TAG_VAR}={}", sandbox_tag_prefix(&dir));
     let me = std::process::id();
     let mut killed = 0;
     for _ in 0..50 {
@@ -376,6 +379,10 @@ pub fn kill_processes_inside(dir: &Path) -> usize {
             .filter(|pid| {
                 std::fs::read_link(format!("/proc/{pid}/cwd"))
                     .is_ok_and(|cwd| cwd.starts_with(&dir))
+                    || std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                        env.split(|b| *b == 0)
+                            .any(|v| v.starts_with(tagged.as_bytes()))
+                    })
             })
             .collect();
         if pids.is_empty() {

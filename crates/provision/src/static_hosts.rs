@@ -147,42 +147,13 @@ impl StaticProvisioner {
         target
     }
 
-    /// Tries to take the lease of `host`. `Ok(None)`: someone else holds it.
-    fn try_lease(&self, lease: &Lease) -> std::io::Result<Option<PathBuf>> {
-        std::fs::create_dir_all(&self.lease_dir)?;
-        let path = self.lease_dir.join(lease_file_name(&lease.host));
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(mut f) => {
-                    f.write_all(&serde_json::to_vec_pretty(lease).expect("lease serialises"))?;
-                    f.sync_all()?;
-                    return Ok(Some(path));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder: Option<Lease> = std::fs::read(&path)
-                        .ok()
-                        .and_then(|b| serde_json::from_slice(&b).ok());
-                    match holder {
-                        // Our own run already holds it (a resumed run): keep it.
-                        Some(h) if h.run_id == lease.run_id && h.machine == lease.machine => {
-                            return Ok(Some(path));
-                        }
-                        // The holder died on this machine: the lease is stale.
-                        Some(h) if h.holder_host == lease.holder_host && !pid_alive(h.pid) => {
-                            tracing::warn!(host = %lease.host, stale_run = %h.run_id, "taking over a stale lease");
-                            let _ = std::fs::remove_file(&path);
-                        }
-                        _ => return Ok(None),
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(None)
+    /// Tries to take the lease of `host`, off the async runtime (the lease is written and
+    /// synced to disk). `Ok(None)`: someone else holds it.
+    async fn try_lease(&self, lease: &Lease) -> std::io::Result<Option<PathBuf>> {
+        let (dir, lease) = (self.lease_dir.clone(), lease.clone());
+        tokio::task::spawn_blocking(move || try_lease(&dir, &lease))
+            .await
+            .map_err(std::io::Error::other)?
     }
 
     fn release(
@@ -210,10 +181,17 @@ impl StaticProvisioner {
         let Some(connector) = &self.connector else {
             return Ok(());
         };
+        // The login is the check of reachability, host key and credentials. The executor is
+        // dropped at the end, and its connector keeps the connection for the run.
         let exec = connector
             .connect(machine)
             .await
             .map_err(|e| format!("unreachable: {e}"))?;
+        if host.require_commands.is_empty() && host.min_free_mib.is_none() {
+            // Nothing to ask the host: the work directory is made by the first upload or
+            // command, so a command here would only cost a round trip.
+            return Ok(());
+        }
         let mut script = format!(
             "set -e\nmkdir -p '{}'\n",
             machine.workdir.replace('\'', "'\\''")
@@ -230,9 +208,11 @@ impl StaticProvisioner {
             ));
         }
         let sink = Arc::new(CollectStderr::default());
+        // One command, without the step supervisor: it starts nothing that could outlive it.
         let cmd = CommandSpec::new(script)
             .timeout(Duration::from_secs(60))
-            .workdir("/");
+            .workdir("/")
+            .bare(true);
         let info = exec
             .run(&cmd, sink.clone(), CancellationToken::new())
             .await
@@ -279,6 +259,44 @@ fn parse_jump(s: &str, default_user: &str) -> SshTarget {
         _ => (rest.to_string(), 22),
     };
     SshTarget::new(host, port, user).host_keys(HostKeyPolicy::Strict)
+}
+
+/// Takes the lease of `lease.host` in `dir` (blocking). `Ok(None)`: someone else holds it.
+fn try_lease(dir: &Path, lease: &Lease) -> std::io::Result<Option<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(lease_file_name(&lease.host));
+    for _ in 0..2 {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                f.write_all(&serde_json::to_vec_pretty(lease).expect("lease serialises"))?;
+                f.sync_all()?;
+                return Ok(Some(path));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let holder: Option<Lease> = std::fs::read(&path)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok());
+                match holder {
+                    // Our own run already holds it (a resumed run): keep it.
+                    Some(h) if h.run_id == lease.run_id && h.machine == lease.machine => {
+                        return Ok(Some(path));
+                    }
+                    // The holder died on this machine: the lease is stale.
+                    Some(h) if h.holder_host == lease.holder_host && !pid_alive(h.pid) => {
+                        tracing::warn!(host = %lease.host, stale_run = %h.run_id, "taking over a stale lease");
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    _ => return Ok(None),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
 }
 
 fn err(machine: &str, message: impl Into<String>, leftovers: Leftovers) -> ProvisionError {
@@ -333,7 +351,7 @@ impl Provisioner for StaticProvisioner {
                 pid: std::process::id(),
                 holder_host: this_host(),
             };
-            match self.try_lease(&lease) {
+            match self.try_lease(&lease).await {
                 Ok(Some(path)) => {
                     let details: BTreeMap<String, String> = [
                         ("path".to_string(), path.display().to_string()),
@@ -523,38 +541,23 @@ impl Provisioner for StaticProvisioner {
 mod tests {
     use qa_core::conformance::fakes::FakeExecutor;
     use qa_core::journal::MemoryLedger;
-    use qa_core::plan::{MachineSpec, StaticMachine};
+    use qa_core::plan::MachineSpec;
     use qa_core::{RemoteError, RemoteExecutor, RunId};
 
     use super::*;
 
     fn host(name: &str) -> InventoryHost {
-        InventoryHost {
-            name: name.into(),
-            host: Some("127.0.0.1".into()),
-            port: Some(2200),
-            user: Some("tester".into()),
-            identity_file: None,
-            passphrase_env: None,
-            proxy_jump: vec![],
-            ssh_config: None,
-            require_commands: vec![],
-            min_free_mib: None,
-            repair: None,
-        }
+        InventoryHost::new(name)
+            .host("127.0.0.1")
+            .port(2200)
+            .user("tester")
     }
 
     fn request(name: &str, hosts: &[&str]) -> MachineRequest {
         MachineRequest::new(
             name,
             name,
-            MachineSpec {
-                name: name.into(),
-                static_hosts: Some(StaticMachine {
-                    hosts: hosts.iter().map(|s| s.to_string()).collect(),
-                }),
-                ..Default::default()
-            },
+            MachineSpec::new(name).static_hosts(hosts.iter().copied()),
         )
     }
 

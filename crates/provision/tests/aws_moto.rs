@@ -106,11 +106,7 @@ fn request(name: &str, aws: AwsMachine, placement: Option<Placement>) -> Machine
     let mut request = MachineRequest::new(
         name,
         "sut",
-        MachineSpec {
-            name: name.into(),
-            options: [("aws".to_string(), serde_json::to_value(aws).unwrap())].into(),
-            ..Default::default()
-        },
+        MachineSpec::new(name).options("aws", serde_json::to_value(aws).unwrap()),
     );
     request.placement = placement;
     request

@@ -112,5 +112,32 @@ pub fn from_target_with_redactor(
                     .with_redactor(redactor),
             )
         }
+        other => Arc::new(UnknownTarget(format!("{other:?}"))),
+    }
+}
+
+/// A target added to qa-core after this version of qa-publish: publishing to it fails, saying
+/// so, rather than publishing nothing without a word.
+#[derive(Debug)]
+struct UnknownTarget(String);
+
+#[async_trait::async_trait]
+impl ResultPublisher for UnknownTarget {
+    fn name(&self) -> &str {
+        "unknown"
+    }
+
+    async fn publish(
+        &self,
+        _: &qa_core::report::Report,
+        _: &Path,
+    ) -> Result<qa_core::PublishReceipt, qa_core::PublishError> {
+        Err(qa_core::PublishError::new(
+            "unknown",
+            format!(
+                "this build of qa-publish cannot publish to {}; update qa-publish",
+                self.0
+            ),
+        ))
     }
 }

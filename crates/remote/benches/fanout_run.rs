@@ -47,6 +47,10 @@
 //! with a file, a step and an artifact, in order, and what a supervised command costs sshd in
 //! CPU against the bare command.
 
+mod common;
+
+use common::{median, min, proc_cpu, rusage, sha256};
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{Read, Seek, SeekFrom, Write as _};
@@ -56,7 +60,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use qa_testkit::{ClientKeys, Fleet, KeyKind, SshdConfig, TestSshd, find_sshd};
-use sha2::{Digest, Sha256};
 
 const PAYLOAD: usize = 16 << 20;
 
@@ -125,6 +128,11 @@ struct Sample {
     sftp: Vec<f64>,
     /// qa-run only: stage → durations (s), one per machine and round.
     stages: BTreeMap<String, Vec<f64>>,
+    /// Peak resident memory of the process the tool is (MiB).
+    peak_rss_mib: Vec<f64>,
+    /// qa-run only: the wall time outside its tasks (s): start-up, loading the plan, setting up
+    /// the run directory and journal, and what follows the last task.
+    outside_tasks: Vec<f64>,
 }
 
 /// What sshd logged since the last look: per host.
@@ -133,30 +141,6 @@ struct LogCounts {
     logins: usize,
     commands: usize,
     sftp: usize,
-}
-
-fn rusage_children() -> f64 {
-    // SAFETY: getrusage fills the struct we pass.
-    let mut r: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut r) };
-    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    t(r.ru_utime) + t(r.ru_stime)
-}
-
-fn proc_cpu(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
-        return 0.0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // Fields after the command: state(0) ... utime(11) stime(12) cutime(13) cstime(14).
-    let ticks: f64 = (11..=14)
-        .map(|i| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
-        .sum();
-    // SAFETY: sysconf has no preconditions.
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
 /// CPU of every process in the trees under `roots`: each live process's own time plus what it
@@ -195,28 +179,6 @@ fn tree_cpu(roots: &[u32]) -> f64 {
         .filter(|&p| in_tree(p))
         .map(proc_cpu)
         .sum()
-}
-
-fn sha256(p: &Path) -> String {
-    let mut h = Sha256::new();
-    std::io::copy(&mut std::fs::File::open(p).unwrap(), &mut h).unwrap();
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    if s.is_empty() {
-        f64::NAN
-    } else if s.len() % 2 == 1 {
-        s[s.len() / 2]
-    } else {
-        (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
-    }
-}
-
-fn min(v: &[f64]) -> f64 {
-    v.iter().copied().fold(f64::INFINITY, f64::min)
 }
 
 fn quote(s: &str) -> String {
@@ -611,17 +573,20 @@ impl Bench {
         // Let the listeners reap the previous trial's connection processes.
         std::thread::sleep(Duration::from_millis(300));
         self.log_counts();
-        let (s0, c0) = (self.server_cpu(), rusage_children());
+        let (s0, c0) = (self.server_cpu(), rusage(libc::RUSAGE_CHILDREN));
         let t0 = Instant::now();
-        let status = cmd.status().expect("start the tool");
+        // Reaped by wait4, which also gives its peak memory.
+        #[allow(clippy::zombie_processes)]
+        let pid = cmd.spawn().expect("start the tool").id() as i32;
+        let (status, peak_rss_kib) = wait_with_peak_rss(pid);
         let wall = t0.elapsed().as_secs_f64();
         std::thread::sleep(Duration::from_millis(300));
-        let client = rusage_children() - c0;
+        let client = rusage(libc::RUSAGE_CHILDREN) - c0;
         let server = self.server_cpu() - s0;
         let counts = self.log_counts();
         assert!(
-            status.success(),
-            "{} ({}) failed ({status}):\n{}",
+            status == 0,
+            "{} ({}) failed (wait status {status}):\n{}",
             tool.name(),
             case.name(),
             std::fs::read_to_string(&log).unwrap_or_default()
@@ -634,10 +599,14 @@ impl Bench {
             for (stage, secs) in stage_durations(&run_dir) {
                 sample.stages.entry(stage).or_default().push(secs);
             }
+            if let Some(span) = tasks_span(&run_dir) {
+                sample.outside_tasks.push(wall - span);
+            }
             let _ = std::fs::remove_dir_all(&run_dir);
             let _ = std::fs::remove_dir_all(Path::new("/tmp/qa-run").join(&run_id));
         }
         let n = self.n() as f64;
+        sample.peak_rss_mib.push(peak_rss_kib as f64 / 1024.0);
         sample.wall.push(wall);
         sample.client_cpu.push(client);
         sample.server_cpu.push(server);
@@ -645,6 +614,36 @@ impl Bench {
         sample.commands.push(counts.commands as f64 / n);
         sample.sftp.push(counts.sftp as f64 / n);
     }
+}
+
+/// Waits for child `pid` (whose `Child` was dropped without a wait) and returns its wait status
+/// and peak resident set (KiB), from `wait4`.
+fn wait_with_peak_rss(pid: i32) -> (i32, i64) {
+    let mut status = 0;
+    // SAFETY: wait4 writes only the status and the rusage struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
+    (status, usage.ru_maxrss)
+}
+
+/// From the first task's start to the last task's end (s), from the run's journal.
+fn tasks_span(run_dir: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(run_dir.join("state.json")).ok()?;
+    let state: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let parse = |t: &str| {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+    };
+    let (mut first, mut last) = (None::<time::OffsetDateTime>, None::<time::OffsetDateTime>);
+    for t in state["tasks"].as_object()?.values() {
+        let Some(start) = t["started"].as_str().and_then(parse) else {
+            continue;
+        };
+        let end = start + time::Duration::milliseconds(t["duration-ms"].as_i64().unwrap_or(0));
+        first = Some(first.map_or(start, |f| f.min(start)));
+        last = Some(last.map_or(end, |l| l.max(end)));
+    }
+    Some((last? - first?).as_seconds_f64())
 }
 
 /// Stage → duration (s) of each of its tasks, from the run's journal (`state.json`: `tasks`,
@@ -806,11 +805,11 @@ fn timing(n: usize, rounds: usize, sshd: &Path, qa_run: &Path, python: Option<&P
     }
     let _ = writeln!(
         out,
-        "| case | tool | min | median | vs OpenSSH | client CPU | sshd CPU | logins | commands | SFTP |"
+        "| case | tool | min | median | vs OpenSSH | client CPU | sshd CPU | logins | commands | SFTP | peak RSS (MiB) |"
     );
     let _ = writeln!(
         out,
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for &case in &Case::ALL {
         let base = results
@@ -824,7 +823,7 @@ fn timing(n: usize, rounds: usize, sshd: &Path, qa_run: &Path, python: Option<&P
             }
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.2} | {:.2} | {:.2}× | {:.2} | {:.2} | {} | {} | {} |",
+                "| {} | {} | {:.2} | {:.2} | {:.2}× | {:.2} | {:.2} | {} | {} | {} | {:.1} |",
                 case.name(),
                 t.name(),
                 min(&s.wall),
@@ -835,6 +834,7 @@ fn timing(n: usize, rounds: usize, sshd: &Path, qa_run: &Path, python: Option<&P
                 median(&s.logins),
                 median(&s.commands),
                 median(&s.sftp),
+                median(&s.peak_rss_mib),
             );
         }
     }
@@ -851,8 +851,8 @@ fn timing(n: usize, rounds: usize, sshd: &Path, qa_run: &Path, python: Option<&P
         v.dedup();
         v
     };
-    let _ = writeln!(out, "| case | {} |", stages.join(" | "));
-    let _ = writeln!(out, "| --- |{}", " ---: |".repeat(stages.len()));
+    let _ = writeln!(out, "| case | {} | outside the tasks |", stages.join(" | "));
+    let _ = writeln!(out, "| --- |{} ---: |", " ---: |".repeat(stages.len()));
     for ((c, t), s) in &results {
         if *t != Tool::QaRun {
             continue;
@@ -866,7 +866,13 @@ fn timing(n: usize, rounds: usize, sshd: &Path, qa_run: &Path, python: Option<&P
                     .unwrap_or_else(|| "—".into())
             })
             .collect();
-        let _ = writeln!(out, "| {} | {} |", c.name(), cells.join(" | "));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.3} |",
+            c.name(),
+            cells.join(" | "),
+            median(&s.outside_tasks)
+        );
     }
     println!("{out}");
     let _ = std::io::stdout().flush();

@@ -18,8 +18,12 @@
 //! Memory per connected host is this process's RSS growth with every warm session open, divided
 //! by the hosts.
 
+mod common;
+
+use common::{median, min, proc_cpu, rusage, sha256};
+
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +31,6 @@ use std::time::{Duration, Instant};
 use qa_core::remote::{CommandSpec, DiscardOutput, RemoteExecutor};
 use qa_remote::ssh::{SshExecutor, SshOptions};
 use qa_testkit::{ClientKeys, Fleet, KeyKind};
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 const PAYLOAD: usize = 16 << 20;
@@ -91,30 +94,6 @@ struct Bench {
     user: String,
 }
 
-fn rusage(who: i32) -> f64 {
-    // SAFETY: getrusage fills the struct we pass.
-    let mut r: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(who, &mut r) };
-    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    t(r.ru_utime) + t(r.ru_stime)
-}
-
-fn proc_cpu(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
-        return 0.0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // Fields after the command: state(0) ... utime(11) stime(12) cutime(13) cstime(14).
-    let ticks: f64 = (11..=14)
-        .map(|i| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
-        .sum();
-    // SAFETY: sysconf has no preconditions.
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
-}
-
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
@@ -124,12 +103,6 @@ fn rss_kib() -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
-}
-
-fn sha256(p: &Path) -> String {
-    let mut h = Sha256::new();
-    std::io::copy(&mut std::fs::File::open(p).unwrap(), &mut h).unwrap();
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Bench {
@@ -314,20 +287,6 @@ impl Bench {
             t.await.unwrap();
         }
     }
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    if s.is_empty() {
-        f64::NAN
-    } else {
-        s[s.len() / 2]
-    }
-}
-
-fn min(v: &[f64]) -> f64 {
-    v.iter().copied().fold(f64::INFINITY, f64::min)
 }
 
 fn main() {

@@ -30,6 +30,7 @@ use async_trait::async_trait;
 use qa_core::plan::PlanDuration;
 use qa_core::remote::{
     CommandSpec, Connector, ExitInfo, OutputSink, OutputStream, RemoteError, RemoteExecutor,
+    sandbox_tag_prefix,
 };
 use qa_core::types::{Access, BootId, Machine};
 use tokio::io::AsyncReadExt;
@@ -58,6 +59,8 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 #[derive(Debug, Clone)]
 pub struct LocalExecutor {
     root: PathBuf,
+    /// The start of every step tag here: the sandbox's ([`sandbox_tag_prefix`]).
+    tag_prefix: String,
     boot_id_path: PathBuf,
     kill_grace: Duration,
 }
@@ -68,6 +71,7 @@ impl LocalExecutor {
         let root = root.into();
         let root = std::path::absolute(&root).unwrap_or(root);
         LocalExecutor {
+            tag_prefix: sandbox_tag_prefix(&root),
             root,
             boot_id_path: PathBuf::from(DEFAULT_BOOT_ID_PATH),
             kill_grace: DEFAULT_KILL_GRACE,
@@ -79,11 +83,14 @@ impl LocalExecutor {
         match &machine.access {
             Access::Local { root } => {
                 let workdir = Path::new(&machine.workdir);
-                Ok(Self::new(if workdir.is_absolute() {
+                let mut exec = Self::new(if workdir.is_absolute() {
                     workdir.to_path_buf()
                 } else {
                     root.join(workdir)
-                }))
+                });
+                // Tagged by the sandbox, not the work directory in it: cleanup knows the former.
+                exec.tag_prefix = sandbox_tag_prefix(root);
+                Ok(exec)
             }
             Access::Ssh(t) => Err(RemoteError::Connect {
                 target: format!("{}@{}:{}", t.user, t.host, t.port),
@@ -380,7 +387,8 @@ impl LocalExecutor {
     }
 
     /// After the shell exited: gives background children holding its output [`OUTPUT_GRACE`] to
-    /// finish, then ends everything the command left running and says so in the log.
+    /// finish, then ends everything the command left running and says so in the log (and in
+    /// what it returns).
     async fn end_leftovers(
         &self,
         pgid: i32,
@@ -389,7 +397,7 @@ impl LocalExecutor {
         drained: impl Future<Output = ()>,
         cancel: &CancellationToken,
         sink: &dyn OutputSink,
-    ) {
+    ) -> Vec<String> {
         let closed = tokio::select! {
             r = tokio::time::timeout(OUTPUT_GRACE, drained) => r.is_ok(),
             _ = cancel.cancelled() => false,
@@ -412,30 +420,36 @@ impl LocalExecutor {
         let (ended, left) = step_tag::end_tagged(tag, self.kill_grace).await;
         // A member of the group that cleared its environment is still the command's.
         signal_group(pgid, libc::SIGKILL);
-        note_leftovers(sink, &ended, &left);
+        note_leftovers(sink, &ended, &left)
     }
 }
 
-/// Says in the log which processes a command left running were ended, and which could not be.
+/// Says in the log which processes a command left running were ended, and which could not be;
+/// returns the same sentences, for the step's result.
 fn note_leftovers(
     sink: &dyn OutputSink,
     ended: &[step_tag::Leftover],
     left: &[step_tag::Leftover],
-) {
+) -> Vec<String> {
+    let mut said = Vec::new();
     if !ended.is_empty() {
-        sink.note(&format!(
+        said.push(format!(
             "ended {} the command left running: {}",
             step_tag::count(ended),
             step_tag::list(ended)
         ));
     }
     if !left.is_empty() {
-        sink.note(&format!(
+        said.push(format!(
             "could not end {} the command left running: {}",
             step_tag::count(left),
             step_tag::list(left)
         ));
     }
+    for s in &said {
+        sink.note(s);
+    }
+    said
 }
 
 #[async_trait]
@@ -464,7 +478,7 @@ impl RemoteExecutor for LocalExecutor {
             None => self.root.clone(),
         };
         let started = Instant::now();
-        let tag = step_tag::new_tag();
+        let tag = format!("{}{}", self.tag_prefix, step_tag::new_tag());
         let mut child = self
             .build_command(cmd, &workdir, &tag)
             .spawn()
@@ -525,20 +539,22 @@ impl RemoteExecutor for LocalExecutor {
             }
         };
 
+        let mut leftovers = Vec::new();
         let (status, timed_out, cancelled) = match ending {
             Ending::Exited(status) => {
                 // The command is over when its shell is: background children get a short grace
                 // to finish writing, then whatever it left running is ended.
                 let status = status.map_err(io_err(format!("wait for `{}`", cmd.command)))?;
-                self.end_leftovers(
-                    pgid,
-                    &tag,
-                    &pipes,
-                    drain(&mut pumps),
-                    &cancel,
-                    sink.as_ref(),
-                )
-                .await;
+                leftovers = self
+                    .end_leftovers(
+                        pgid,
+                        &tag,
+                        &pipes,
+                        drain(&mut pumps),
+                        &cancel,
+                        sink.as_ref(),
+                    )
+                    .await;
                 (Some(status), false, false)
             }
             Ending::TimedOut | Ending::Cancelled => {
@@ -553,11 +569,13 @@ impl RemoteExecutor for LocalExecutor {
                 });
                 let (status, escaped) = self.kill_step(pgid, &tag, &mut child).await;
                 if !escaped.is_empty() {
-                    sink.note(&format!(
+                    let said = format!(
                         "ended {} that had left the command's process group: {}",
                         step_tag::count(&escaped),
                         step_tag::list(&escaped)
-                    ));
+                    );
+                    sink.note(&said);
+                    leftovers.push(said);
                 }
                 (status, timed_out, !timed_out)
             }
@@ -579,6 +597,7 @@ impl RemoteExecutor for LocalExecutor {
         };
         info.code = status.and_then(|s| s.code());
         info.signal = status.and_then(|s| s.signal());
+        info.leftovers = leftovers;
         Ok(info)
     }
 

@@ -14,8 +14,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-/// The environment variable that tags a step's processes.
-pub const STEP_TAG_VAR: &str = "QA_RUN_STEP_TAG";
+pub use qa_core::remote::STEP_TAG_VAR;
 
 /// How long a step's output may stay open after its main process exited, for background
 /// children to finish writing, before the processes still holding it are ended.
@@ -79,19 +78,9 @@ fn read_command(pid: i32) -> String {
 /// Live processes (not zombies, not this one) whose environment carries `tag`.
 pub(crate) fn tagged(tag: &str) -> Vec<Leftover> {
     let wanted = format!("{STEP_TAG_VAR}={tag}");
-    let me = std::process::id() as i32;
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+    for pid in other_processes() {
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
         };
         if !env.split(|b| *b == 0).any(|v| v == wanted.as_bytes()) {
@@ -121,44 +110,33 @@ pub(crate) fn tagged(tag: &str) -> Vec<Leftover> {
 /// zombie until init reaps it, which some inits do only now and then, so `kill(-pgid, 0)` would
 /// call a dead group alive.
 pub(crate) fn group_alive(pgid: i32) -> bool {
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    rd.flatten().any(|e| {
-        e.file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-            .and_then(read_pgid)
-            == Some(pgid)
-    })
+    other_processes().any(|pid| read_pgid(pid) == Some(pgid))
 }
 
 /// Processes (other than this one) that hold an open descriptor on any of `files`, given as
 /// what `/proc/PID/fd/N` links to (`pipe:[1234]`).
 pub(crate) fn holders_of(files: &[String]) -> BTreeSet<i32> {
+    other_processes()
+        .filter(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+                fds.flatten().any(|fd| {
+                    std::fs::read_link(fd.path())
+                        .is_ok_and(|l| files.iter().any(|f| l.as_os_str() == f.as_str()))
+                })
+            })
+        })
+        .collect()
+}
+
+/// The pids in `/proc`, this process's left out.
+fn other_processes() -> impl Iterator<Item = i32> {
     let me = std::process::id() as i32;
-    let mut out = BTreeSet::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let Ok(fds) = std::fs::read_dir(e.path().join("fd")) else {
-            continue;
-        };
-        if fds.flatten().any(|fd| {
-            std::fs::read_link(fd.path())
-                .is_ok_and(|l| files.iter().any(|f| l.as_os_str() == f.as_str()))
-        }) {
-            out.insert(pid);
-        }
-    }
-    out
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(move |&pid| pid != me)
 }
 
 /// What `/proc/self/fd/FD` links to.

@@ -16,6 +16,7 @@
 //! - [`git`]: running `git` in a test's repositories.
 //! - [`cli`]: driving the real `qa-run` binary (its path is the caller's `CARGO_BIN_EXE_qa-run`).
 //! - [`net`]: a free loopback port.
+//! - [`redaction`]: the redaction corpus, read into its cases.
 //! - `aws` (feature `aws`): the EC2 emulator, moto's server with a layer in front of it that
 //!   adds capacity reservations and placement groups, injects errors and records every call.
 //!
@@ -35,6 +36,7 @@ pub mod cli;
 pub mod git;
 pub mod net;
 pub mod procs;
+pub mod redaction;
 mod sshd;
 
 pub use sshd::{

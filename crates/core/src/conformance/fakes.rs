@@ -837,6 +837,7 @@ impl RemoteExecutor for FakeExecutor {
             cancelled,
             duration: started.elapsed(),
             rebooted: false,
+            leftovers: Vec::new(),
         })
     }
 

@@ -213,6 +213,13 @@ impl TaskExecutor<Stage> for ActiveRun {
         }
     }
 
+    /// Only steps count against the run's concurrency; a machine's own stages (provisioning,
+    /// connecting, uploads, collection, teardown) fan out, so that machines never wait for
+    /// each other's steps to get ready.
+    fn is_limited(&self, node: &TaskNode<Stage>) -> bool {
+        matches!(node.payload, Stage::Step { .. })
+    }
+
     fn started(&self, node: &TaskNode<Stage>, attempt: u32) {
         self.journal.update(|s| {
             let t = s

@@ -111,7 +111,7 @@ impl RunOptions {
         self
     }
 
-    /// How many tasks run at once (over the plan's `concurrency`).
+    /// How many steps run at once (over the plan's `concurrency`); machines get ready all at once.
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = Some(n);
         self
@@ -575,10 +575,35 @@ impl Engine {
             (journal, run_dir, lock),
             RunnerOptions {
                 concurrency,
+                fan_out: machine_fan_out(),
                 backoff: self.backoff,
                 prior,
             },
             opts.cancel,
         )
     }
+}
+
+/// Descriptors one machine may hold while its own stages run: its connection (two more through
+/// a jump host), a file being copied.
+const FDS_PER_MACHINE: u64 = 4;
+
+/// Descriptors kept for the rest of the run: standard streams, the journal, the run lock, logs
+/// and recordings of running steps, the runtime's own.
+const FDS_RESERVED: u64 = 256;
+
+/// How many of a machine's own stages may run at once: as many as this process's descriptor
+/// limit allows, at least 16.
+fn machine_fan_out() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur
+    } else {
+        1024
+    };
+    (soft.saturating_sub(FDS_RESERVED) / FDS_PER_MACHINE).clamp(16, 4096) as usize
 }

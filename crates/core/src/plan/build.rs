@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::duration::PlanDuration;
-use super::model::{MachineSpec, Plan, StepSpec};
+use super::model::{InventoryHost, LocalMachine, MachineSpec, Plan, StaticMachine, StepSpec};
 use crate::backend::BackendName;
 
 impl Plan {
@@ -48,7 +48,7 @@ impl Plan {
         self
     }
 
-    /// How many tasks run at once (`concurrency:`).
+    /// How many steps run at once (`concurrency:`); machines get ready all at once.
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = Some(n);
         self
@@ -92,6 +92,72 @@ impl MachineSpec {
     /// Its options for a backend (`<backend>: {…}`), e.g. `("fake-cloud", json!({"zones": …}))`.
     pub fn options(mut self, backend: impl Into<String>, options: serde_json::Value) -> Self {
         self.options.insert(backend.into(), options);
+        self
+    }
+
+    /// Where the local backend makes its sandbox (`local: {root: …}`).
+    pub fn local_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.local = Some(LocalMachine {
+            root: Some(root.into()),
+        });
+        self
+    }
+
+    /// The inventory hosts the static backend may serve it from (`static: {hosts: […]}`).
+    pub fn static_hosts(mut self, hosts: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.static_hosts = Some(StaticMachine {
+            hosts: hosts.into_iter().map(Into::into).collect(),
+        });
+        self
+    }
+}
+
+impl InventoryHost {
+    /// A host named `name`, reached as the OpenSSH configuration says (or at `name`, port 22)
+    /// until set otherwise.
+    pub fn new(name: impl Into<String>) -> Self {
+        InventoryHost {
+            name: name.into(),
+            host: None,
+            port: None,
+            user: None,
+            identity_file: None,
+            passphrase_env: None,
+            proxy_jump: Vec::new(),
+            ssh_config: None,
+            require_commands: Vec::new(),
+            min_free_mib: None,
+            repair: None,
+        }
+    }
+
+    /// Its address (`host:`).
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.host = Some(host.into());
+        self
+    }
+
+    /// Its SSH port (`port:`).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// The login user (`user:`).
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.user = Some(user.into());
+        self
+    }
+
+    /// The private key file (`identity-file:`).
+    pub fn identity_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.identity_file = Some(path.into());
+        self
+    }
+
+    /// The OpenSSH configuration file that fills in what is not set (`ssh-config:`).
+    pub fn ssh_config(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ssh_config = Some(path.into());
         self
     }
 }

@@ -17,6 +17,7 @@ use super::size::ByteSize;
 /// A whole plan file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Plan {
     /// Short name of the plan, used in result pages and resource tags.
     pub name: String,
@@ -26,7 +27,8 @@ pub struct Plan {
     /// Backend for machines that do not name one. Defaults to `local`.
     #[serde(default)]
     pub backend: Option<BackendName>,
-    /// How many tasks may run at once across the whole run (default 16).
+    /// How many steps may run at once across the whole run (default 16); a machine's own stages
+    /// are not counted.
     #[serde(default)]
     pub concurrency: Option<usize>,
     /// Wall-time budget of the whole run; capacity reservations end at budget + teardown margin.
@@ -65,6 +67,7 @@ pub use crate::backend::BackendName;
 /// Defaults for steps.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[non_exhaustive]
 pub struct StepDefaults {
     /// Timeout of a step that sets none (default 30m).
     #[serde(default)]
@@ -89,6 +92,7 @@ pub struct StepDefaults {
 // Not `deny_unknown_fields`: `options` takes every other key, and the schema walk has
 // already refused any key that is neither a field nor a registered backend's name.
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub struct MachineSpec {
     /// Name; with `count > 1` the machines are `name-1` … `name-N`.
     pub name: String,
@@ -174,6 +178,7 @@ impl MachineSpec {
 /// Options of the local backend.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[non_exhaustive]
 pub struct LocalMachine {
     /// Where sandboxes are made (default: `machines/` inside the run directory).
     #[serde(default)]
@@ -183,6 +188,7 @@ pub struct LocalMachine {
 /// Options of the static backend: which inventory hosts may serve this machine.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[non_exhaustive]
 pub struct StaticMachine {
     /// Inventory host names (or OpenSSH config host aliases) to pick from.
     pub hosts: Vec<String>,
@@ -191,6 +197,7 @@ pub struct StaticMachine {
 /// A host that already exists.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[non_exhaustive]
 pub struct InventoryHost {
     /// Name used by `static.hosts`.
     pub name: String,
@@ -229,6 +236,7 @@ pub struct InventoryHost {
 /// A file or directory uploaded before the steps run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[non_exhaustive]
 pub struct FileUpload {
     /// Local path, relative to the plan file.
     pub src: PathBuf,
@@ -245,6 +253,7 @@ pub struct FileUpload {
 /// One step of the plan.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[non_exhaustive]
 pub struct StepSpec {
     /// Unique name; used in logs, results and `depends-on`.
     pub name: String,
@@ -304,6 +313,7 @@ pub struct StepSpec {
 
 /// What a step does, once validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StepAction<'a> {
     /// Upload this script and run it.
     Script(&'a std::path::Path),
@@ -333,6 +343,7 @@ impl StepSpec {
 /// Artifacts to collect.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ArtifactSpec {
     /// Glob patterns, relative to the machine's work directory unless absolute.
     pub paths: Vec<String>,
@@ -353,6 +364,7 @@ fn yes() -> bool {
 /// A place results are published to. Exactly one key per entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[non_exhaustive]
 pub enum PublishTarget {
     /// A static HTML site in a directory.
     Site {
@@ -387,6 +399,7 @@ pub enum PublishTarget {
 /// When machines are destroyed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum CleanupPolicy {
     /// Always destroy (default).
     #[default]
@@ -411,6 +424,7 @@ impl CleanupPolicy {
 /// Cleanup policy: a default and per-role overrides.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[non_exhaustive]
 pub struct CleanupSpec {
     /// The policy of roles that are not listed.
     #[serde(default)]

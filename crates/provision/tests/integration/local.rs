@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use qa_core::conformance::{CheckingLedger, provisioner};
 use qa_core::journal::ResourceLedger;
-use qa_core::plan::{BackendName, LocalMachine, MachineSpec};
+use qa_core::plan::{BackendName, MachineSpec};
 use qa_core::provision::{MachineRequest, Provisioner, RunContext};
 use qa_core::types::{Access, Leftovers, ResourceState, RunId, TestId};
 use qa_provision::local::{LocalProvisioner, PATH_DETAIL, SANDBOX_MARKER};
@@ -15,15 +15,12 @@ fn request(name: &str, root: Option<PathBuf>) -> MachineRequest {
     MachineRequest::new(
         name,
         "tester",
-        MachineSpec {
-            name: name.into(),
-            role: Some("tester".into()),
-            count: 1,
-            backend: Some(BackendName::LOCAL),
-            local: root.map(|root| LocalMachine { root: Some(root) }),
-            static_hosts: None,
-            options: Default::default(),
-        },
+        match root {
+            Some(root) => MachineSpec::new(name).local_root(root),
+            None => MachineSpec::new(name),
+        }
+        .in_role("tester")
+        .backend(BackendName::LOCAL),
     )
 }
 

@@ -162,6 +162,21 @@ impl Drop for Conn {
 }
 
 impl Conn {
+    /// The key exchange and client-to-server cipher the session negotiated.
+    pub fn negotiated(&self) -> (String, String) {
+        let _g = self.lock.lock();
+        (
+            self.sess
+                .methods(ssh2::MethodType::Kex)
+                .unwrap_or_default()
+                .to_string(),
+            self.sess
+                .methods(ssh2::MethodType::CryptCs)
+                .unwrap_or_default()
+                .to_string(),
+        )
+    }
+
     pub fn is_dead(&self) -> bool {
         self.dead.load(Ordering::SeqCst)
     }
@@ -546,6 +561,17 @@ fn pump_tunnel(
     let _ = sock.shutdown(std::net::Shutdown::Both);
 }
 
+/// Key exchanges in order of preference: curve25519 first (one cheap scalar multiplication
+/// each side), then the ones libssh2 falls back on.
+const KEX: &str = "curve25519-sha256,curve25519-sha256@libssh.org,ecdh-sha2-nistp256,\
+ecdh-sha2-nistp384,ecdh-sha2-nistp521,diffie-hellman-group16-sha512,\
+diffie-hellman-group14-sha256,diffie-hellman-group-exchange-sha256";
+
+/// Ciphers in order of preference: AES-GCM first (AES in hardware, encryption and integrity in
+/// one pass), then ChaCha20-Poly1305 and AES-CTR.
+const CIPHERS: &str = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,\
+chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr";
+
 fn establish<S: AsRawFd + 'static>(
     hop: &SshTarget,
     settings: &ConnSettings,
@@ -565,6 +591,11 @@ fn establish<S: AsRawFd + 'static>(
     if let Some(prefs) = plan.preferred_algorithms(&sess) {
         let _ = sess.method_pref(ssh2::MethodType::HostKey, &prefs);
     }
+    // A server that offers none of these still gets libssh2's whole list: method_pref keeps
+    // only what this libssh2 supports, and the server picks from what is left.
+    let _ = sess.method_pref(ssh2::MethodType::Kex, KEX);
+    let _ = sess.method_pref(ssh2::MethodType::CryptCs, CIPHERS);
+    let _ = sess.method_pref(ssh2::MethodType::CryptSc, CIPHERS);
     sess.handshake().map_err(|e| {
         connect_err(
             &name,

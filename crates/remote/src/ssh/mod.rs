@@ -139,6 +139,105 @@ pub struct SshExecutor {
     conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
     /// Pid files of finished commands, removed by the next command.
     finished_pidfiles: std::sync::Mutex<Vec<String>>,
+    /// Where its connection goes when it is dropped without being closed (see [`SshConnector`]).
+    idle: Option<Arc<IdleConns>>,
+}
+
+/// How long a connection given back by a dropped executor waits for the next executor of its
+/// target before it is closed.
+const IDLE_KEEP: Duration = Duration::from_secs(30);
+
+/// Connections of executors dropped without being closed, each waiting for the next executor of
+/// the same target: a host its provisioner logged in to for verification is then used by the run
+/// on the same connection, one handshake instead of two.
+#[derive(Default)]
+struct IdleConns(std::sync::Mutex<Vec<IdleConn>>);
+
+struct IdleConn {
+    key: String,
+    conn: Arc<Conn>,
+    since: Instant,
+}
+
+impl IdleConns {
+    /// The identity of a connection: everything of the target that shapes it.
+    fn key(target: &SshTarget) -> String {
+        format!("{target:?}")
+    }
+
+    fn put(&self, key: String, conn: Arc<Conn>) {
+        let expired = {
+            let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            g.push(IdleConn {
+                key,
+                conn,
+                since: Instant::now(),
+            });
+            Self::take_expired(&mut g)
+        };
+        Self::close_later(expired);
+    }
+
+    /// The youngest live connection kept for `key`, if any.
+    fn take(&self, key: &str) -> Option<Arc<Conn>> {
+        let (found, expired) = {
+            let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            let expired = Self::take_expired(&mut g);
+            let found = g
+                .iter()
+                .rposition(|c| c.key == key)
+                .map(|i| g.remove(i).conn);
+            (found, expired)
+        };
+        Self::close_later(expired);
+        found
+    }
+
+    fn take_expired(g: &mut Vec<IdleConn>) -> Vec<Arc<Conn>> {
+        let mut expired = Vec::new();
+        let mut i = 0;
+        while i < g.len() {
+            if g[i].conn.is_dead() || g[i].since.elapsed() > IDLE_KEEP {
+                expired.push(g.remove(i).conn);
+            } else {
+                i += 1;
+            }
+        }
+        expired
+    }
+
+    /// Closing a connection talks to its socket: never on the caller's thread, which may be
+    /// the async runtime's.
+    fn close_later(conns: Vec<Arc<Conn>>) {
+        if conns.is_empty() {
+            return;
+        }
+        let close = move || drop(conns);
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(close)),
+            Err(_) => close(),
+        }
+    }
+}
+
+impl fmt::Debug for IdleConns {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.lock().map(|g| g.len()).unwrap_or_default();
+        f.debug_struct("IdleConns").field("kept", &n).finish()
+    }
+}
+
+impl Drop for SshExecutor {
+    fn drop(&mut self) {
+        let (Some(idle), Some(conn)) = (&self.idle, self.conn.get_mut().take()) else {
+            return;
+        };
+        if conn.is_dead() {
+            IdleConns::close_later(vec![conn]);
+        } else {
+            idle.put(IdleConns::key(&self.target), conn);
+        }
+    }
 }
 
 impl fmt::Debug for SshExecutor {
@@ -361,6 +460,7 @@ impl SshExecutor {
             opts: Arc::new(opts),
             conn: tokio::sync::Mutex::new(None),
             finished_pidfiles: std::sync::Mutex::new(Vec::new()),
+            idle: None,
         }
     }
 
@@ -372,6 +472,18 @@ impl SshExecutor {
     /// Connects now (if not connected) and returns once the session is authenticated.
     pub async fn connect(&self) -> Result<(), RemoteError> {
         self.conn().await.map(|_| ())
+    }
+
+    /// The key exchange and cipher of its connection (connecting first if need be), e.g.
+    /// `("curve25519-sha256", "aes128-gcm@openssh.com")`.
+    pub async fn negotiated(&self) -> Result<(String, String), RemoteError> {
+        let c = self.conn().await?;
+        tokio::task::spawn_blocking(move || c.negotiated())
+            .await
+            .map_err(|e| RemoteError::Io {
+                context: format!("{}: blocking task", self.name()),
+                source: std::io::Error::other(e.to_string()),
+            })
     }
 
     fn name(&self) -> String {
@@ -679,7 +791,7 @@ impl SshExecutor {
             }
             Ok(end @ (ChannelEnd::TimedOut | ChannelEnd::Cancelled)) => {
                 if !ended.load(Ordering::SeqCst) {
-                    self.kill_step(&pidfile, &tag, cmd.sudo, sink.as_ref())
+                    self.kill_step(&pidfile, &tag, cmd.sudo, filter.as_ref())
                         .await;
                 }
                 ExitInfo::stopped(matches!(end, ChannelEnd::TimedOut), Duration::ZERO)
@@ -690,6 +802,60 @@ impl SshExecutor {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(pidfile);
+        if let Some(why) = filter.not_started() {
+            return Err(RemoteError::Io {
+                context: format!("{}: the command could not start", self.name()),
+                source: std::io::Error::other(why),
+            });
+        }
+        info.duration = start.elapsed();
+        info.leftovers = filter.leftovers();
+        Ok(info)
+    }
+
+    /// A command without the supervisor ([`CommandSpec::bare`]): the login shell runs
+    /// `/bin/sh -c` with the directory and environment, and its timeout or cancellation closes
+    /// the channel.
+    async fn run_bare(
+        &self,
+        cmd: &CommandSpec,
+        sink: Arc<dyn OutputSink>,
+        cancel: CancellationToken,
+    ) -> Result<ExitInfo, RemoteError> {
+        let start = Instant::now();
+        let script = shell::inner_argv(cmd, &self.workdir).map_err(|m| RemoteError::Io {
+            context: m,
+            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        })?;
+        let (deadline, pty, name) = (cmd.timeout.map(|t| start + t), cmd.pty, self.name());
+        let end = self
+            .with_conn(move |c, started| {
+                run_channel(
+                    c,
+                    &script,
+                    pty,
+                    sink.as_ref(),
+                    Some(&cancel),
+                    deadline,
+                    started,
+                    None,
+                )
+                .map_err(|e| RemoteError::Disconnected {
+                    target: name.clone(),
+                    message: e.readable(),
+                })
+            })
+            .await?;
+        let mut info = match end {
+            ChannelEnd::Exited { code, signal } => {
+                let mut info = ExitInfo::exited(0, Duration::ZERO);
+                info.code = code;
+                info.signal = signal;
+                info
+            }
+            ChannelEnd::TimedOut => ExitInfo::stopped(true, Duration::ZERO),
+            ChannelEnd::Cancelled => ExitInfo::stopped(false, Duration::ZERO),
+        };
         info.duration = start.elapsed();
         Ok(info)
     }
@@ -921,6 +1087,7 @@ impl SshExecutor {
         }
         filter.finish();
         info.duration = start.elapsed();
+        info.leftovers = filter.leftovers();
         Ok(info)
     }
 }
@@ -1111,6 +1278,8 @@ impl RemoteExecutor for SshExecutor {
     ) -> Result<ExitInfo, RemoteError> {
         if cmd.detached {
             self.run_detached(cmd, sink, cancel).await
+        } else if cmd.bare {
+            self.run_bare(cmd, sink, cancel).await
         } else {
             self.run_foreground(cmd, sink, cancel).await
         }
@@ -1219,16 +1388,25 @@ impl RemoteExecutor for SshExecutor {
 }
 
 /// Makes [`SshExecutor`]s for machines with [`Access::Ssh`].
+///
+/// An executor it made that is dropped without being [closed](RemoteExecutor::close) leaves its
+/// connection with the connector for a short while, and the next executor it makes for the same
+/// target takes it instead of logging in again: a static host verified by its provisioner is
+/// then used by the run over the connection the verification opened.
 #[derive(Debug, Clone, Default)]
 pub struct SshConnector {
     /// Options for every executor it makes.
     pub options: SshOptions,
+    idle: Arc<IdleConns>,
 }
 
 impl SshConnector {
     /// A connector with `options`.
     pub fn new(options: SshOptions) -> Self {
-        SshConnector { options }
+        SshConnector {
+            options,
+            idle: Arc::default(),
+        }
     }
 }
 
@@ -1241,12 +1419,16 @@ impl Connector for SshConnector {
                 operation: format!("machine {} without SSH access", machine.name),
             });
         };
-        let exec = SshExecutor::new(
+        let mut exec = SshExecutor::new(
             target.clone(),
             machine.workdir.clone(),
             self.options.clone(),
         );
-        exec.connect().await?;
+        exec.idle = Some(self.idle.clone());
+        match self.idle.take(&IdleConns::key(target)) {
+            Some(conn) => *exec.conn.get_mut() = Some(conn),
+            None => exec.connect().await?,
+        }
         Ok(Arc::new(exec))
     }
 }

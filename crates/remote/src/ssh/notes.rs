@@ -15,6 +15,10 @@ pub(crate) struct NoteFilter {
     marker: Vec<u8>,
     /// Per stream: bytes held back because they may be the start of a marked line.
     held: Mutex<[Vec<u8>; 2]>,
+    /// The notes that say what the command left running, for the step's result.
+    leftovers: Mutex<Vec<String>>,
+    /// Why the command could not be started, if it said so.
+    not_started: Mutex<Option<String>>,
 }
 
 /// The slot of `stream` in `held`; `None` for a stream added to qa-core after this was
@@ -33,7 +37,38 @@ impl NoteFilter {
             inner,
             marker: marker.into_bytes(),
             held: Mutex::new([Vec::new(), Vec::new()]),
+            leftovers: Mutex::new(Vec::new()),
+            not_started: Mutex::new(None),
         })
+    }
+
+    /// Why the command could not be started on the machine, if a note said so.
+    pub(crate) fn not_started(&self) -> Option<String> {
+        self.not_started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The notes so far that say which processes the command left running were ended, or
+    /// could not be.
+    pub(crate) fn leftovers(&self) -> Vec<String> {
+        self.leftovers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn pass_note(&self, text: &str) {
+        if let Some(why) = text.strip_prefix(super::shell::NOT_STARTED) {
+            *self.not_started.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.to_string());
+        } else if text.starts_with("ended ") || text.starts_with("could not end ") {
+            self.leftovers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(text.to_string());
+        }
+        self.inner.note(text);
     }
 
     /// Passes on what was held back at the end of the output (a marked line without its newline
@@ -56,7 +91,7 @@ impl NoteFilter {
 
     fn note_bytes(&self, text: &[u8]) {
         let text = String::from_utf8_lossy(text);
-        self.inner.note(text.trim_end_matches(['\r', '\n']));
+        self.pass_note(text.trim_end_matches(['\r', '\n']));
     }
 
     /// The length of the longest end of `buf` that is a proper start of the marker.
@@ -116,7 +151,7 @@ impl OutputSink for NoteFilter {
     }
 
     fn note(&self, message: &str) {
-        self.inner.note(message);
+        self.pass_note(message);
     }
 }
 
@@ -140,7 +175,25 @@ mod tests {
                 "split at {split}"
             );
             assert_eq!(rec.notes(), vec!["ended 1 process: 7 (x)".to_string()]);
+            assert_eq!(f.leftovers(), rec.notes(), "split at {split}");
         }
+    }
+
+    #[test]
+    fn only_notes_of_what_was_left_running_are_kept_for_the_result() {
+        let rec = RecordedOutput::new();
+        let f = NoteFilter::new(rec.clone(), "m: ".into());
+        f.output(
+            OutputStream::Stderr,
+            b"m: the command exited, but 1 process still held its output open\n",
+        );
+        f.note("reconnecting");
+        f.note("could not end 1 process the command left running: 9 (y)");
+        assert_eq!(rec.notes().len(), 3);
+        assert_eq!(
+            f.leftovers(),
+            vec!["could not end 1 process the command left running: 9 (y)".to_string()]
+        );
     }
 
     #[test]

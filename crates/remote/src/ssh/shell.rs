@@ -62,6 +62,9 @@ pub(crate) fn inner_argv(spec: &CommandSpec, workdir: &str) -> Result<String, St
     Ok(argv)
 }
 
+/// How a note saying that a command could not be started on the machine begins.
+pub(crate) const NOT_STARTED: &str = "the command could not start: ";
+
 /// The start of the stderr lines in which a step's supervisor reports what it ended.
 pub(crate) fn note_marker(tag: &str) -> String {
     format!("qa-run-note-{tag}: ")
@@ -87,12 +90,13 @@ fn procs_functions(tag: &str, grace: std::time::Duration) -> String {
         r#"qa_tag={tag}; qa_note={note}; qa_grace={grace}
 qa_tagged() {{
   if printf 'x\000' | grep -qzxF x 2>/dev/null; then
-    grep -lzxF "{var}=$qa_tag" /proc/[0-9]*/environ 2>/dev/null
+    qa_f=$(grep -lzxF "{var}=$qa_tag" /proc/[0-9]*/environ 2>/dev/null)
   else
-    for f in /proc/[0-9]*/environ; do
+    qa_f=$(for f in /proc/[0-9]*/environ; do
       tr '\000' '\n' < "$f" 2>/dev/null | grep -qxF "{var}=$qa_tag" && echo "$f"
-    done
-  fi | sed -n 's|^/proc/\([0-9][0-9]*\)/environ$|\1|p'
+    done)
+  fi
+  for qa_x in $qa_f; do qa_x=${{qa_x#/proc/}}; echo "${{qa_x%/environ}}"; done
 }}
 qa_list() {{
   for p in "$@"; do
@@ -122,13 +126,16 @@ qa_end() {{
 /// The supervisor of a foreground command, which it is given as its first argument (with the
 /// environment and working directory already in place, so that no process keeps the
 /// environment's values on its command line): runs it with the step's tag, and once it has exited
-/// waits up to [`OUTPUT_GRACE`] for tagged processes to let go of its output (fd 1 and 2), ends
-/// everything tagged, and exits with the command's status. A command killed by a signal (a
+/// looks for tagged processes (twice if the first look finds none: a process in the middle of an
+/// `exec` cannot be read); only if there are any, it waits up to [`OUTPUT_GRACE`] for them to let
+/// go of its output (fd 1 and 2) and ends everything tagged. It exits with the command's status. A command killed by a signal (a
 /// status above 128) is passed on as that signal, as sshd would have seen it.
 fn supervisor(tag: &str, grace: std::time::Duration) -> String {
     format!(
         r#"{functions}{var}=$qa_tag /bin/sh -c "$1"
 qa_st=$?
+qa_p=$(qa_tagged); [ -n "$qa_p" ] || qa_p=$(qa_tagged)
+if [ -n "$qa_p" ]; then
 qa_o=$(readlink /proc/$$/fd/1); qa_e=$(readlink /proc/$$/fd/2)
 qa_holding() {{
   for p in $(qa_tagged); do
@@ -139,6 +146,7 @@ qa_i=0; while [ $qa_i -lt {output_grace} ] && [ -n "$(qa_holding)" ]; do sleep 0
 qa_h=$(qa_holding)
 [ -z "$qa_h" ] || echo "$qa_note""the command exited, but $(qa_count $(echo $qa_h | wc -w)) still held its output open {output_grace_text:?} later:$(qa_list $qa_h)" >&2
 qa_end
+fi
 if [ $qa_st -gt 128 ] && [ $qa_st -lt 160 ]; then kill -$((qa_st - 128)) $$; fi
 exit $qa_st"#,
         functions = procs_functions(tag, grace),
@@ -179,11 +187,22 @@ pub(crate) fn foreground(
         let files: Vec<String> = stale.iter().map(|f| quote(f)).collect();
         script.push_str(&format!("rm -f -- {}; ", files.join(" ")));
     }
+    // A directory that cannot be made or entered is the machine's problem, not the command's
+    // failure: it is said in a note, which the executor turns into an error.
+    let cannot = |what: String| {
+        format!(
+            "{{ echo {} >&2; exit 125; }}",
+            quote(&format!("{}{NOT_STARTED}{what}", note_marker(tag)))
+        )
+    };
     script.push_str(&format!(
-        "mkdir -p -- {piddir} {dir} || exit 125; echo $$ > {pidfile}; cd -- {dir} || exit 126; ",
+        "mkdir -p -- {piddir} {dir} || {no_dirs}; echo $$ > {pidfile} || {no_pidfile}; cd -- {dir} || {no_cd}; ",
         piddir = quote(piddir),
         dir = quote(&dir),
         pidfile = quote(pidfile),
+        no_dirs = cannot(format!("cannot make {dir} and {piddir}")),
+        no_pidfile = cannot(format!("cannot write {pidfile}")),
+        no_cd = cannot(format!("cannot enter {dir}")),
     ));
     if spec.sudo {
         script.push_str("exec sudo -n -- env");
@@ -356,5 +375,32 @@ mod tests {
         assert_eq!(out, format!("it's me\n{wd}/sub\n"));
         assert!(std::path::Path::new(&pidfile).exists());
         assert!(!std::path::Path::new(&format!("{wd}/stale")).exists());
+    }
+
+    #[test]
+    fn a_directory_it_cannot_make_is_said_in_a_note_and_nothing_runs() {
+        let spec = CommandSpec::new("echo ran");
+        let script = foreground(
+            &spec,
+            "/proc/qa-run-no-such-dir",
+            "/proc/qa-run-no-such-dir/.qa-run/pids/x",
+            &[],
+            "t2",
+            std::time::Duration::from_secs(2),
+        )
+        .unwrap();
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(125));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+        let note = format!("{}{NOT_STARTED}cannot make", note_marker("t2"));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(&note),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

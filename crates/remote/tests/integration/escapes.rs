@@ -127,7 +127,19 @@ pub async fn leaves_no_survivor(exec: &dyn RemoteExecutor, form: Escape) {
                         "{form:?}: {notes:?}"
                     );
                 }
+                // ... and in the step's result.
+                assert!(
+                    info.leftovers.iter().any(|n| n.starts_with("ended ")
+                        && (form == Escape::DoubleFork || n.contains("sleep 600"))),
+                    "{form:?}: the ended process is named in the result: {info:?}"
+                );
             }
+        }
+        for said in &info.leftovers {
+            assert!(
+                notes.contains(said),
+                "{form:?}: {said:?} is not in {notes:?}"
+            );
         }
         assert_eq!(
             processes_with_env(MARK, &mark),

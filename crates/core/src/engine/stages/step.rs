@@ -21,8 +21,21 @@ use crate::types::Verdict;
 /// passed, or the run was interrupted), before the engine stops waiting for it.
 const CUSTOM_STEP_GRACE: Duration = Duration::from_secs(5);
 
-/// The verdict of a step from how its process ended; a timeout names the step's limit.
+/// The verdict of a step from how its process ended; a timeout names the step's limit. What the
+/// command left running is added to the message (a PASS gets one only for that).
 pub(crate) fn verdict_of(info: &ExitInfo, limit: Duration) -> TaskResult {
+    let mut result = verdict_of_exit(info, limit);
+    if !info.leftovers.is_empty() {
+        let left = info.leftovers.join("; ");
+        result.message = Some(match result.message.take() {
+            Some(m) => format!("{m}; {left}"),
+            None => left,
+        });
+    }
+    result
+}
+
+fn verdict_of_exit(info: &ExitInfo, limit: Duration) -> TaskResult {
     if info.cancelled {
         TaskResult::new(
             Verdict::Interrupted,
@@ -187,14 +200,9 @@ impl ActiveRun {
                 match x.reboot(timeout).await {
                     Ok(boot) => {
                         recorder.note(&format!("back with boot id {}", boot.0));
-                        Ok(ExitInfo {
-                            code: Some(0),
-                            signal: None,
-                            timed_out: false,
-                            cancelled: false,
-                            duration: Duration::ZERO,
-                            rebooted: true,
-                        })
+                        let mut info = ExitInfo::exited(0, Duration::ZERO);
+                        info.rebooted = true;
+                        Ok(info)
                     }
                     Err(e) => Err(e),
                 }
@@ -217,6 +225,7 @@ impl ActiveRun {
                     pty: step.pty,
                     detached: step.detached || step.expect_reboot,
                     expect_reboot: step.expect_reboot,
+                    bare: false,
                 };
                 x.run(&spec, sink, cancel).await
             }
@@ -232,5 +241,45 @@ impl ActiveRun {
             }
             Err(e) => TaskResult::new(Verdict::Error, e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_command_left_running_is_in_its_result_whatever_the_verdict() {
+        let limit = Duration::from_secs(2);
+        let left = "ended 1 process the command left running: 7 (sleep 600)".to_string();
+
+        let mut passed = ExitInfo::exited(0, Duration::ZERO);
+        assert_eq!(verdict_of(&passed, limit).message, None);
+        passed.leftovers = vec![left.clone()];
+        let r = verdict_of(&passed, limit);
+        assert_eq!(r.verdict, Verdict::Pass);
+        assert_eq!(r.message.as_deref(), Some(left.as_str()));
+
+        let mut failed = ExitInfo::exited(3, Duration::ZERO);
+        failed.leftovers = vec![left.clone(), "could not end 1 process …".into()];
+        let r = verdict_of(&failed, limit);
+        assert_eq!(r.verdict, Verdict::Fail);
+        assert_eq!(
+            r.message.as_deref(),
+            Some(format!("exit status 3; {left}; could not end 1 process …").as_str())
+        );
+
+        let mut timed_out = ExitInfo::stopped(true, limit);
+        timed_out.leftovers = vec![left.clone()];
+        let r = verdict_of(&timed_out, limit);
+        assert_eq!(r.verdict, Verdict::Timeout);
+        assert!(
+            r.message
+                .as_deref()
+                .unwrap()
+                .starts_with("timed out: its limit is 2s")
+                && r.message.as_deref().unwrap().ends_with(&left),
+            "{r:?}"
+        );
     }
 }

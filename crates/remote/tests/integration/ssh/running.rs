@@ -402,6 +402,117 @@ async fn connector_connects_ssh_machines() {
     ));
 }
 
+/// An executor dropped without being closed leaves its connection to the next executor the
+/// connector makes for the same host (a host verified, then used by the run: one login); a
+/// closed one does not.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_next_executor_for_a_host_takes_the_connection_a_dropped_one_left() {
+    use qa_core::remote::Connector;
+    let Some(host) = TestSshd::start_or_skip() else {
+        return;
+    };
+    let (wd, _) = executor(&host);
+    let opts = super::options_for(&host, &host.known_hosts());
+    let connector = qa_remote::ssh::SshConnector::new(opts);
+    let machine = qa_core::Machine::new(
+        "db-1",
+        qa_core::BackendName::STATIC,
+        qa_core::Access::Ssh(host.target()),
+        wd.path().display().to_string(),
+    );
+    let first = connector.connect(&machine).await.unwrap();
+    assert!(
+        executor::run_recorded(first.as_ref(), &spec("true"))
+            .await
+            .0
+            .success()
+    );
+    drop(first);
+    let second = connector.connect(&machine).await.unwrap();
+    let (info, out) = executor::run_recorded(second.as_ref(), &spec("echo again")).await;
+    assert!(info.success());
+    assert_eq!(out.text(OutputStream::Stdout), "again\n");
+    assert_eq!(logins(&host), 1, "the second executor did not log in again");
+
+    second.close().await;
+    drop(second);
+    let third = connector.connect(&machine).await.unwrap();
+    assert!(
+        executor::run_recorded(third.as_ref(), &spec("true"))
+            .await
+            .0
+            .success()
+    );
+    assert_eq!(
+        logins(&host),
+        2,
+        "a closed executor's connection is not kept"
+    );
+}
+
+/// The cheapest key exchange and the fastest cipher both ends offer: curve25519 and AES-GCM
+/// against OpenSSH's defaults.
+#[tokio::test(flavor = "multi_thread")]
+async fn curve25519_and_aes_gcm_are_negotiated_with_openssh() {
+    let Some(host) = TestSshd::start_or_skip() else {
+        return;
+    };
+    let (_wd, exec) = executor(&host);
+    let (kex, cipher) = exec.negotiated().await.unwrap();
+    assert!(kex.starts_with("curve25519-sha256"), "{kex}");
+    assert_eq!(cipher, "aes128-gcm@openssh.com");
+}
+
+/// A bare command runs as it is: no step tag, the directory and environment it asks for, its
+/// status; its timeout ends it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bare_command_runs_without_the_supervisor() {
+    let Some(host) = TestSshd::start_or_skip() else {
+        return;
+    };
+    let (_wd, exec) = executor(&host);
+    let cmd = CommandSpec::new("echo \"tag=$QA_RUN_STEP_TAG dir=$(pwd) a=$A\"; exit 3")
+        .env("A", "b c")
+        .workdir("/")
+        .timeout(Duration::from_secs(30))
+        .bare(true);
+    let (info, out) = executor::run_recorded(&exec, &cmd).await;
+    assert_eq!(info.code, Some(3), "{info:?}");
+    assert_eq!(out.text(OutputStream::Stdout), "tag= dir=/ a=b c\n");
+    assert!(out.notes().is_empty(), "{:?}", out.notes());
+
+    let started = std::time::Instant::now();
+    let cmd = CommandSpec::new("sleep 30")
+        .timeout(Duration::from_millis(500))
+        .bare(true);
+    let (info, _) = executor::run_recorded(&exec, &cmd).await;
+    assert!(info.timed_out, "{info:?}");
+    assert!(started.elapsed() < Duration::from_secs(20), "{info:?}");
+}
+
+/// A step whose directory cannot be made never started: that is an error of the machine, not a
+/// FAIL of the step (its status would otherwise pose as the command's).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_directory_that_cannot_be_made_is_an_error_not_a_status() {
+    let Some(host) = TestSshd::start_or_skip() else {
+        return;
+    };
+    let (_wd, exec) = executor(&host);
+    let cmd = spec("echo ran").workdir("/proc/qa-run-cannot-be-made");
+    let out = RecordedOutput::new();
+    let e = exec
+        .run(&cmd, out.clone(), CancellationToken::new())
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("the command could not start: cannot make /proc/qa-run-cannot-be-made"),
+        "{text}"
+    );
+    assert!(matches!(e, qa_core::RemoteError::Io { .. }), "{e:?}");
+    assert_eq!(out.text(OutputStream::Stdout), "");
+}
+
 /// Cancelling a detached run kills its process group and returns promptly.
 #[tokio::test(flavor = "multi_thread")]
 async fn cancelling_a_detached_run_kills_it() {
