@@ -19,6 +19,9 @@
 //! - [`redaction`]: the redaction corpus, read into its cases.
 //! - `aws` (feature `aws`): the EC2 emulator, moto's server with a layer in front of it that
 //!   adds capacity reservations and placement groups, injects errors and records every call.
+//! - `gce` (feature `gce`): the Compute Engine emulator, an in-memory project served with the
+//!   v1 REST paths and JSON shapes (instances, reservations, disks, firewalls, zones, machine
+//!   types, operations) with per-zone capacity, injected errors and a request log.
 //!
 //! ```no_run
 //! let Some(host) = qa_testkit::TestSshd::start_or_skip() else { return };
@@ -33,7 +36,11 @@
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod cli;
+#[cfg(feature = "gce")]
+pub mod gce;
 pub mod git;
+#[cfg(feature = "gce")]
+mod http;
 pub mod net;
 pub mod procs;
 pub mod redaction;
