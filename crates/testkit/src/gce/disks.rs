@@ -7,7 +7,7 @@
 
 use serde_json::{Value, json};
 
-use super::router::{Ctx, filter_of};
+use super::router::{Ctx, zonal_aggregated_list, zonal_list};
 use super::state::{Disk, Effect, Scope, State, Target};
 use super::wire::{self, fingerprint, get_str, labels_of, to_link};
 use crate::http::Response;
@@ -205,62 +205,21 @@ pub(crate) fn delete(st: &mut State, ctx: &Ctx<'_>) -> Response {
     Response::json(200, &op)
 }
 
-fn filtered(st: &State, ctx: &Ctx<'_>, zone: &str) -> Result<Vec<Value>, Response> {
-    let f = filter_of(ctx)?;
-    Ok(st
-        .disks
+/// The JSON of every disk in `zone`.
+fn in_zone(st: &State, zone: &str) -> Vec<Value> {
+    st.disks
         .iter()
         .filter(|d| d.zone == zone)
-        .filter(|d| f.as_ref().is_none_or(|f| f.matches(&d.json)))
         .map(|d| d.json.clone())
-        .collect())
+        .collect()
 }
 
 /// `GET …/zones/{zone}/disks`.
 pub(crate) fn list(st: &mut State, ctx: &Ctx<'_>) -> Response {
-    let items = match filtered(st, ctx, ctx.zone()) {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
-    let p = st.project();
-    let path = format!("zones/{}/disks", ctx.zone());
-    Response::json(
-        200,
-        &wire::list(
-            "compute#diskList",
-            &format!("projects/{p}/{path}"),
-            wire::link(p, &path),
-            items,
-            ctx.max_results(),
-            ctx.req.query_param("pageToken"),
-        ),
-    )
+    zonal_list(st, ctx, "disks", "disk", in_zone)
 }
 
 /// `GET …/aggregated/disks`.
 pub(crate) fn aggregated_list(st: &mut State, ctx: &Ctx<'_>) -> Response {
-    let mut scopes = Vec::new();
-    for z in st
-        .cfg
-        .zones
-        .iter()
-        .map(|z| z.name.clone())
-        .collect::<Vec<_>>()
-    {
-        match filtered(st, ctx, &z) {
-            Ok(items) => scopes.push((format!("zones/{z}"), items)),
-            Err(r) => return r,
-        }
-    }
-    let p = st.project();
-    Response::json(
-        200,
-        &wire::aggregated(
-            "compute#diskAggregatedList",
-            &format!("projects/{p}/aggregated/disks"),
-            wire::link(p, "aggregated/disks"),
-            "disks",
-            scopes,
-        ),
-    )
+    zonal_aggregated_list(st, ctx, "disks", "disk", in_zone)
 }

@@ -12,7 +12,7 @@
 use serde_json::{Value, json};
 
 use super::disks;
-use super::router::{Ctx, filter_of};
+use super::router::{Ctx, zonal_aggregated_list, zonal_list};
 use super::state::{Effect, Instance, Pool, Scope, State, Target};
 use super::wire::{self, OpError, fingerprint, get_str, labels_of, to_link};
 use crate::http::Response;
@@ -424,64 +424,23 @@ pub(crate) fn delete(st: &mut State, ctx: &Ctx<'_>) -> Response {
     Response::json(200, &op)
 }
 
-fn filtered(st: &State, ctx: &Ctx<'_>, zone: &str) -> Result<Vec<Value>, Response> {
-    let f = filter_of(ctx)?;
-    Ok(st
-        .instances
+/// The JSON of every instance in `zone`.
+fn in_zone(st: &State, zone: &str) -> Vec<Value> {
+    st.instances
         .iter()
         .filter(|i| i.zone == zone)
-        .filter(|i| f.as_ref().is_none_or(|f| f.matches(&i.json)))
         .map(|i| i.json.clone())
-        .collect())
+        .collect()
 }
 
 /// `GET …/zones/{zone}/instances`.
 pub(crate) fn list(st: &mut State, ctx: &Ctx<'_>) -> Response {
-    let items = match filtered(st, ctx, ctx.zone()) {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
-    let p = st.project();
-    let path = format!("zones/{}/instances", ctx.zone());
-    Response::json(
-        200,
-        &wire::list(
-            "compute#instanceList",
-            &format!("projects/{p}/{path}"),
-            wire::link(p, &path),
-            items,
-            ctx.max_results(),
-            ctx.req.query_param("pageToken"),
-        ),
-    )
+    zonal_list(st, ctx, "instances", "instance", in_zone)
 }
 
 /// `GET …/aggregated/instances`: every zone, filtered.
 pub(crate) fn aggregated_list(st: &mut State, ctx: &Ctx<'_>) -> Response {
-    let mut scopes = Vec::new();
-    for z in st
-        .cfg
-        .zones
-        .iter()
-        .map(|z| z.name.clone())
-        .collect::<Vec<_>>()
-    {
-        match filtered(st, ctx, &z) {
-            Ok(items) => scopes.push((format!("zones/{z}"), items)),
-            Err(r) => return r,
-        }
-    }
-    let p = st.project();
-    Response::json(
-        200,
-        &wire::aggregated(
-            "compute#instanceAggregatedList",
-            &format!("projects/{p}/aggregated/instances"),
-            wire::link(p, "aggregated/instances"),
-            "instances",
-            scopes,
-        ),
-    )
+    zonal_aggregated_list(st, ctx, "instances", "instance", in_zone)
 }
 
 /// `POST …/instances/{instance}/setLabels` with `{labels, labelFingerprint}`; a stale

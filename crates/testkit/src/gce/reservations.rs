@@ -10,7 +10,7 @@
 
 use serde_json::{Value, json};
 
-use super::router::{Ctx, filter_of};
+use super::router::{Ctx, zonal_aggregated_list, zonal_list};
 use super::state::{Effect, Reservation, Scope, State, Target};
 use super::wire::{self, OpError, get_str};
 use crate::http::Response;
@@ -187,62 +187,21 @@ pub(crate) fn delete(st: &mut State, ctx: &Ctx<'_>) -> Response {
     Response::json(200, &op)
 }
 
-fn filtered(st: &State, ctx: &Ctx<'_>, zone: &str) -> Result<Vec<Value>, Response> {
-    let f = filter_of(ctx)?;
-    Ok(st
-        .reservations
+/// The JSON of every reservation in `zone`.
+fn in_zone(st: &State, zone: &str) -> Vec<Value> {
+    st.reservations
         .iter()
         .filter(|r| r.zone == zone)
         .map(State::reservation_json)
-        .filter(|v| f.as_ref().is_none_or(|f| f.matches(v)))
-        .collect())
+        .collect()
 }
 
 /// `GET …/zones/{zone}/reservations`.
 pub(crate) fn list(st: &mut State, ctx: &Ctx<'_>) -> Response {
-    let items = match filtered(st, ctx, ctx.zone()) {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
-    let p = st.project();
-    let path = format!("zones/{}/reservations", ctx.zone());
-    Response::json(
-        200,
-        &wire::list(
-            "compute#reservationList",
-            &format!("projects/{p}/{path}"),
-            wire::link(p, &path),
-            items,
-            ctx.max_results(),
-            ctx.req.query_param("pageToken"),
-        ),
-    )
+    zonal_list(st, ctx, "reservations", "reservation", in_zone)
 }
 
 /// `GET …/aggregated/reservations`.
 pub(crate) fn aggregated_list(st: &mut State, ctx: &Ctx<'_>) -> Response {
-    let mut scopes = Vec::new();
-    for z in st
-        .cfg
-        .zones
-        .iter()
-        .map(|z| z.name.clone())
-        .collect::<Vec<_>>()
-    {
-        match filtered(st, ctx, &z) {
-            Ok(items) => scopes.push((format!("zones/{z}"), items)),
-            Err(r) => return r,
-        }
-    }
-    let p = st.project();
-    Response::json(
-        200,
-        &wire::aggregated(
-            "compute#reservationAggregatedList",
-            &format!("projects/{p}/aggregated/reservations"),
-            wire::link(p, "aggregated/reservations"),
-            "reservations",
-            scopes,
-        ),
-    )
+    zonal_aggregated_list(st, ctx, "reservations", "reservation", in_zone)
 }

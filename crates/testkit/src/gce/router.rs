@@ -314,3 +314,77 @@ pub(crate) fn filter_of(ctx: &Ctx<'_>) -> Result<Option<super::filter::Filter>, 
         }),
     }
 }
+
+/// A zonal collection (`disks`, `instances`, `reservations`) as its list calls see it: the JSON of
+/// each item of a zone, before the request's filter.
+pub(crate) type ZoneItems = fn(&State, &str) -> Vec<Value>;
+
+/// The items of `zone` that pass the request's filter.
+fn filtered(
+    st: &State,
+    ctx: &Ctx<'_>,
+    zone: &str,
+    items: ZoneItems,
+) -> Result<Vec<Value>, Response> {
+    let f = filter_of(ctx)?;
+    Ok(items(st, zone)
+        .into_iter()
+        .filter(|v| f.as_ref().is_none_or(|f| f.matches(v)))
+        .collect())
+}
+
+/// `GET …/zones/{zone}/{collection}`, answered as a `compute#{kind}List`.
+pub(crate) fn zonal_list(
+    st: &State,
+    ctx: &Ctx<'_>,
+    collection: &str,
+    kind: &str,
+    items: ZoneItems,
+) -> Response {
+    let found = match filtered(st, ctx, ctx.zone(), items) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let p = st.project();
+    let path = format!("zones/{}/{collection}", ctx.zone());
+    Response::json(
+        200,
+        &wire::list(
+            &format!("compute#{kind}List"),
+            &format!("projects/{p}/{path}"),
+            wire::link(p, &path),
+            found,
+            ctx.max_results(),
+            ctx.req.query_param("pageToken"),
+        ),
+    )
+}
+
+/// `GET …/aggregated/{collection}`: every zone, filtered, as a `compute#{kind}AggregatedList`.
+pub(crate) fn zonal_aggregated_list(
+    st: &State,
+    ctx: &Ctx<'_>,
+    collection: &str,
+    kind: &str,
+    items: ZoneItems,
+) -> Response {
+    let mut scopes = Vec::new();
+    for z in &st.cfg.zones {
+        match filtered(st, ctx, &z.name, items) {
+            Ok(found) => scopes.push((format!("zones/{}", z.name), found)),
+            Err(r) => return r,
+        }
+    }
+    let p = st.project();
+    let path = format!("aggregated/{collection}");
+    Response::json(
+        200,
+        &wire::aggregated(
+            &format!("compute#{kind}AggregatedList"),
+            &format!("projects/{p}/{path}"),
+            wire::link(p, &path),
+            collection,
+            scopes,
+        ),
+    )
+}
