@@ -14,6 +14,19 @@ fn results_arg(results: &Path) -> &str {
     results.to_str().unwrap()
 }
 
+/// `qa-run --results RESULTS run PLAN`.
+fn run_plan(results: &Path, plan: &Path) -> std::process::Output {
+    bin(QA_RUN)
+        .args([
+            "--results",
+            results_arg(results),
+            "run",
+            plan.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap()
+}
+
 /// Lines of a log without their time prefix (`[    0.001s] `).
 fn entries(log: &str) -> Vec<&str> {
     log.lines().map(|l| &l[13..]).collect()
@@ -298,15 +311,7 @@ fn cleanup_says_how_many_resources_are_gone() {
         "name: many\nmachines:\n  - name: box\n    count: 5\nsteps:\n  - name: s\n    command: \"true\"\ncleanup:\n  default: never\n",
     )
     .unwrap();
-    let out = bin(QA_RUN)
-        .args([
-            "--results",
-            results_arg(&results),
-            "run",
-            plan.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = run_plan(&results, &plan);
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     let run_dir = only_run_dir(&results);
     let out = run(&["cleanup", run_dir.to_str().unwrap()]);
@@ -335,15 +340,7 @@ fn what_a_step_left_running_is_ended_and_named_in_its_result() {
         "  - name: leaves\n    command: \"setsid sleep 3023 > /dev/null 2>&1 < /dev/null & echo started\"\n",
         "",
     );
-    let out = bin(QA_RUN)
-        .args([
-            "--results",
-            results_arg(&results),
-            "run",
-            plan.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = run_plan(&results, &plan);
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     let report = json(&only_run_dir(&results).join("report.json"));
     let step = &report["steps"][0];

@@ -75,17 +75,58 @@ fn read_command(pid: i32) -> String {
     s
 }
 
+/// The kernel's flag for its own threads (`PF_KTHREAD`), in field 9 of `/proc/PID/stat`.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// Whether `pid` is a live process of user space: not a zombie, not a kernel thread.
+fn user_process(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return false;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let flags = f.get(6).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    f.first().is_some_and(|state| *state != "Z") && flags & PF_KTHREAD == 0
+}
+
+/// How many times, 2 ms apart, a process whose environment read empty is read again: one in
+/// the middle of an `exec` (a step's child on its way to a new program) reads empty for a moment.
+const EMPTY_ENVIRONMENT_RETRIES: usize = 5;
+
 /// Live processes (not zombies, not this one) whose environment carries `tag`.
 pub(crate) fn tagged(tag: &str) -> Vec<Leftover> {
     let wanted = format!("{STEP_TAG_VAR}={tag}");
-    let mut out = Vec::new();
+    let carries = |env: &[u8]| env.split(|b| *b == 0).any(|v| v == wanted.as_bytes());
+    let mut matched = Vec::new();
+    let mut unsure = Vec::new();
     for pid in other_processes() {
         let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
         };
-        if !env.split(|b| *b == 0).any(|v| v == wanted.as_bytes()) {
-            continue;
+        if carries(&env) {
+            matched.push(pid);
+        } else if env.is_empty() && user_process(pid) {
+            unsure.push(pid);
         }
+    }
+    for _ in 0..EMPTY_ENVIRONMENT_RETRIES {
+        if unsure.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        unsure.retain(|&pid| match std::fs::read(format!("/proc/{pid}/environ")) {
+            Ok(env) if carries(&env) => {
+                matched.push(pid);
+                false
+            }
+            Ok(env) => env.is_empty() && user_process(pid),
+            Err(_) => false,
+        });
+    }
+    let mut out = Vec::new();
+    for pid in matched {
         // A zombie's environment reads empty, so it was not matched; one that died since is
         // skipped here.
         let Some(pgid) = read_pgid(pid) else { continue };
