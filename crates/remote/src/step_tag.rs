@@ -20,6 +20,9 @@ pub use qa_core::remote::STEP_TAG_VAR;
 /// children to finish writing, before the processes still holding it are ended.
 pub const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 
+/// How long after a scan that found nothing the second one looks (see [`end_tagged`]).
+const SECOND_LOOK: Duration = Duration::from_millis(20);
+
 /// After SIGKILL, how many rounds of stop-and-kill to give a tree that keeps forking.
 const KILL_ROUNDS: usize = 50;
 
@@ -102,13 +105,14 @@ pub(crate) fn tagged(tag: &str) -> Vec<Leftover> {
     let mut matched = Vec::new();
     let mut unsure = Vec::new();
     for pid in other_processes() {
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        if carries(&env) {
-            matched.push(pid);
-        } else if env.is_empty() && user_process(pid) {
-            unsure.push(pid);
+        match std::fs::read(format!("/proc/{pid}/environ")) {
+            Ok(env) if carries(&env) => matched.push(pid),
+            Ok(env) if !env.is_empty() => {}
+            // Another user's: not ours to read.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
+            // Empty or unreadable: a zombie, or a process in the middle of an exec.
+            _ if user_process(pid) => unsure.push(pid),
+            _ => {}
         }
     }
     for _ in 0..EMPTY_ENVIRONMENT_RETRIES {
@@ -121,8 +125,9 @@ pub(crate) fn tagged(tag: &str) -> Vec<Leftover> {
                 matched.push(pid);
                 false
             }
-            Ok(env) => env.is_empty() && user_process(pid),
-            Err(_) => false,
+            Ok(env) if !env.is_empty() => false,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => false,
+            _ => user_process(pid),
         });
     }
     let mut out = Vec::new();
@@ -213,7 +218,13 @@ pub(crate) fn kill_tagged_now(tag: &str) {
 /// Returns the processes found, and those still there at the end (which could not be ended:
 /// another user's, say).
 pub(crate) async fn end_tagged(tag: &str, grace: Duration) -> (Vec<Leftover>, Vec<Leftover>) {
-    let found = tagged(tag);
+    let mut found = tagged(tag);
+    if found.is_empty() {
+        // A scan lists /proc first: a process forked after that by one that has exited since
+        // (the middle of a double fork) is in neither. A second look, a moment later, is.
+        tokio::time::sleep(SECOND_LOOK).await;
+        found = tagged(tag);
+    }
     if found.is_empty() {
         return (found, Vec::new());
     }
