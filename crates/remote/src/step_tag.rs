@@ -136,6 +136,14 @@ pub(crate) fn tagged(tag: &str) -> Vec<Leftover> {
         // skipped here.
         let Some(pgid) = read_pgid(pid) else { continue };
         let mut command = read_command(pid);
+        for _ in 0..EMPTY_ENVIRONMENT_RETRIES {
+            // In the middle of an exec the command line reads empty too; its new one comes soon.
+            if !command.is_empty() || read_pgid(pid).is_none() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+            command = read_command(pid);
+        }
         if command.is_empty() {
             // An empty command line: either it is exiting (a shell that just forked the real
             // leftover, say: then it is a zombie by now), or it was started without arguments,
