@@ -14,6 +14,13 @@ fn results_arg(results: &Path) -> &str {
     results.to_str().unwrap()
 }
 
+/// Fails if `text` holds a character that acts on a terminal (escape, carriage return, bell).
+fn assert_no_terminal_controls(text: &str) {
+    for c in ['\x1b', '\r', '\x07'] {
+        assert!(!text.contains(c), "{c:?} reached the terminal: {text:?}");
+    }
+}
+
 /// `qa-run --results RESULTS run PLAN`.
 fn run_plan(results: &Path, plan: &Path) -> std::process::Output {
     bin(QA_RUN)
@@ -44,12 +51,7 @@ fn a_flooding_step_keeps_the_head_and_tail_of_its_output_within_its_log_limit() 
         "  - name: flood\n    command: seq 1 200000\n  - name: quiet\n    command: echo fine\n    log-limit: 1MiB\n",
         "defaults:\n  log-limit: 64KiB\n",
     );
-    let out = run(&[
-        "--results",
-        results_arg(&results),
-        "run",
-        plan.to_str().unwrap(),
-    ]);
+    let out = run_plan(&results, &plan);
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     let run_dir = only_run_dir(&results);
     let log_path = run_dir.join("logs/box/flood.log");
@@ -152,17 +154,10 @@ fn names_and_messages_cannot_act_on_the_terminal() {
         ),
     )
     .unwrap();
-    let out = run(&[
-        "--results",
-        results_arg(&results),
-        "run",
-        plan.to_str().unwrap(),
-    ]);
+    let out = run_plan(&results, &plan);
     assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
     let err = stderr_of(&out);
-    for c in ['\x1b', '\r', '\x07'] {
-        assert!(!err.contains(c), "{c:?} reached the terminal: {err:?}");
-    }
+    assert_no_terminal_controls(&err);
     assert!(
         err.contains("holds the invisible character U+001B"),
         "{err}"
@@ -181,17 +176,10 @@ fn names_and_messages_cannot_act_on_the_terminal() {
         ),
     )
     .unwrap();
-    let out = run(&[
-        "--results",
-        results_arg(&results),
-        "run",
-        plan.to_str().unwrap(),
-    ]);
+    let out = run_plan(&results, &plan);
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
     let err = stderr_of(&out);
-    for c in ['\x1b', '\r', '\x07'] {
-        assert!(!err.contains(c), "{c:?} reached the terminal: {err:?}");
-    }
+    assert_no_terminal_controls(&err);
     assert!(
         err.lines()
             .any(|l| l.trim_start().starts_with("FAIL") && l.contains("s@box")),

@@ -20,7 +20,7 @@
 
 mod common;
 
-use common::{median, min, proc_cpu, rusage, sha256};
+use common::{median, min, rusage, sha256, tree_cpu};
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -110,39 +110,7 @@ impl Bench {
     /// reaped from exited children, so every second is counted once.
     fn server_cpu(&self) -> f64 {
         let roots: Vec<u32> = self.fleet.hosts.iter().filter_map(|h| h.pid()).collect();
-        let mut parent = std::collections::HashMap::new();
-        for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-                continue;
-            };
-            let ppid = stat
-                .rfind(')')
-                .and_then(|i| stat[i + 2..].split_whitespace().nth(1)?.parse::<u32>().ok());
-            if let Some(pp) = ppid {
-                parent.insert(pid, pp);
-            }
-        }
-        let in_tree = |mut p: u32| {
-            for _ in 0..64 {
-                if roots.contains(&p) {
-                    return true;
-                }
-                match parent.get(&p) {
-                    Some(&pp) if pp != 0 => p = pp,
-                    _ => return false,
-                }
-            }
-            false
-        };
-        parent
-            .keys()
-            .copied()
-            .filter(|&p| in_tree(p))
-            .map(proc_cpu)
-            .sum()
+        tree_cpu(&roots)
     }
 
     fn options(&self) -> SshOptions {

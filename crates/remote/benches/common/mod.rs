@@ -55,3 +55,41 @@ pub fn median(v: &[f64]) -> f64 {
 pub fn min(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::INFINITY, f64::min)
 }
+
+/// CPU of every process in the trees under `roots`: each live process's own time plus what it
+/// reaped from exited children, so every second is counted once.
+pub fn tree_cpu(roots: &[u32]) -> f64 {
+    let mut parent = std::collections::HashMap::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 2..].split_whitespace().nth(1)?.parse::<u32>().ok());
+        if let Some(pp) = ppid {
+            parent.insert(pid, pp);
+        }
+    }
+    let in_tree = |mut p: u32| {
+        for _ in 0..64 {
+            if roots.contains(&p) {
+                return true;
+            }
+            match parent.get(&p) {
+                Some(&pp) if pp != 0 => p = pp,
+                _ => return false,
+            }
+        }
+        false
+    };
+    parent
+        .keys()
+        .copied()
+        .filter(|&p| in_tree(p))
+        .map(proc_cpu)
+        .sum()
+}
