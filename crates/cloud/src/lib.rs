@@ -10,8 +10,21 @@
 
 use qa_core::BackendRegistry;
 
+mod class;
+pub use class::ErrorClass;
+
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(any(feature = "aws", feature = "gce"))]
+mod checks;
+#[cfg(any(feature = "aws", feature = "gce"))]
+pub mod cost;
+#[cfg(feature = "gce")]
+pub mod gce;
+#[cfg(any(feature = "aws", feature = "gce"))]
+pub mod net;
+#[cfg(feature = "gce")]
+pub mod sshkey;
 
 /// The built-in backends plus the descriptor of every cloud this build has; each cloud whose
 /// feature is off is recorded as absent, so a plan naming it is told which feature to turn on.
@@ -23,5 +36,10 @@ pub fn backends() -> BackendRegistry {
         .expect("one registration per cloud");
     #[cfg(not(feature = "aws"))]
     r.absent(qa_core::BackendName::new("aws"), "aws");
+    #[cfg(feature = "gce")]
+    r.register(qa_core::Backend::new(std::sync::Arc::new(gce::GceBackend)))
+        .expect("one registration per cloud");
+    #[cfg(not(feature = "gce"))]
+    r.absent(qa_core::BackendName::new("gce"), "gce");
     r
 }

@@ -446,15 +446,15 @@ impl Provisioner for StaticProvisioner {
                     ));
                 };
                 tracing::warn!(host = %host.name, "verification failed ({first}); running the repair command");
-                if let Some(c) = &self.connector {
-                    if let Ok(x) = c.connect(machine).await {
-                        let cmd = CommandSpec::new(repair.clone())
-                            .timeout(Duration::from_secs(600))
-                            .workdir("/");
-                        let _ = x
-                            .run(&cmd, Arc::new(DiscardOutput), CancellationToken::new())
-                            .await;
-                    }
+                if let Some(c) = &self.connector
+                    && let Ok(x) = c.connect(machine).await
+                {
+                    let cmd = CommandSpec::new(repair.clone())
+                        .timeout(Duration::from_secs(600))
+                        .workdir("/");
+                    let _ = x
+                        .run(&cmd, Arc::new(DiscardOutput), CancellationToken::new())
+                        .await;
                 }
                 self.verify(machine, &host).await.map_err(|second| {
                     err(

@@ -110,10 +110,10 @@ pub fn files_under(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
         let path = e.path();
         if ft.is_dir() {
             files_under(root, &path, out);
-        } else if ft.is_file() {
-            if let Ok(rel) = path.strip_prefix(root) {
-                out.push(rel.to_path_buf());
-            }
+        } else if ft.is_file()
+            && let Ok(rel) = path.strip_prefix(root)
+        {
+            out.push(rel.to_path_buf());
         }
     }
 }

@@ -109,10 +109,10 @@ pub(crate) fn kill_tree(child: &mut Option<Child>) {
     let mut seen = HashSet::new();
     let mut stack = vec![root];
     while let Some(pid) = stack.pop() {
-        if seen.insert(pid) {
-            if let Some(kids) = children.get(&pid) {
-                stack.extend(kids);
-            }
+        if seen.insert(pid)
+            && let Some(kids) = children.get(&pid)
+        {
+            stack.extend(kids);
         }
     }
     // Freeze the whole tree before killing any of it: killed one by one, a connection's sshd

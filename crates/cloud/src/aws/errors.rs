@@ -27,27 +27,7 @@ use std::fmt;
 
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 
-/// What an EC2 error code means for the caller: move on, stop, or treat it as gone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ErrorClass {
-    /// The zone has no capacity for the request now: try another zone, or on demand.
-    Capacity,
-    /// What was asked for is not offered there (instance type or option in that zone).
-    NotOffered,
-    /// An account quota or limit.
-    Quota,
-    /// Credentials, permissions, or an account not opted in.
-    Auth,
-    /// The request itself is wrong (a parameter, an id, a name).
-    InvalidRequest,
-    /// EC2 failed inside or did not answer; the same call may work later.
-    Transient,
-    /// The thing named is gone (or never was): for a delete, done already.
-    NotFound,
-    /// Anything else.
-    Other,
-}
+pub use crate::ErrorClass;
 
 /// Classifies an EC2 error code (see the table in the [module docs](self)).
 pub fn classify_code(code: &str) -> ErrorClass {

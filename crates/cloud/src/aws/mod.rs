@@ -19,8 +19,9 @@
 //! ```
 
 pub mod config;
+/// This host's public address and the SSH readiness probe (shared by every cloud).
+pub use crate::net;
 pub mod errors;
-pub mod net;
 mod options;
 pub mod pages;
 pub mod regions;

@@ -6,6 +6,8 @@ use qa_core::plan::MachineSpec;
 use qa_core::plan::schema::{self, Shape, dflt, opt, req};
 use serde::{Deserialize, Serialize};
 
+use crate::checks::{did_you_mean, is_cidr};
+
 /// The name of the EC2 backend.
 pub const AWS: BackendName = BackendName::new("aws");
 
@@ -136,10 +138,6 @@ impl BackendDescriptor for AwsBackend {
     }
 }
 
-fn did_you_mean(word: &str, candidates: &[&str]) -> Option<String> {
-    schema::nearest(word, candidates.iter().copied()).map(|c| format!("did you mean `{c}`?"))
-}
-
 /// What EC2 would refuse only after the run has started making things.
 fn check(a: &AwsMachine) -> Vec<OptionProblem> {
     let mut out = Vec::new();
@@ -197,46 +195,9 @@ fn check(a: &AwsMachine) -> Vec<OptionProblem> {
     out
 }
 
-fn is_cidr(s: &str) -> bool {
-    let Some((addr, len)) = s.split_once('/') else {
-        return false;
-    };
-    let Ok(len) = len.parse::<u8>() else {
-        return false;
-    };
-    match addr.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(_)) => len <= 32,
-        Ok(std::net::IpAddr::V6(_)) => len <= 128,
-        Err(_) => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cidr_blocks_are_told_from_addresses() {
-        for ok in [
-            "127.0.0.1/32",
-            "10.0.0.0/8",
-            "0.0.0.0/0",
-            "2001:db8::/32",
-            "::1/128",
-        ] {
-            assert!(is_cidr(ok), "{ok}");
-        }
-        for bad in [
-            "10.0.0.1",
-            "10.0.0.0/33",
-            "10.0.0/8",
-            "::1/129",
-            "host/24",
-            "10.0.0.0/-1",
-        ] {
-            assert!(!is_cidr(bad), "{bad}");
-        }
-    }
 
     #[test]
     fn the_documentation_names_every_aws_key() {

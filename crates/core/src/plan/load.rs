@@ -426,14 +426,14 @@ pub(crate) fn validate(
                 Some("a step does exactly one of `script`, `command`, `uses` or `reboot: true`; split it into two steps".into()),
             ),
         }
-        if let Some(script) = &s.script {
-            if !loaded.resolve(script).is_file() {
-                diag(
-                    format!("steps[{i}].script"),
-                    format!("script `{}` does not exist", script.display()),
-                    relative_hint(script),
-                );
-            }
+        if let Some(script) = &s.script
+            && !loaded.resolve(script).is_file()
+        {
+            diag(
+                format!("steps[{i}].script"),
+                format!("script `{}` does not exist", script.display()),
+                relative_hint(script),
+            );
         }
         check_selectors(&mut diag, format!("steps[{i}].machines"), &s.machines);
         for (field, list) in [("depends-on", &s.depends_on), ("after", &s.after)] {

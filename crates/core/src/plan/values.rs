@@ -29,23 +29,23 @@ pub(crate) type Problem = (String, String, Option<String>);
 
 /// A number against the range of its key (a [`Shape::UInt`] of the schema).
 fn number(out: &mut Vec<Problem>, path: String, value: u64, shape: &Shape) {
-    if let Shape::UInt { min, max } = shape {
-        if value < *min || value > *max {
-            out.push((
-                path,
-                format!("{value} is out of range: expected {}", shape.describe()),
-                None,
-            ));
-        }
+    if let Shape::UInt { min, max } = shape
+        && (value < *min || value > *max)
+    {
+        out.push((
+            path,
+            format!("{value} is out of range: expected {}", shape.describe()),
+            None,
+        ));
     }
 }
 
 /// A duration against the range of its key (a [`Shape::Duration`] of the schema).
 fn duration(out: &mut Vec<Problem>, path: String, value: Option<PlanDuration>, shape: &Shape) {
-    if let (Some(d), Shape::Duration { min, max }) = (value, shape) {
-        if d < *min || d > *max {
-            out.push((path, schema::out_of_range(d, *min, *max), None));
-        }
+    if let (Some(d), Shape::Duration { min, max }) = (value, shape)
+        && (d < *min || d > *max)
+    {
+        out.push((path, schema::out_of_range(d, *min, *max), None));
     }
 }
 
@@ -399,18 +399,17 @@ pub(crate) fn texts(plan: &Plan, out: &mut Vec<Problem>) {
                         Some("give a URL or a path of a repository".into()),
                     ));
                 }
-                if let Some(b) = branch {
-                    if b.is_empty()
+                if let Some(b) = branch
+                    && (b.is_empty()
                         || b.starts_with('-')
                         || b.contains("..")
-                        || b.contains(|c: char| c.is_whitespace() || c.is_control())
-                    {
-                        out.push((
+                        || b.contains(|c: char| c.is_whitespace() || c.is_control()))
+                {
+                    out.push((
                             format!("publish[{i}].git.branch"),
                             format!("{b:?} is not a usable branch name"),
                             Some("a branch name has no spaces or `..` and does not start with `-`, e.g. `gh-pages`".into()),
                         ));
-                    }
                 }
             }
         }

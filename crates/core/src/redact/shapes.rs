@@ -439,10 +439,10 @@ fn key_body_end(b: &[u8], from: usize) -> BodyEnd {
     while at < b.len() {
         let end = line_end(b, at);
         let line = &b[at..end];
-        if let Some(e) = find_from(line, END, 0) {
-            if let Some(close) = close_of(line, e) {
-                return BodyEnd::Closed(at + close);
-            }
+        if let Some(e) = find_from(line, END, 0)
+            && let Some(close) = close_of(line, e)
+        {
+            return BodyEnd::Closed(at + close);
         }
         if !key_body_line(line) {
             return BodyEnd::CutOff(last_end);

@@ -12,7 +12,7 @@ use super::errors::{PResult, err};
 use qa_core::Leftovers;
 
 /// Journal kind of an instance (with its volumes and spot request).
-pub(super) const KIND_INSTANCE: &str = "instance";
+pub(super) use qa_cloud::cost::KIND_INSTANCE;
 /// Journal kind of the run's key pair in a region.
 pub(super) const KIND_KEY_PAIR: &str = "key-pair";
 /// Journal kind of the run's security group in a region.

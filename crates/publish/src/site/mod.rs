@@ -654,10 +654,10 @@ fn publish_from_results(dir: &Path, site_dir: &Path, redactor: &Redactor) -> Res
     };
     // Runs usually live in a directory named after their id: then an unchanged run is known
     // without reading its report.
-    if let Some(name) = dir.file_name() {
-        if current(&run_dir_name(&name.to_string_lossy())) {
-            return Ok(());
-        }
+    if let Some(name) = dir.file_name()
+        && current(&run_dir_name(&name.to_string_lossy()))
+    {
+        return Ok(());
     }
     let bytes =
         std::fs::read(&path).map_err(|e| Problem::Unreadable(path.clone(), e.to_string()))?;

@@ -697,13 +697,13 @@ fn authenticate(
             Err(e) => tried.push(format!("ssh-agent: {}", e.readable())),
         }
     }
-    if hop.identity_file.is_none() {
-        if let Some(home) = std::env::var_os("HOME") {
-            for n in ["id_ed25519", "id_ecdsa", "id_rsa"] {
-                let k = Path::new(&home).join(".ssh").join(n);
-                if k.is_file() && try_key(&k, &mut tried) {
-                    return Ok(());
-                }
+    if hop.identity_file.is_none()
+        && let Some(home) = std::env::var_os("HOME")
+    {
+        for n in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+            let k = Path::new(&home).join(".ssh").join(n);
+            if k.is_file() && try_key(&k, &mut tried) {
+                return Ok(());
             }
         }
     }

@@ -342,7 +342,7 @@ pub(crate) fn fingerprint(v: &Value) -> String {
             out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
         }
     }
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push('=');
     }
     out

@@ -158,17 +158,15 @@ impl ActiveRun {
         for s in &self.loaded.plan.steps {
             if let (StepAction::Script(path), true) =
                 (s.action(), stages::selects(&s.machines, inst, spec))
-            {
-                if let Err(e) = x
+                && let Err(e) = x
                     .put_file(
                         &self.loaded.resolve(path),
                         &script_remote_path(&s.name),
                         Some(0o755),
                     )
                     .await
-                {
-                    return TaskResult::new(Verdict::Error, e.to_string());
-                }
+            {
+                return TaskResult::new(Verdict::Error, e.to_string());
             }
         }
         TaskResult::pass()

@@ -2,8 +2,8 @@
 //! address, as a cloud's address service sees it ([`caller_address`], for the SSH rule of a
 //! firewall), and whether an SSH server answers at a machine's address yet ([`ssh_banner`]).
 //!
-//! Both are plain TCP with timeouts; nothing here knows EC2 but the default address service the
-//! provisioner passes in.
+//! Both are plain TCP with timeouts and know no cloud; each cloud's provisioner passes in its
+//! own address service.
 
 use std::time::Duration;
 
@@ -77,6 +77,23 @@ pub async fn ssh_banner(host: &str, port: u16) -> std::io::Result<()> {
         Ok(())
     } else {
         Err(std::io::Error::other("not an SSH server"))
+    }
+}
+
+/// Waits until an SSH server answers at `host:port` ([`ssh_banner`]), trying every `interval`
+/// until `until`; the error is the last probe's.
+pub async fn wait_for_ssh(
+    host: &str,
+    port: u16,
+    until: std::time::Instant,
+    interval: Duration,
+) -> std::io::Result<()> {
+    loop {
+        match ssh_banner(host, port).await {
+            Ok(()) => return Ok(()),
+            Err(e) if std::time::Instant::now() >= until => return Err(e),
+            Err(_) => tokio::time::sleep(interval).await,
+        }
     }
 }
 

@@ -1,0 +1,26 @@
+//! What a cloud's error means to qa-run, whatever the cloud: the classes each cloud's own table
+//! (`aws::errors`, `gce::errors`) sorts its error codes into, so that the provisioners, the
+//! capacity reservations and the fallback between zones and clouds read every cloud alike.
+
+/// What a cloud's error code means for the caller: move on, stop, or treat it as gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorClass {
+    /// The zone has no capacity for the request now: try another zone, or on demand.
+    Capacity,
+    /// What was asked for is not offered there (machine type or option in that zone).
+    NotOffered,
+    /// An account quota or limit.
+    Quota,
+    /// Credentials, permissions, or an account not opted in.
+    Auth,
+    /// The request itself is wrong (a parameter, an id, a name).
+    InvalidRequest,
+    /// The cloud failed inside, throttled the call, or did not answer; the same call may work
+    /// later.
+    Transient,
+    /// The thing named is gone (or never was): for a delete, done already.
+    NotFound,
+    /// Anything else.
+    Other,
+}
