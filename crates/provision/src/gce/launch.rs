@@ -75,6 +75,7 @@ fn instance_body(
         ));
     };
     let disk_type = |t: &str| format!("zones/{zone}/diskTypes/{t}");
+    let labels = resource_labels(&run.tags, &run.test_id.0, &[]);
     let boot = AttachedDisk::new()
         .set_boot(true)
         .set_auto_delete(true)
@@ -84,9 +85,9 @@ fn instance_body(
                 .set_disk_size_gb(i64::from(spec.boot_disk_gb.unwrap_or(DEFAULT_BOOT_DISK_GB)))
                 .set_disk_type(disk_type(
                     spec.boot_disk_type.as_deref().unwrap_or(DEFAULT_DISK_TYPE),
-                )),
+                ))
+                .set_labels(labels.clone()),
         );
-    let labels = resource_labels(&run.tags, &run.test_id.0, &[]);
     let extra: Vec<AttachedDisk> = spec
         .extra_disks()
         .into_iter()
@@ -439,7 +440,7 @@ impl GceProvisioner {
                     .and_then(|s| s.name())
                     .unwrap_or("?")
                     .to_string(),
-                Err(e) if e.class == ErrorClass::Transient => "unanswered".into(),
+                Err(e) if e.class == ErrorClass::Transient => format!("unanswered ({e})"),
                 Err(_) => String::new(),
             };
             match got {

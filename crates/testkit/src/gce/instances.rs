@@ -524,5 +524,10 @@ mod tests {
         assert_eq!(f.len(), 12);
         assert!(f.ends_with('='));
         assert_ne!(f, fingerprint(&json!({"a": "c"})));
+        // URL-safe, as the API's `byte` fields are: the client refuses `+` and `/`.
+        for i in 0..200 {
+            let f = fingerprint(&json!(i));
+            assert!(!f.contains(['+', '/']), "{f}");
+        }
     }
 }

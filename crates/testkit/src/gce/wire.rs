@@ -330,7 +330,9 @@ pub(crate) fn fingerprint(v: &Value) -> String {
     for b in v.to_string().bytes() {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    // URL-safe alphabet: the API's `byte` fields are URL-safe base64, and the official client
+    // refuses `+` and `/` in them.
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let bytes = h.to_be_bytes();
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
