@@ -127,6 +127,8 @@ pub enum Call {
     ReservationsList,
     /// `compute.reservations.aggregatedList`
     ReservationsAggregatedList,
+    /// `compute.reservations.update`
+    ReservationsUpdate,
     /// `compute.disks.get`
     DisksGet,
     /// `compute.disks.delete`
@@ -187,6 +189,7 @@ impl Call {
             ReservationsDelete => "compute.reservations.delete",
             ReservationsList => "compute.reservations.list",
             ReservationsAggregatedList => "compute.reservations.aggregatedList",
+            ReservationsUpdate => "compute.reservations.update",
             DisksGet => "compute.disks.get",
             DisksDelete => "compute.disks.delete",
             DisksList => "compute.disks.list",
@@ -221,6 +224,7 @@ impl Call {
                 | InstancesSetLabels
                 | ReservationsInsert
                 | ReservationsDelete
+                | ReservationsUpdate
                 | DisksDelete
                 | FirewallsInsert
                 | FirewallsDelete

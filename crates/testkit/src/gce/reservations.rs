@@ -1,4 +1,4 @@
-//! `reservations` (zonal, specific-SKU): insert, get, delete, list, aggregatedList.
+//! `reservations` (zonal, specific-SKU): insert, get, delete, list, aggregatedList, update.
 //!
 //! An accepted insert takes `specificReservation.count` units of the zone's on-demand capacity
 //! for the machine type at once and shows the reservation `CREATING` until its operation is done,
@@ -181,6 +181,65 @@ pub(crate) fn delete(st: &mut State, ctx: &Ctx<'_>) -> Response {
             id,
         },
         Effect::ReservationDeleted { zone, name },
+        error,
+        ctx.request_key(),
+    );
+    Response::json(200, &op)
+}
+
+/// The fields `update` may change: when the reservation ends, and its description.
+const UPDATABLE: &[&str] = &["deleteAtTime", "deleteAfterDuration", "description"];
+
+/// `PATCH …/zones/{zone}/reservations/{reservation}?updateMask=…` (or `paths=…`): the fields the
+/// mask names are copied from the body (only [`UPDATABLE`] ones; a resize is its own method).
+pub(crate) fn update(st: &mut State, ctx: &Ctx<'_>) -> Response {
+    let project = st.project().to_string();
+    let (zone, name) = (ctx.zone().to_string(), ctx.name().to_string());
+    let mask: Vec<String> = ctx
+        .req
+        .query
+        .iter()
+        .filter(|(k, _)| k == "updateMask" || k == "paths")
+        .flat_map(|(_, v)| v.split(',').map(|f| f.trim().to_string()))
+        .filter(|f| !f.is_empty())
+        .collect();
+    if mask.is_empty() {
+        return wire::invalid_field("updateMask", "", "At least one field must be updated.");
+    }
+    if let Some(bad) = mask.iter().find(|f| !UPDATABLE.contains(&f.as_str())) {
+        return wire::invalid_field(
+            "updateMask",
+            bad,
+            &format!("Only {} can be updated.", UPDATABLE.join(", ")),
+        );
+    }
+    let error = ctx.fault_error(&project, "");
+    let Some(r) = st.reservation_mut(&zone, &name) else {
+        return wire::not_found(&project, &format!("zones/{zone}/reservations/{name}"));
+    };
+    let id: u64 = r.json["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let link = r.json["selfLink"].as_str().unwrap_or("").to_string();
+    if error.is_none()
+        && let Some(obj) = r.json.as_object_mut()
+    {
+        for f in &mask {
+            match ctx.body.get(f) {
+                Some(v) => obj.insert(f.clone(), v.clone()),
+                None => obj.remove(f),
+            };
+        }
+    }
+    let op = st.start_operation(
+        Target {
+            scope: Scope::Zone(zone),
+            op_type: "update",
+            link,
+            id,
+        },
+        Effect::None,
         error,
         ctx.request_key(),
     );
