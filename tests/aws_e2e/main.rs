@@ -198,30 +198,7 @@ fn btrfsqa_plan(rig: &Rig, remote: &Path) -> PathBuf {
         );
     }
     write(&dir.join("btrfsqa-aws.yaml"), &plan);
-    write(
-        &dir.join("btrfsqa-aws/config/kernel.config"),
-        "CONFIG_BTRFS_FS=y\n",
-    );
-    write(
-        &dir.join("btrfsqa-aws/config/local.config"),
-        "export TEST_DEV=/dev/nvme1n1\nexport SCRATCH_DEV_POOL=\"/dev/nvme2n1 /dev/nvme3n1\"\n",
-    );
-    write(
-        &dir.join("btrfsqa-aws/001-kernel.sh"),
-        "#!/bin/sh\nset -e\necho \"building $KERNEL_BRANCH of $KERNEL_REPO with $(cat config/kernel.config)\"\nmkdir -p results\ncat /proc/sys/kernel/random/boot_id >/dev/null\necho installed > results/001-kernel.txt\nsleep 1\necho rebooting into the new kernel\nsh -c \"$REBOOT\"\n",
-    );
-    write(
-        &dir.join("btrfsqa-aws/002-btrfs-progs.sh"),
-        "#!/bin/sh\nset -e\ntest -f results/001-kernel.txt\necho progs built > results/002-btrfs-progs.txt\n",
-    );
-    write(
-        &dir.join("btrfsqa-aws/003-xfstests.sh"),
-        "#!/bin/sh\nset -e\n. config/local.config\necho \"xfstests on $TEST_DEV with $SCRATCH_DEV_POOL\" > results/003-xfstests.txt\nmkdir -p xfstests/results/generic\necho 'generic/001 full log' > xfstests/results/generic/001.full\necho 'Passed all 3 tests'\n",
-    );
-    write(
-        &dir.join("btrfsqa-aws/004-raid5-scrub.sh"),
-        "#!/bin/sh\nset -e\necho scrub ok > results/004-raid5-scrub.txt\n",
-    );
+    qa_testkit::btrfsqa::write_stand_ins(&dir);
     dir.join("btrfsqa-aws.yaml")
 }
 

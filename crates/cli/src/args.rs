@@ -25,6 +25,13 @@ Environment:
   QA_RUN_AWS_SSH_ADDRESS      reach EC2 machines' SSH at HOST:PORT instead of their own address,
                               for all (`HOST:PORT`) or some (`NAME=HOST:PORT,...`); for port
                               forwards, tunnels and emulators
+  QA_RUN_AWS_PRICES           JSON file of EC2 prices laid over the built-in table
+  GOOGLE_APPLICATION_CREDENTIALS, GOOGLE_CLOUD_PROJECT, ...  the usual Google configuration
+                              (Application Default Credentials; gce builds)
+  QA_RUN_GCE_ENDPOINT         reach Compute Engine at this URL instead of Google's (emulators,
+                              private endpoints)
+  QA_RUN_GCE_SSH_ADDRESS      as QA_RUN_AWS_SSH_ADDRESS, for GCE machines
+  QA_RUN_GCE_PRICES           JSON file of Compute Engine prices laid over the built-in table
 
 ";
 
@@ -105,6 +112,7 @@ resources are found by tag only.
 Examples:
   qa-run cleanup results/btrfsqa-20261123T101500Z-1a2b
   qa-run cleanup --test-id btrfsqa-20261123T101500Z-1a2b --aws
+  qa-run cleanup --test-id btrfsqa-20261123T101500Z-1a2b --gce
   qa-run cleanup --test-id btrfsqa-20261123T101500Z-1a2b --all-regions
 
 Exit codes: 0 nothing is left, 2 bad usage or cloud settings, 3 a cloud could not be reached, \
@@ -117,12 +125,16 @@ Exit codes: 0 nothing is left, 2 bad usage or cloud settings, 3 a cloud could no
         #[arg(long)]
         test_id: Option<String>,
         /// With --test-id: sweep and cancel in every region, not only the configured one
-        /// (implies --aws).
+        /// (implies every cloud of the build).
         #[arg(long)]
         all_regions: bool,
         /// With --test-id: also sweep AWS (credentials from the usual AWS configuration).
         #[arg(long)]
         aws: bool,
+        /// With --test-id: also sweep Compute Engine, every zone of the configured project
+        /// (credentials from Application Default Credentials).
+        #[arg(long)]
+        gce: bool,
     },
     /// Continue a run from its journal; steps that passed are not run again.
     Resume {

@@ -14,6 +14,7 @@
 //! - [`procs`]: finding processes by their command line or working directory, to check that
 //!   nothing was left running.
 //! - [`git`]: running `git` in a test's repositories.
+//! - [`btrfsqa`]: stand-ins for the BTRFSQA example's scripts.
 //! - [`cli`]: driving the real `qa-run` binary (its path is the caller's `CARGO_BIN_EXE_qa-run`).
 //! - [`net`]: a free loopback port.
 //! - [`redaction`]: the redaction corpus, read into its cases.
@@ -35,6 +36,7 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+pub mod btrfsqa;
 pub mod cli;
 #[cfg(feature = "gce")]
 pub mod gce;

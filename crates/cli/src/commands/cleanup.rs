@@ -29,6 +29,8 @@ pub(super) struct Targets<'a> {
     pub all_regions: bool,
     /// With a test id: sweep AWS too.
     pub aws: bool,
+    /// With a test id: sweep Compute Engine too.
+    pub gce: bool,
 }
 
 /// Cleans up after a run (its directory, its test id, or both).
@@ -38,6 +40,7 @@ pub(super) async fn cleanup(globals: &Globals, targets: Targets<'_>) -> Result<i
         test_id,
         all_regions,
         aws,
+        gce,
     } = targets;
     if run_dir.is_none() && test_id.is_none() {
         return Err(CliError::NothingToCleanUp);
@@ -47,9 +50,15 @@ pub(super) async fn cleanup(globals: &Globals, targets: Targets<'_>) -> Result<i
         &globals.engine_settings(&globals.results, inventory),
         Arc::new(qa_core::events::NoEvents),
     );
-    // A run directory asks the clouds it used; a sweep by test id only those named (--aws).
+    // A run directory asks the clouds it used; a sweep by test id only those named (--aws,
+    // --gce), or every one with --all-regions.
+    let named: Vec<&str> = [("aws", aws), ("gce", gce)]
+        .into_iter()
+        .filter_map(|(n, on)| on.then_some(n))
+        .collect();
     let clouds = match (run_dir, test_id) {
-        (_, Some(_)) if aws || all_regions => Clouds::all(),
+        (_, Some(_)) if all_regions => Clouds::all(),
+        (_, Some(_)) if !named.is_empty() => Clouds::named(&named).map_err(CliError::Cloud)?,
         (Some(dir), _) => clouds_of_run(dir),
         (None, _) => Clouds::none(),
     };

@@ -72,6 +72,7 @@ pub async fn dispatch(cli: Cli, settings: &Settings) -> Result<i32, CliError> {
             test_id,
             all_regions,
             aws,
+            gce,
         } => {
             cleanup::cleanup(
                 &globals,
@@ -80,6 +81,7 @@ pub async fn dispatch(cli: Cli, settings: &Settings) -> Result<i32, CliError> {
                     test_id: test_id.as_deref(),
                     all_regions,
                     aws,
+                    gce,
                 },
             )
             .await

@@ -197,7 +197,7 @@ fn is_done(op: &Operation) -> bool {
 }
 
 /// Polls `op` with `poll` (the client's `get_operation` for the operation's name) until it is
-/// `DONE`, then returns it, or the error inside it, classified. A poll that gets no answer is
+/// `DONE` (after 250 ms, then twice as long each time up to `wait.interval`), then returns it, or the error inside it, classified. A poll that gets no answer is
 /// tried again until the timeout; one Compute Engine refuses is returned.
 pub async fn until_done<F, Fut>(
     mut op: Operation,
@@ -210,6 +210,8 @@ where
 {
     let deadline = Instant::now() + wait.timeout;
     let name = op.name.clone().unwrap_or_default();
+    // Most operations finish within a second: poll soon, then back off to the interval.
+    let mut delay = wait.interval.min(Duration::from_millis(250));
     loop {
         if is_done(&op) {
             return match GceError::of_operation(&op) {
@@ -230,7 +232,8 @@ where
             e.class = ErrorClass::Transient;
             return Err(e);
         }
-        tokio::time::sleep(wait.interval).await;
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(wait.interval);
         match poll(name.clone()).await {
             Ok(next) => op = next,
             Err(e) => {
