@@ -177,7 +177,7 @@ mod tests {
         assert!(
             absent
                 .to_string()
-                .contains("rebuild with the `aws` feature")
+                .contains("rebuild with the `aws` or `gce` feature")
         );
     }
 

@@ -56,6 +56,9 @@ pub struct ProvisionError {
     pub message: String,
     /// What exists now because of the failed call.
     pub leftovers: Leftovers,
+    /// The backend had no capacity for the machine in any zone it tried: a machine with a
+    /// `fallback` moves on to its next backend.
+    pub out_of_capacity: bool,
     /// The cause.
     #[source]
     pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
@@ -74,8 +77,15 @@ impl ProvisionError {
             machine: machine.map(str::to_string),
             message: message.into(),
             leftovers,
+            out_of_capacity: false,
             source: None,
         }
+    }
+
+    /// Marks the error as a lack of capacity in every zone tried.
+    pub fn out_of_capacity(mut self) -> Self {
+        self.out_of_capacity = true;
+        self
     }
 
     /// Attaches a cause.

@@ -1,7 +1,7 @@
 //! The cloud backends: which clouds a command needs ([`Clouds`], from a plan or from a run's
 //! journal), adding them to the engine, and the janitor across them. Each cloud this build has is
 //! one module behind its cargo feature (`aws.rs`, `gce.rs`) that gives a [`CloudWiring`]; the
-//! list [`wirings`] is the only place that names them. A build without any has an empty list:
+//! list `wirings()` is the only place that names them. A build without any has an empty list:
 //! a plan that needs a cloud is refused by the engine's check, which names the feature to build.
 
 use std::collections::BTreeMap;
@@ -122,7 +122,10 @@ pub(crate) fn clouds_of_plan(plan: &Plan) -> Clouds {
     let machines = qa_core::stages::machine_instances(plan);
     let mut out = BTreeMap::new();
     for w in wirings() {
-        if let Some(m) = machines.iter().find(|m| m.backend == w.name()) {
+        // A machine needs the cloud it is on, and each one it may fall back to.
+        if let Some(m) = machines.iter().find(|m| {
+            m.backend == w.name() || plan.machines[m.spec_index].fallback.contains(&w.name())
+        }) {
             let place = plan.machines[m.spec_index]
                 .options_of(w.name())
                 .and_then(|o| o.get(w.place_key()))

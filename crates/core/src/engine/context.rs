@@ -100,6 +100,11 @@ pub(crate) struct RunState {
     pub executors: HashMap<String, Arc<dyn RemoteExecutor>>,
     /// Per backend and region (`None`: the backend has no default region).
     pub placements: HashMap<(BackendName, Option<String>), Placement>,
+    /// Per machine that left its own backend: the index of the backend it is on now among its
+    /// alternatives (`MachineSpec::alternatives`).
+    pub alternative: HashMap<String, usize>,
+    /// Per machine: what each backend it left said, in order.
+    pub tried: HashMap<String, Vec<String>>,
     pub outcomes: HashMap<Stage, TaskOutcome>,
     pub steps: HashMap<Stage, StepDetail>,
     pub artifacts: HashMap<String, Vec<String>>,

@@ -225,18 +225,32 @@ impl Engine {
         let plan = &loaded.plan;
         let mut problems = Vec::new();
         let mut seen_specs = std::collections::BTreeSet::new();
+        // Every backend a machine may land on: its own, then its fallbacks.
+        let mut needed = Vec::new();
         for m in stages::machine_instances(plan) {
-            if self.backends.provisioner(m.backend).is_some() || !seen_specs.insert(m.spec_index) {
+            if !seen_specs.insert(m.spec_index) {
                 continue;
             }
             let spec = &plan.machines[m.spec_index];
-            let key_path = if spec.backend.is_some() {
+            let own_path = if spec.backend.is_some() {
                 format!("machines[{}].backend", m.spec_index)
             } else if plan.backend.is_some() {
                 "backend".to_string()
             } else {
                 format!("machines[{}]", m.spec_index)
             };
+            needed.push((m.clone(), own_path));
+            for (j, b) in spec.fallback.iter().enumerate() {
+                let mut alt = m.clone();
+                alt.backend = *b;
+                needed.push((alt, format!("machines[{}].fallback[{j}]", m.spec_index)));
+            }
+        }
+        for (m, key_path) in needed {
+            if self.backends.provisioner(m.backend).is_some() {
+                continue;
+            }
+            let spec = &plan.machines[m.spec_index];
             let (kind, why) = match self.backends.absent_feature(m.backend) {
                 Some(feature) => (
                     SetupProblemKind::BackendNotBuilt {

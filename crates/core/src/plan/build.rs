@@ -89,6 +89,13 @@ impl MachineSpec {
         self
     }
 
+    /// Backends to try in order when its own has no capacity anywhere (`fallback:`); each needs
+    /// its options block too.
+    pub fn fallback(mut self, backends: impl IntoIterator<Item = BackendName>) -> Self {
+        self.fallback = backends.into_iter().collect();
+        self
+    }
+
     /// Its options for a backend (`<backend>: {…}`), e.g. `("fake-cloud", json!({"zones": …}))`.
     pub fn options(mut self, backend: impl Into<String>, options: serde_json::Value) -> Self {
         self.options.insert(backend.into(), options);

@@ -326,13 +326,45 @@ pub(crate) fn validate(
         }
         selectors.insert(m.name.clone());
         selectors.insert(m.role().to_string());
+        let default = plan.backend.unwrap_or(BackendName::LOCAL);
+        let own = m.backend_or(default);
         check_backend(
             &mut diag,
             backends,
             i,
             m,
-            plan.backend.unwrap_or(BackendName::LOCAL),
+            own,
+            format!("machines[{i}].backend"),
         );
+        for (j, &alt) in m.fallback.iter().enumerate() {
+            let path = format!("machines[{i}].fallback[{j}]");
+            if alt == own || m.fallback[..j].contains(&alt) {
+                diag(
+                    path,
+                    format!("backend `{alt}` is tried already"),
+                    Some("list each backend once, after the machine's own".into()),
+                );
+                continue;
+            }
+            match backends.get(alt) {
+                Some(b) if !b.descriptor().is_cloud() => diag(
+                    path,
+                    format!("backend `{alt}` is not a cloud: it has no capacity to run out of"),
+                    Some("only cloud backends can be fallbacks".into()),
+                ),
+                Some(_) if m.options_of(alt).is_none() => diag(
+                    format!("machines[{i}]"),
+                    format!(
+                        "machine `{}` falls back to `{alt}` but has no `{alt}:` options",
+                        m.name
+                    ),
+                    Some(format!(
+                        "add `{alt}:` with the options of the machine there"
+                    )),
+                ),
+                _ => check_backend(&mut diag, backends, i, m, alt, path),
+            }
+        }
     }
     let check_selectors =
         |diag: &mut dyn FnMut(String, String, Option<String>), path: String, list: &[String]| {
@@ -543,9 +575,9 @@ fn check_backend(
     backends: &BackendRegistry,
     i: usize,
     m: &super::model::MachineSpec,
-    default: BackendName,
+    backend: BackendName,
+    name_path: String,
 ) {
-    let backend = m.backend_or(default);
     let Some(b) = backends.get(backend) else {
         let (message, hint) = match backends.absent_feature(backend) {
             Some(feature) => (
@@ -564,7 +596,7 @@ fn check_backend(
                 ),
             ),
         };
-        diag(format!("machines[{i}].backend"), message, Some(hint));
+        diag(name_path, message, Some(hint));
         return;
     };
     let descriptor = b.descriptor();

@@ -111,6 +111,11 @@ pub struct MachineSpec {
     /// Options of the static backend.
     #[serde(default, rename = "static")]
     pub static_hosts: Option<StaticMachine>,
+    /// Backends to try in order when the machine's own has no capacity in any zone (each with
+    /// its options block in the machine): a cloud that is out of capacity everywhere gives way
+    /// to the next.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback: Vec<BackendName>,
     /// Options of a registered backend, by its name: the block `my-cloud:` of a machine on the
     /// backend registered as `my-cloud`. The loader checks each block against its backend's
     /// schema and checks.
@@ -132,6 +137,7 @@ impl Default for MachineSpec {
             backend: None,
             local: None,
             static_hosts: None,
+            fallback: Vec::new(),
             options: BTreeMap::new(),
         }
     }
@@ -154,13 +160,25 @@ impl MachineSpec {
         if let Some(b) = self.backend {
             return b;
         }
-        if let Some(name) = self.options.keys().next() {
+        if let Some(name) = self
+            .options
+            .keys()
+            .find(|k| !self.fallback.iter().any(|f| f.as_str() == k.as_str()))
+        {
             BackendName::intern(name)
         } else if self.static_hosts.is_some() {
             BackendName::STATIC
         } else {
             default
         }
+    }
+
+    /// The backends the machine may land on, in order: its own (as [`MachineSpec::backend_or`]
+    /// says), then its `fallback`.
+    pub fn alternatives(&self, default: BackendName) -> Vec<BackendName> {
+        std::iter::once(self.backend_or(default))
+            .chain(self.fallback.iter().copied())
+            .collect()
     }
 
     /// Names of the machines this spec expands to.

@@ -193,6 +193,7 @@ pub const STR_LIST: Shape = Shape::List(&STR);
 const ENV: Shape = Shape::Map(&STR);
 const ANY_MAP: Shape = Shape::Map(&Shape::Any);
 const BACKEND: Shape = Shape::Backend;
+const BACKENDS: Shape = Shape::List(&BACKEND);
 const CLEANUP_POLICY: Shape = Shape::Enum {
     what: "cleanup policy",
     values: &["always", "on-success", "never"],
@@ -214,6 +215,7 @@ const MACHINE: Shape = Shape::Machine(&[
     opt("role", &STR),
     dflt("count", &COUNT),
     opt("backend", &BACKEND),
+    dflt("fallback", &BACKENDS),
     opt("local", &LOCAL_MACHINE),
     opt("static", &STATIC_MACHINE),
 ]);

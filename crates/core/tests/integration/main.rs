@@ -13,6 +13,7 @@ mod run_cost;
 mod run_custom_steps;
 mod run_dirs;
 mod run_events;
+mod run_fallback;
 mod run_keepalive;
 mod run_names;
 mod run_shared;

@@ -171,6 +171,21 @@ impl AwsProvisioner {
     }
 }
 
+/// A failed launch as the error `create` returns: with the run's shared resources among its
+/// leftovers, and marked as a lack of capacity when EC2 had none (a machine with a `fallback`
+/// then moves on).
+fn capacity_marked(
+    f: LaunchFailure,
+    shared: &[qa_core::types::ResourceKey],
+) -> qa_core::ProvisionError {
+    let e = with_leftovers(f.error, shared);
+    if f.no_capacity {
+        e.out_of_capacity()
+    } else {
+        e
+    }
+}
+
 #[async_trait]
 impl Provisioner for AwsProvisioner {
     fn backend(&self) -> BackendName {
@@ -242,9 +257,9 @@ impl Provisioner for AwsProvisioner {
                 }
                 .launch()
                 .await
-                .map_err(|f| with_leftovers(f.error, &shared.keys))?
+                .map_err(|f| capacity_marked(f, &shared.keys))?
             }
-            Err(f) => return Err(with_leftovers(f.error, &shared.keys)),
+            Err(f) => return Err(capacity_marked(f, &shared.keys)),
         };
         let instance_id = instance.instance_id().unwrap_or_default().to_string();
         let mut all_keys = shared.keys.clone();

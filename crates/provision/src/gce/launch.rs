@@ -254,7 +254,8 @@ impl GceProvisioner {
                 tried.join(", ")
             ),
             Leftovers::Remaining(shared.keys.clone()),
-        ))
+        )
+        .out_of_capacity())
     }
 
     /// One `instances.insert`, waited for until the instance runs.

@@ -43,39 +43,62 @@ impl ActiveRun {
             self.state().machines.insert(machine.to_string(), m.clone());
             return TaskResult::new(Verdict::Pass, "reused the machine of the earlier run");
         }
-        let Some(p) = self.engine.backends.provisioner(inst.backend).cloned() else {
-            return TaskResult::new(
-                Verdict::Error,
-                format!("no provisioner for backend {}", inst.backend),
-            );
-        };
-        let mut spec = self.loaded.plan.machines[inst.spec_index].clone();
-        // Paths in a plan are relative to the plan file, wherever qa-run was started.
-        if let Some(root) = spec.local.as_mut().and_then(|l| l.root.as_mut()) {
-            *root = self.loaded.resolve(root);
-        }
-        // Only a machine that asked for a reservation is launched into one, and only into one
-        // of its own region.
-        let placement = self
-            .reservation_key(inst)
-            .and_then(|key| self.state().placements.get(&key).cloned());
-        let request = MachineRequest {
-            name: inst.name.clone(),
-            role: inst.role.clone(),
-            spec,
-            placement,
-        };
-        match p.create(&request, &self.ctx, &*self.journal).await {
-            Ok(m) => {
-                self.journal
-                    .update(|s| s.machines.insert(m.name.clone(), m.clone()));
-                if let Err(e) = self.journal.flush().await {
-                    return TaskResult::new(Verdict::Error, e.to_string());
-                }
-                self.state().machines.insert(m.name.clone(), m);
-                TaskResult::pass()
+        // A machine whose backend has no capacity in any zone moves on to its next one, if it
+        // has one (`fallback`), until one makes it.
+        loop {
+            let now = self.current(inst);
+            let Some(p) = self.engine.backends.provisioner(now.backend).cloned() else {
+                return TaskResult::new(
+                    Verdict::Error,
+                    format!("no provisioner for backend {}", now.backend),
+                );
+            };
+            let mut spec = self.loaded.plan.machines[inst.spec_index].clone();
+            spec.backend = Some(now.backend);
+            // Paths in a plan are relative to the plan file, wherever qa-run was started.
+            if let Some(root) = spec.local.as_mut().and_then(|l| l.root.as_mut()) {
+                *root = self.loaded.resolve(root);
             }
-            Err(e) => TaskResult::new(Verdict::Error, format!("{e} ({})", e.leftovers)),
+            // Only a machine that asked for a reservation is launched into one, and only into
+            // one of its own region. One that came to its backend after the reserve task
+            // reserves for itself.
+            let key = self.reservation_key(inst);
+            let mut placement = key
+                .as_ref()
+                .and_then(|key| self.state().placements.get(key).cloned());
+            if let (Some(key), None) = (&key, &placement) {
+                match self.reserve_one(&now, key).await {
+                    Ok(p) => placement = Some(p),
+                    Err(e @ crate::capacity::CapacityError::NoCapacity { .. })
+                        if self.fall_back(inst, e.to_string()) =>
+                    {
+                        continue;
+                    }
+                    Err(e) => return TaskResult::new(Verdict::Error, e.to_string()),
+                }
+            }
+            let request = MachineRequest {
+                name: inst.name.clone(),
+                role: inst.role.clone(),
+                spec,
+                placement,
+            };
+            match p.create(&request, &self.ctx, &*self.journal).await {
+                Ok(mut m) => {
+                    if let Some(tried) = self.state().tried.get(machine) {
+                        m.facts.insert("tried-before".into(), tried.join("; "));
+                    }
+                    self.journal
+                        .update(|s| s.machines.insert(m.name.clone(), m.clone()));
+                    if let Err(e) = self.journal.flush().await {
+                        return TaskResult::new(Verdict::Error, e.to_string());
+                    }
+                    self.state().machines.insert(m.name.clone(), m);
+                    return TaskResult::pass();
+                }
+                Err(e) if e.out_of_capacity && self.fall_back(inst, e.message.clone()) => {}
+                Err(e) => return TaskResult::new(Verdict::Error, format!("{e} ({})", e.leftovers)),
+            }
         }
     }
 

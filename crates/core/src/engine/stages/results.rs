@@ -157,7 +157,8 @@ impl ActiveRun {
                 MachineReport {
                     name: m.name.clone(),
                     role: m.role.clone(),
-                    backend: m.backend.to_string(),
+                    // Where it landed, which a fallback may have changed from the plan's.
+                    backend: machine.map_or(m.backend, |x| x.backend).to_string(),
                     facts: machine.map(|x| x.facts.clone()).unwrap_or_default(),
                     artifacts: g.artifacts.get(&m.name).cloned().unwrap_or_default(),
                     kept: g.kept.contains(&m.name),
