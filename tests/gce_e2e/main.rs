@@ -44,7 +44,7 @@ impl Drop for Rig {
 impl Rig {
     async fn start() -> Option<Rig> {
         let sshd = TestSshd::start_or_skip()?;
-        let types = ["n2-highmem-2", "e2-standard-2"];
+        let types = ["n2-highmem-2", "n2-standard-2", "e2-standard-2"];
         let gce = GceEmulator::start(
             GceConfig::new(PROJECT)
                 .zone(ZoneConfig::new("us-central1-a", &types))
@@ -596,4 +596,93 @@ async fn cleanup_by_test_id_finds_what_a_lost_run_left() {
         text(&out)
     );
     let _ = std::fs::remove_dir_all(remote_home(&rig).join("qa-run/lost"));
+}
+
+/// examples/plans/fallback-aws-gce.yaml with what only real clouds have replaced: the AMI is one
+/// moto knows, the login user is the sshd's and SSH is admitted from loopback on both clouds.
+fn fallback_plan(rig: &Rig) -> PathBuf {
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/plans/fallback-aws-gce.yaml"),
+    )
+    .unwrap();
+    assert!(example.contains("ssh-user: admin") && example.contains("ami-0123456789abcdef0"));
+    let plan = example
+        .replace("ami-0123456789abcdef0", "ami-12c6146b")
+        .replace(
+            "ssh-user: admin",
+            &format!("ssh-user: {}\n      ssh-cidr: 127.0.0.1/32", rig.user()),
+        );
+    let path = rig.dir.path().join("fallback/fallback-aws-gce.yaml");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, plan).unwrap();
+    path
+}
+
+/// EC2 (moto) has no m5.large capacity in any zone of us-east-1: the machine's reservation fails
+/// everywhere, so it is made on Compute Engine instead; EC2 holds nothing of the run, and the
+/// report says where the machine landed and what was tried.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_machine_lands_on_gce_when_ec2_is_out_of_capacity_everywhere() {
+    let Some(rig) = Rig::start().await else {
+        return;
+    };
+    let ec2 = qa_testkit::aws::Ec2Emulator::start().await;
+    {
+        let mut st = ec2.proxy.lock();
+        for z in ["a", "b", "c", "d", "e", "f"] {
+            st.no_capacity
+                .insert((format!("us-east-1{z}"), "m5.large".to_string()));
+        }
+    }
+    let plan = fallback_plan(&rig);
+    let home = rig.dir.path().join("home");
+    let out = {
+        let mut c = rig.bin();
+        c.env("AWS_ENDPOINT_URL", ec2.url())
+            .env("AWS_ACCESS_KEY_ID", "AKIDQARUNTEST")
+            .env("AWS_SECRET_ACCESS_KEY", "qa-run-test-secret")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", home.join("aws-config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", home.join("aws-credentials"))
+            .args(["run", "--run-id", "fallback", "--test-id", "fallback"])
+            .arg(&plan);
+        tokio::task::spawn_blocking(move || c.output().unwrap())
+            .await
+            .unwrap()
+    };
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let run_dir = rig.results().join("fallback");
+    let report = json(&run_dir.join("report.json"));
+    let m = &report["machines"][0];
+    assert_eq!(m["backend"], "gce", "{report:#}");
+    let tried = m["facts"]["tried-before"].as_str().unwrap();
+    assert!(
+        tried.starts_with("aws: us-east-1: no capacity in any of us-east-1a"),
+        "{tried}"
+    );
+    assert_eq!(m["facts"]["zone"], "us-central1-a");
+    assert!(
+        report["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["verdict"] == "PASS")
+    );
+    // EC2 was asked for a reservation in every zone and holds nothing; GCE made the machine and
+    // holds nothing after teardown either.
+    // (every zone of the region that offers the type, each refused)
+    let asked = ec2.proxy.lock().calls_of("CreateCapacityReservation").len();
+    assert!(
+        asked >= 2 && tried.matches("us-east-1").count() > asked,
+        "{asked}: {tried}"
+    );
+    assert!(ec2.leftovers("us-east-1", "fallback").await.is_empty());
+    assert_eq!(rig.gce.requests_of(Call::InstancesInsert).len(), 1);
+    assert!(
+        rig.alive("fallback").is_empty(),
+        "{:?}",
+        rig.alive("fallback")
+    );
+    let _ = std::fs::remove_dir_all(remote_home(&rig).join("qa-run/fallback"));
 }

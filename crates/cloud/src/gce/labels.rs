@@ -62,9 +62,14 @@ pub fn label_value(value: &str) -> String {
     format!("{readable}-{}", hash8(value))
 }
 
-/// An RFC 3339 UTC time (`2026-12-02T10:00:00Z`) as a label value (`2026-12-02t10-00-00z`).
+/// An RFC 3339 UTC time (`2026-12-02T10:00:00Z`, fractions of a second dropped) as a label
+/// value (`2026-12-02t10-00-00z`).
 pub fn keep_until_value(rfc3339: &str) -> String {
-    rfc3339.to_ascii_lowercase().replace([':', '.'], "-")
+    let whole = match (rfc3339.find('.'), rfc3339.rfind(['Z', 'z'])) {
+        (Some(dot), Some(z)) if dot < z => format!("{}{}", &rfc3339[..dot], &rfc3339[z..]),
+        _ => rfc3339.to_string(),
+    };
+    whole.to_ascii_lowercase().replace(':', "-")
 }
 
 /// A keep-until label value read back as an RFC 3339 time.
@@ -216,6 +221,13 @@ mod tests {
             Some("2026-12-02T10:00:00Z")
         );
         assert_eq!(keep_until_rfc3339("soon"), None);
+        // What the engine writes has nanoseconds; the janitor needs to read it back.
+        let v = keep_until_value("2026-12-02T17:27:25.397070634Z");
+        assert_eq!(v, "2026-12-02t17-27-25z");
+        assert_eq!(
+            keep_until_rfc3339(&v).as_deref(),
+            Some("2026-12-02T17:27:25Z")
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::super::context::{ActiveRun, READY_DEADLINE};
+use super::super::context::{ActiveRun, READY_DEADLINE, by_backend};
 use super::super::layout::{artifacts_dir, file_name_of, script_remote_path};
 use crate::dag::TaskResult;
 use crate::events::{Event, TaskId, TaskKind};
@@ -299,19 +299,24 @@ impl ActiveRun {
             });
             return TaskResult::pass();
         }
-        let p = self
-            .engine
-            .backends
-            .provisioner(inst.backend)
-            .cloned()
-            .expect("checked before the run");
-        match p.destroy(&resources, &*self.journal).await {
-            Ok(()) => TaskResult::pass(),
-            Err(e) => {
-                let msg = e.to_string();
-                self.state().cleanup_failures.push(msg.clone());
-                TaskResult::new(Verdict::Error, msg)
+        // Each resource goes through its own backend's provisioner: a machine that fell back
+        // to another cloud is there, not where the plan put it first.
+        let mut problems = Vec::new();
+        for (backend, records) in by_backend(&resources) {
+            let Some(p) = self.engine.backends.provisioner(backend).cloned() else {
+                problems.push(format!("no provisioner for backend {backend}"));
+                continue;
+            };
+            if let Err(e) = p.destroy(&records, &*self.journal).await {
+                problems.push(e.to_string());
             }
+        }
+        if problems.is_empty() {
+            TaskResult::pass()
+        } else {
+            let msg = problems.join("; ");
+            self.state().cleanup_failures.push(msg.clone());
+            TaskResult::new(Verdict::Error, msg)
         }
     }
 }
