@@ -11,16 +11,15 @@
 //! Run with `cargo test -p qa-cli --features aws --test aws_e2e`.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use qa_testkit::TestSshd;
 use qa_testkit::aws::{Ec2Emulator, TEST_ID_TAG};
-use qa_testkit::cli::json;
+use qa_testkit::cli::{json, text};
 use qa_testkit::git::git;
 use serde_json::Value;
 
@@ -116,6 +115,11 @@ impl Rig {
             .env("AWS_SECRET_ACCESS_KEY", "qa-run-test-secret")
             .env("AWS_REGION", REGION)
             .env("AWS_EC2_METADATA_DISABLED", "true")
+            // The binary has GCE too: were it ever to ask Google's metadata server for
+            // credentials, the question stays on this host.
+            .env("GCE_METADATA_HOST", "127.0.0.1:9")
+            .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+            .env_remove("GOOGLE_CLOUD_PROJECT")
             .env("AWS_CONFIG_FILE", home.join("aws-config"))
             .env("AWS_SHARED_CREDENTIALS_FILE", home.join("aws-credentials"))
             .env("QA_RUN_AWS_SSH_ADDRESS", self.sshd.addr().to_string())
@@ -137,22 +141,6 @@ impl Rig {
 }
 
 /// Where the provisioner puts the machines' work directories on the sshd's host.
-fn remote_home(rig: &Rig) -> PathBuf {
-    match rig.user().as_str() {
-        "root" => PathBuf::from("/root"),
-        u => Path::new("/home").join(u),
-    }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn write(path: &Path, content: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, content).unwrap();
@@ -349,7 +337,8 @@ async fn btrfsqa_on_ec2_runs_reboots_collects_publishes_and_leaves_nothing() {
         .filter(|r| r["state"] != "destroyed")
         .collect();
     assert!(live.is_empty(), "journal still lists {live:#?}");
-    let _ = std::fs::remove_dir_all(remote_home(&rig).join("qa-run/btrfsqa-e2e"));
+    let _ =
+        std::fs::remove_dir_all(qa_testkit::cli::home_of(&rig.user()).join("qa-run/btrfsqa-e2e"));
 }
 
 /// Where a crashed run is killed.
@@ -413,48 +402,15 @@ async fn run_and_kill(rig: &Rig, plan: &Path, id: &str, at: &KillAt) -> (PathBuf
         st.held.clear();
         st.hold_after.insert(action.to_string());
     }
-    let mut child = rig
-        .bin()
-        .args(["--json", "run", "--run-id", id, "--test-id", id])
-        .arg(plan)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let started = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    {
-        let started = started.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && v["event"] == "task-started"
-                {
-                    started
-                        .lock()
-                        .unwrap()
-                        .push(v["task"].as_str().unwrap_or("").to_string());
-                }
-            }
-        });
-    }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let killed = loop {
-        let hit = match at {
-            KillAt::TaskStart(task) => started.lock().unwrap().iter().any(|t| t == task),
+    let mut cmd = rig.bin();
+    cmd.args(["--json", "run", "--run-id", id, "--test-id", id])
+        .arg(plan);
+    let killed = tokio::task::block_in_place(|| {
+        qa_testkit::cli::run_and_kill(&mut cmd, Duration::from_secs(120), |started| match at {
+            KillAt::TaskStart(task) => started.iter().any(|t| t == task),
             KillAt::InsideCall(action) => rig.emu.proxy.lock().held.iter().any(|a| a == action),
-        };
-        if hit {
-            child.kill().unwrap();
-            break true;
-        }
-        if child.try_wait().unwrap().is_some() {
-            break false;
-        }
-        assert!(Instant::now() < deadline, "run {id} did not reach {at:?}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
-    child.wait().unwrap();
+        })
+    });
     rig.emu.proxy.lock().hold_after.clear();
     (rig.results().join(id), killed)
 }
@@ -520,7 +476,7 @@ async fn kill_at_each_then_clean_up(
         }
         found.push(before.iter().map(Vec::len).collect());
     }
-    for entry in std::fs::read_dir(remote_home(rig).join("qa-run"))
+    for entry in std::fs::read_dir(qa_testkit::cli::home_of(&rig.user()).join("qa-run"))
         .into_iter()
         .flatten()
         .flatten()

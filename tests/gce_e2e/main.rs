@@ -12,15 +12,14 @@
 //! Run with `cargo test -p qa-cli --features gce --test gce_e2e`.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use qa_testkit::TestSshd;
-use qa_testkit::cli::json;
+use qa_testkit::cli::{json, text};
 use qa_testkit::gce::{Call, GceConfig, GceEmulator, ZoneConfig};
 use qa_testkit::git::git;
 use serde_json::Value;
@@ -176,22 +175,6 @@ impl Rig {
         }
         out
     }
-}
-
-fn remote_home(rig: &Rig) -> PathBuf {
-    match rig.user().as_str() {
-        "root" => PathBuf::from("/root"),
-        u => Path::new("/home").join(u),
-    }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// examples/plans/btrfsqa-gce.yaml, with what only a real cloud has replaced: the login user is
@@ -358,7 +341,8 @@ async fn btrfsqa_on_gce_runs_reboots_collects_publishes_and_leaves_nothing() {
         .filter(|r| r["state"] != "destroyed")
         .collect();
     assert!(live.is_empty(), "journal still lists {live:#?}");
-    let _ = std::fs::remove_dir_all(remote_home(&rig).join("qa-run/btrfsqa-gce"));
+    let _ =
+        std::fs::remove_dir_all(qa_testkit::cli::home_of(&rig.user()).join("qa-run/btrfsqa-gce"));
 }
 
 /// A plan that makes every kind of resource: a Spot machine with disks, and a machine with a
@@ -410,60 +394,32 @@ steps:
 enum KillAt {
     /// When the run reports that this task started.
     TaskStart(String),
-    /// As soon as the emulator has received this call.
-    AtCall(Call),
+    /// When the emulator has done this call's work and holds its answer back.
+    InsideCall(Call),
 }
 
 /// Runs `plan` with `--json`, kills qa-run with SIGKILL at `at`, and returns the run directory
 /// and whether the kill happened (false: the run ended first).
 async fn run_and_kill(rig: &Rig, plan: &Path, id: &str, at: &KillAt) -> (PathBuf, bool) {
     rig.gce.clear_requests();
-    let mut child = rig
-        .bin()
-        .args(["--json", "run", "--run-id", id, "--test-id", id])
-        .arg(plan)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let started = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    {
-        let started = started.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && v["event"] == "task-started"
-                {
-                    started
-                        .lock()
-                        .unwrap()
-                        .push(v["task"].as_str().unwrap_or("").to_string());
-                }
-            }
-        });
+    if let KillAt::InsideCall(call) = at {
+        rig.gce.hold_answers_of(*call);
     }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let killed = loop {
-        let hit = match at {
-            KillAt::TaskStart(task) => started.lock().unwrap().iter().any(|t| t == task),
-            KillAt::AtCall(call) => !rig.gce.requests_of(*call).is_empty(),
-        };
-        if hit {
-            child.kill().unwrap();
-            break true;
-        }
-        if child.try_wait().unwrap().is_some() {
-            break false;
-        }
-        assert!(Instant::now() < deadline, "run {id} did not reach {at:?}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    };
-    child.wait().unwrap();
+    let mut cmd = rig.bin();
+    cmd.args(["--json", "run", "--run-id", id, "--test-id", id])
+        .arg(plan);
+    let killed = tokio::task::block_in_place(|| {
+        qa_testkit::cli::run_and_kill(&mut cmd, Duration::from_secs(120), |started| match at {
+            KillAt::TaskStart(task) => started.iter().any(|t| t == task),
+            KillAt::InsideCall(call) => rig.gce.held().contains(call),
+        })
+    });
+    rig.gce.release_held();
     (rig.results().join(id), killed)
 }
 
-/// SIGKILL at every task start of the graph and at every create call; each time
+/// SIGKILL at every task start of the graph and inside every create call (the emulator has done
+/// the work and holds the answer back); each time
 /// `qa-run cleanup RUN_DIR` leaves no instance, disk, reservation or firewall rule of the run.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_anywhere_then_cleanup_leaves_nothing() {
@@ -492,6 +448,29 @@ async fn sigkill_anywhere_then_cleanup_leaves_nothing() {
         "{:?}",
         rig.alive("crash-clean")
     );
+    // The reserved machine consumed the reservation made for it, by name.
+    let reserved: Vec<String> = rig
+        .gce
+        .requests_of(Call::ReservationsInsert)
+        .iter()
+        .filter_map(|r| r.body.as_ref()?["name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(reserved.len(), 1, "{reserved:?}");
+    let consuming = rig
+        .gce
+        .requests_of(Call::InstancesInsert)
+        .into_iter()
+        .filter_map(|r| r.body)
+        .find(|b| b["name"].as_str().is_some_and(|n| n.ends_with("-reserved")))
+        .expect("the reserved machine's insert");
+    assert_eq!(
+        consuming["reservationAffinity"]["consumeReservationType"],
+        "SPECIFIC_RESERVATION"
+    );
+    assert_eq!(
+        consuming["reservationAffinity"]["values"][0],
+        reserved[0].as_str()
+    );
     let tasks: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -519,7 +498,7 @@ async fn sigkill_anywhere_then_cleanup_leaves_nothing() {
             Call::InstancesInsert,
             Call::InstancesDelete,
         ]
-        .map(KillAt::AtCall),
+        .map(KillAt::InsideCall),
     );
     let mut with_resources = 0;
     for (i, at) in points.iter().enumerate() {
@@ -551,7 +530,7 @@ async fn sigkill_anywhere_then_cleanup_leaves_nothing() {
         "too few kills left anything behind ({with_resources} of {})",
         points.len()
     );
-    for entry in std::fs::read_dir(remote_home(&rig).join("qa-run"))
+    for entry in std::fs::read_dir(qa_testkit::cli::home_of(&rig.user()).join("qa-run"))
         .into_iter()
         .flatten()
         .flatten()
@@ -595,7 +574,7 @@ async fn cleanup_by_test_id_finds_what_a_lost_run_left() {
         rig.alive("lost"),
         text(&out)
     );
-    let _ = std::fs::remove_dir_all(remote_home(&rig).join("qa-run/lost"));
+    let _ = std::fs::remove_dir_all(qa_testkit::cli::home_of(&rig.user()).join("qa-run/lost"));
 }
 
 /// examples/plans/fallback-aws-gce.yaml with what only real clouds have replaced: the AMI is one
@@ -684,5 +663,5 @@ async fn a_machine_lands_on_gce_when_ec2_is_out_of_capacity_everywhere() {
         "{:?}",
         rig.alive("fallback")
     );
-    let _ = std::fs::remove_dir_all(remote_home(&rig).join("qa-run/fallback"));
+    let _ = std::fs::remove_dir_all(qa_testkit::cli::home_of(&rig.user()).join("qa-run/fallback"));
 }

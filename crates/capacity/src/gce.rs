@@ -36,9 +36,7 @@ use google_cloud_gax::options::RequestOptionsBuilder;
 use qa_cloud::all_items;
 use qa_cloud::gce::config::Clients;
 use qa_cloud::gce::labels::{reservation_description, reservation_is_of, reservation_name};
-use qa_cloud::gce::{
-    ErrorClass, GCE, GceConfig, GceError, OperationWait, config, until_done, zones,
-};
+use qa_cloud::gce::{ErrorClass, GCE, GceConfig, GceError, OperationWait, config, finished, zones};
 use qa_core::journal::ResourceLedger;
 use qa_core::types::{Resource, ResourceKey};
 use qa_core::{
@@ -56,8 +54,8 @@ pub const RESERVATION_KIND: &str = qa_core::capacity::RESERVATION_KIND;
 pub struct GceCapacity {
     gce: GceConfig,
     wait: OperationWait,
-    // Reservation name → zone, from this process's `reserve`.
-    zones: Mutex<BTreeMap<String, String>>,
+    // Reservation name → its zone and journal key, from this process's `reserve`.
+    zones: Mutex<BTreeMap<String, (String, ResourceKey)>>,
     // (zone, machine type) → reservation name.
     ids: Mutex<BTreeMap<(String, String), String>>,
 }
@@ -140,9 +138,15 @@ impl GceCapacity {
             })
     }
 
-    /// Every reservation in the project made for `test_id`: (zone, name).
+    /// Every reservation in the project made for `test_id`: (zone, name). Without a project
+    /// configured there is nowhere to look, and nothing is found.
     async fn of_test_id(&self, test_id: &TestId) -> Result<Vec<(String, String)>, CapacityError> {
-        let project = self.project()?;
+        let Some(project) = self.gce.default_project().map(str::to_string) else {
+            tracing::warn!(
+                "no GCE project configured (GOOGLE_CLOUD_PROJECT): no reservation of {test_id} looked for"
+            );
+            return Ok(Vec::new());
+        };
         let clients = self.clients().await?;
         let scopes = all_items!(clients.reservations.aggregated_list().set_project(&project))
             .map_err(|e| fatal(e, "reservations.aggregatedList"))?;
@@ -174,23 +178,17 @@ impl GceCapacity {
             .set_reservation(name)
             .set_request_id(config::request_id())
             .send()
-            .await
-            .map_err(|e| GceError::of_call(&e));
-        let done = match sent {
-            Ok(op) => {
-                until_done(op, self.wait, |op| {
-                    clients
-                        .reservations
-                        .get_operation()
-                        .set_project(&project)
-                        .set_zone(zone)
-                        .set_operation(op)
-                        .send()
-                })
-                .await
-            }
-            Err(e) => Err(e),
-        };
+            .await;
+        let done = finished(sent, self.wait, |op| {
+            clients
+                .reservations
+                .get_operation()
+                .set_project(&project)
+                .set_zone(zone)
+                .set_operation(op)
+                .send()
+        })
+        .await;
         match done {
             Ok(_) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
@@ -242,8 +240,10 @@ impl ZoneReserver for GceCapacity {
             Ok(c) => c,
             Err(e) => return ZoneAttempt::Fatal(e),
         };
-        let name = reservation_name(&request.test_id.0, zone, instance_type);
         let request_id = config::request_id();
+        // Unique per call: machines that come to this zone and type later (a fallback) get
+        // reservations of their own.
+        let name = reservation_name(&request.test_id.0, zone, instance_type, &request_id[..6]);
         let key = ResourceKey(format!("gce/{RESERVATION_KIND}/{zone}/{name}"));
         let mut intent = Resource::new(key.clone(), GCE, RESERVATION_KIND);
         intent.client_token = Some(request_id.clone());
@@ -287,35 +287,24 @@ impl ZoneReserver for GceCapacity {
             .set_body(body)
             .with_idempotency(true)
             .send()
-            .await
-            .map_err(|e| GceError::of_call(&e));
-        let done = match sent {
-            Ok(op) => {
-                until_done(op, self.wait, |op| {
-                    clients
-                        .reservations
-                        .get_operation()
-                        .set_project(&project)
-                        .set_zone(zone)
-                        .set_operation(op)
-                        .send()
-                })
-                .await
-            }
-            Err(e) => Err(e),
-        };
-        // Made by an earlier attempt for this test id whose answer was lost.
-        let done = match done {
-            Err(e) if e.code.as_deref() == Some("alreadyExists") => Ok(Default::default()),
-            other => other,
-        };
+            .await;
+        let done = finished(sent, self.wait, |op| {
+            clients
+                .reservations
+                .get_operation()
+                .set_project(&project)
+                .set_zone(zone)
+                .set_operation(op)
+                .send()
+        })
+        .await;
         match done {
             Ok(_) => {
                 let _ = ledger.created(&key, &name, BTreeMap::new()).await;
                 self.zones
                     .lock()
                     .expect("zones lock")
-                    .insert(name.clone(), zone.to_string());
+                    .insert(name.clone(), (zone.to_string(), key.clone()));
                 self.ids
                     .lock()
                     .expect("ids lock")
@@ -343,8 +332,8 @@ impl ZoneReserver for GceCapacity {
         id: &str,
         ledger: &dyn ResourceLedger,
     ) -> Result<(), CapacityError> {
-        let zone = self.zones.lock().expect("zones lock").get(id).cloned();
-        let Some(zone) = zone else {
+        let made = self.zones.lock().expect("zones lock").get(id).cloned();
+        let Some((zone, key)) = made else {
             return Err(CapacityError::Other {
                 backend: GCE,
                 message: format!("reservation {id} was not made by this process"),
@@ -352,7 +341,6 @@ impl ZoneReserver for GceCapacity {
             });
         };
         self.delete(&zone, id).await?;
-        let key = ResourceKey(format!("gce/{RESERVATION_KIND}/{zone}/{id}"));
         let _ = ledger.destroyed(&key).await;
         self.zones.lock().expect("zones lock").remove(id);
         self.ids.lock().expect("ids lock").retain(|_, v| v != id);
@@ -400,23 +388,17 @@ impl CapacityReservation for GceCapacity {
                 .set_request_id(config::request_id())
                 .set_body(Reservation::new().set_delete_at_time(rfc3339(end_unix)))
                 .send()
-                .await
-                .map_err(|e| GceError::of_call(&e));
-            let done = match sent {
-                Ok(op) => {
-                    until_done(op, self.wait, |op| {
-                        clients
-                            .reservations
-                            .get_operation()
-                            .set_project(&project)
-                            .set_zone(&zone)
-                            .set_operation(op)
-                            .send()
-                    })
-                    .await
-                }
-                Err(e) => Err(e),
-            };
+                .await;
+            let done = finished(sent, self.wait, |op| {
+                clients
+                    .reservations
+                    .get_operation()
+                    .set_project(&project)
+                    .set_zone(&zone)
+                    .set_operation(op)
+                    .send()
+            })
+            .await;
             if let Err(e) = done {
                 return Err(fatal(e, &format!("reservations.update {name} in {zone}")));
             }

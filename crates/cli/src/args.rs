@@ -65,12 +65,14 @@ pub enum Command {
         after_help = "The run directory is printed at the start and the end; open its report.json, junit.xml, logs/ and casts/.
 
 Cost: report.json (and junit.xml, the site, the markdown summary) carries an estimate of what the
-run's EC2 machines cost, priced from a built-in table of us-east-1 on-demand prices.
-  QA_RUN_AWS_PRICES=FILE   a JSON price table laid over the built-in one, e.g.
+run's cloud machines cost, priced from a built-in table of list prices (EC2 in us-east-1, Compute
+Engine in us-central1).
+  QA_RUN_AWS_PRICES=FILE   a JSON price table laid over the built-in one for EC2 machines, e.g.
                            {\"on-demand-hourly\": {\"r5.large\": 0.133}, \"spot-fraction\": 0.4,
                             \"volume-gb-month\": {\"gp3\": 0.088}}
                            (keys: on-demand-hourly, spot-hourly, spot-fraction, volume-gb-month;
-                           see docs/plan.md). A file that cannot be read or parsed stops the run."
+                           see docs/plan.md). A file that cannot be read or parsed stops the run.
+  QA_RUN_GCE_PRICES=FILE   the same for Compute Engine machines (machine types, disk types)."
     )]
     Run {
         /// The plan file (YAML).

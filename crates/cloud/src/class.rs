@@ -24,3 +24,17 @@ pub enum ErrorClass {
     /// Anything else.
     Other,
 }
+
+/// An error and its causes, `: `-separated (a connection or timeout error, where the chain says
+/// which).
+#[cfg(any(feature = "aws", feature = "gce"))]
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}

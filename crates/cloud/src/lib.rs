@@ -43,3 +43,14 @@ pub fn backends() -> BackendRegistry {
     r.absent(qa_core::BackendName::new("gce"), "gce");
     r
 }
+
+/// Where a cloud machine's run files go: below the login user's home (root's is `/root`).
+#[cfg(any(feature = "aws", feature = "gce"))]
+pub fn remote_workdir(user: &str, run_id: &str, machine: &str) -> String {
+    let home = if user == "root" {
+        "/root".to_string()
+    } else {
+        format!("/home/{user}")
+    };
+    format!("{home}/qa-run/{run_id}/{machine}")
+}

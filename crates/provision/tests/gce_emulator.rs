@@ -21,19 +21,6 @@ use qa_testkit::gce::{Call, FaultRule, GceConfig as EmulatorConfig, GceEmulator}
 
 const PROJECT: &str = "qa-test-project";
 
-/// Answers like an SSH server's first line, so readiness checks have something local to reach.
-async fn banner_server() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            use tokio::io::AsyncWriteExt;
-            let _ = s.write_all(b"SSH-2.0-qa-run-test\r\n").await;
-        }
-    });
-    addr
-}
-
 struct Setup {
     gce: Arc<GceEmulator>,
     dir: tempfile::TempDir,
@@ -44,7 +31,7 @@ async fn setup() -> Setup {
     Setup {
         gce: Arc::new(GceEmulator::start(EmulatorConfig::default()).await),
         dir: tempfile::tempdir().unwrap(),
-        ssh: banner_server().await,
+        ssh: qa_testkit::net::ssh_banner_server().await,
     }
 }
 

@@ -50,6 +50,8 @@ pub(crate) struct Response {
     pub content_type: &'static str,
     /// The body.
     pub body: Vec<u8>,
+    /// While this is true, the answer waits (the work is done; the client does not know yet).
+    pub hold: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Response {
@@ -59,6 +61,7 @@ impl Response {
             status,
             content_type: "application/json; charset=UTF-8",
             body: serde_json::to_vec_pretty(value).expect("a JSON value serializes"),
+            hold: None,
         }
     }
 }
@@ -225,6 +228,11 @@ async fn serve(mut sock: TcpStream, handler: Arc<Handler>) -> std::io::Result<()
             body,
         };
         let resp = handler(req);
+        if let Some(hold) = &resp.hold {
+            while hold.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        }
         write(&mut sock, &resp, close).await?;
         if close {
             return Ok(());
@@ -237,6 +245,7 @@ fn text(status: u16, msg: &str) -> Response {
         status,
         content_type: "text/plain; charset=UTF-8",
         body: msg.as_bytes().to_vec(),
+        hold: None,
     }
 }
 

@@ -73,16 +73,7 @@ pub fn describe<E: ProvideErrorMetadata + std::error::Error>(e: &E) -> String {
     match (e.code(), e.message()) {
         (Some(c), Some(m)) => format!("{c}: {m}"),
         (Some(c), None) => c.to_string(),
-        _ => {
-            let mut s = e.to_string();
-            let mut src = e.source();
-            while let Some(inner) = src {
-                s.push_str(": ");
-                s.push_str(&inner.to_string());
-                src = inner.source();
-            }
-            s
-        }
+        _ => crate::class::chain(e),
     }
 }
 

@@ -196,6 +196,23 @@ fn is_done(op: &Operation) -> bool {
     op.status.as_ref().and_then(|s| s.name()) == Some("DONE")
 }
 
+/// The outcome of a mutating call: Compute Engine's refusal, or its operation polled with
+/// `poll` until done ([`until_done`]).
+pub async fn finished<F, Fut>(
+    sent: Result<Operation, CallError>,
+    wait: OperationWait,
+    poll: F,
+) -> Result<Operation, GceError>
+where
+    F: FnMut(String) -> Fut,
+    Fut: Future<Output = Result<Operation, CallError>>,
+{
+    match sent {
+        Ok(op) => until_done(op, wait, poll).await,
+        Err(e) => Err(GceError::of_call(&e)),
+    }
+}
+
 /// Polls `op` with `poll` (the client's `get_operation` for the operation's name) until it is
 /// `DONE` (after 250 ms, then twice as long each time up to `wait.interval`), then returns it, or the error inside it, classified. A poll that gets no answer is
 /// tried again until the timeout; one Compute Engine refuses is returned.
@@ -237,8 +254,11 @@ where
         match poll(name.clone()).await {
             Ok(next) => op = next,
             Err(e) => {
-                let e = GceError::of_call(&e);
+                let mut e = GceError::of_call(&e);
                 if e.class != ErrorClass::Transient {
+                    // The call was accepted; only its operation could not be read: what it
+                    // does may be done.
+                    e.answered = false;
                     return Err(e);
                 }
             }

@@ -12,7 +12,7 @@
 //! | [`NotFound`](ErrorClass::NotFound) | HTTP 404; `notFound`, `RESOURCE_NOT_FOUND` |
 //! | [`NotOffered`](ErrorClass::NotOffered) | `RESOURCE_NOT_AVAILABLE`, `unsupportedMachineType` |
 //! | [`Transient`](ErrorClass::Transient) | HTTP 429 and 5xx without a code above; `rateLimitExceeded`, `userRateLimitExceeded`, `RESOURCE_OPERATION_RATE_EXCEEDED`, `backendError`, `internalError`; and no answer at all |
-//! | [`InvalidRequest`](ErrorClass::InvalidRequest) | HTTP 400 and 409 without a code above; `invalid`, `invalidParameter`, `required`, `badRequest`, `conflict`, `alreadyExists`, `resourceInUseByAnotherResource`, `VPC_NOT_FOUND`, `SUBNET_NOT_FOUND_FOR_VPC` |
+//! | [`InvalidRequest`](ErrorClass::InvalidRequest) | HTTP 400 and 409 without a code above; `invalid`, `invalidParameter`, `required`, `badRequest`, `conflict`, `alreadyExists`, `RESOURCE_ALREADY_EXISTS`, `resourceInUseByAnotherResource`, `VPC_NOT_FOUND`, `SUBNET_NOT_FOUND_FOR_VPC` |
 //! | [`Other`](ErrorClass::Other) | everything else |
 //!
 //! A stockout reported with HTTP 503 inside its operation is still a capacity error: the code
@@ -59,6 +59,7 @@ pub fn classify_code(code: &str) -> Option<ErrorClass> {
         | "badRequest"
         | "conflict"
         | "alreadyExists"
+        | "RESOURCE_ALREADY_EXISTS"
         | "resourceInUseByAnotherResource"
         | "VPC_NOT_FOUND"
         | "SUBNET_NOT_FOUND_FOR_VPC" => ErrorClass::InvalidRequest,
@@ -107,7 +108,10 @@ impl GceError {
             code: code.map(str::to_string),
             http_status,
             message: message.into(),
-            answered: http_status.is_some() || code.is_some(),
+            // A 5xx or 429 may come after the work was done (or begun): only a refusal made
+            // nothing.
+            answered: (http_status.is_some() || code.is_some())
+                && !http_status.is_some_and(|s| s == 429 || s >= 500),
         }
     }
 
@@ -138,7 +142,7 @@ impl GceError {
             Some(s) if !s.message.is_empty() => s.message.clone(),
             _ => match e.http_payload() {
                 Some(p) => String::from_utf8_lossy(p).chars().take(500).collect(),
-                None => chain(e),
+                None => crate::class::chain(e),
             },
         };
         let mut out = GceError::new(code, status, message);
@@ -186,17 +190,16 @@ impl GceError {
     pub fn is_not_found(&self) -> bool {
         self.class == ErrorClass::NotFound
     }
-}
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
+    /// Whether a create was refused because the thing exists already (made by an earlier call
+    /// whose answer was lost): `alreadyExists` from the call, `RESOURCE_ALREADY_EXISTS` from its
+    /// operation.
+    pub fn is_already_there(&self) -> bool {
+        matches!(
+            self.code.as_deref(),
+            Some("alreadyExists" | "RESOURCE_ALREADY_EXISTS")
+        )
     }
-    s
 }
 
 impl fmt::Display for GceError {

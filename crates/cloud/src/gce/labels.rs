@@ -159,10 +159,11 @@ pub fn reservation_prefix(test_id: &str) -> String {
     format!("qa-r{}", hash8(test_id))
 }
 
-/// The name of a reservation of `machine_type` in `zone` for `test_id`.
-pub fn reservation_name(test_id: &str, zone: &str, machine_type: &str) -> String {
+/// The name of a reservation of `machine_type` in `zone` for `test_id`; `token` (lowercase hex)
+/// tells apart the reservations of one test id, zone and type.
+pub fn reservation_name(test_id: &str, zone: &str, machine_type: &str, token: &str) -> String {
     let rest = resource_name(&[zone, machine_type]);
-    let mut name = format!("{}-{rest}", reservation_prefix(test_id));
+    let mut name = format!("{}-{token}-{rest}", reservation_prefix(test_id));
     name.truncate(MAX);
     name.trim_end_matches('-').to_string()
 }
@@ -259,9 +260,20 @@ mod tests {
         assert!(crate::gce::options::is_gce_name(&resource_name(&[
             "1", "-"
         ])));
-        let r = reservation_name("smoke-1", "us-central1-a", "n2-standard-2");
+        let r = reservation_name("smoke-1", "us-central1-a", "n2-standard-2", "0a1b2c");
         assert!(r.starts_with(&reservation_prefix("smoke-1")), "{r}");
         assert!(crate::gce::options::is_gce_name(&r), "{r}");
+        assert_ne!(
+            r,
+            reservation_name("smoke-1", "us-central1-a", "n2-standard-2", "3d4e5f")
+        );
+        let long = reservation_name(
+            "t",
+            "northamerica-northeast1-a",
+            "c3d-highmem-360-lssd",
+            "0a1b2c",
+        );
+        assert!(crate::gce::options::is_gce_name(&long), "{long}");
         assert!(reservation_is_of(
             Some(&reservation_description("smoke-1")),
             "smoke-1"

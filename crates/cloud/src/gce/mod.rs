@@ -27,7 +27,7 @@ pub mod zones;
 
 /// This host's public address and the SSH readiness probe (shared by every cloud).
 pub use crate::net;
-pub use config::{GceConfig, OperationWait, SetupError, until_done};
+pub use config::{GceConfig, OperationWait, SetupError, finished, until_done};
 pub use errors::{ErrorClass, GceError};
 pub use options::{
     DEFAULT_BOOT_DISK_GB, DEFAULT_DISK_TYPE, DEFAULT_SSH_USER, DiskSpec, GCE, GceBackend,

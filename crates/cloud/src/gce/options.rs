@@ -301,6 +301,13 @@ fn check(g: &GceMachine) -> Vec<OptionProblem> {
             "add `zones: [us-central1-a]` (or `region:` with `reserve: true`)",
         ));
     }
+    if g.spot && g.reserve {
+        out.push(problem(
+            "reserve",
+            "`reserve` with `spot: true`: Spot VMs cannot consume reservations",
+            "reserve for a standard VM (remove `spot`), or do not reserve",
+        ));
+    }
     if g.spot_fallback && !g.spot {
         out.push(problem(
             "spot-fallback",
@@ -413,7 +420,7 @@ mod tests {
     #[test]
     fn every_gce_key_loads_and_says_what_to_reserve() {
         let src = machine(
-            "project: p\nregion: us-central1\nzones: [us-central1-b, us-central1-a]\nmachine-type: n2-standard-4\nimage-family: debian-cloud/debian-12\nboot-disk-gb: 30\nboot-disk-type: pd-ssd\ndisks: [{type: pd-balanced, size-gb: 20, count: 6}]\nspot: true\nspot-fallback: true\nreserve: true\nssh-user: tester\nssh-cidr: 10.0.0.0/8\nnetwork: default\nsubnetwork: sub",
+            "project: p\nregion: us-central1\nzones: [us-central1-b, us-central1-a]\nmachine-type: n2-standard-4\nimage-family: debian-cloud/debian-12\nboot-disk-gb: 30\nboot-disk-type: pd-ssd\ndisks: [{type: pd-balanced, size-gb: 20, count: 6}]\nspot: false\nspot-fallback: false\nreserve: true\nssh-user: tester\nssh-cidr: 10.0.0.0/8\nnetwork: default\nsubnetwork: sub",
         );
         let loaded = qa_core::plan::load_str_with(&src, "p.yaml".as_ref(), &registry()).unwrap();
         let spec = &loaded.plan.machines[0];
@@ -439,6 +446,10 @@ mod tests {
             (
                 "zones: [us-central1-a]\nmachine-type: e2-small",
                 &["neither `image` nor `image-family`"],
+            ),
+            (
+                "zones: [us-central1-a]\nmachine-type: e2-small\nimage-family: a/b\nspot: true\nreserve: true",
+                &["reserve", "Spot VMs cannot consume reservations"],
             ),
             (
                 "zones: [us-central1-a]\nmachine-type: e2-small\nimage-family: debian-12",

@@ -98,8 +98,8 @@ pub(crate) fn by_backend<'a>(
 pub(crate) struct RunState {
     pub machines: HashMap<String, Machine>,
     pub executors: HashMap<String, Arc<dyn RemoteExecutor>>,
-    /// Per backend and region (`None`: the backend has no default region).
-    pub placements: HashMap<(BackendName, Option<String>), Placement>,
+    /// Per machine that reserved: where its reservation is (on the backend it is on now).
+    pub placements: HashMap<String, Placement>,
     /// Per machine that left its own backend: the index of the backend it is on now among its
     /// alternatives (`MachineSpec::alternatives`).
     pub alternative: HashMap<String, usize>,

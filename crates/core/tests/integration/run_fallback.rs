@@ -208,3 +208,104 @@ fn fallbacks_are_checked_when_the_plan_loads() {
         assert!(e.contains("p.yaml:"), "{e}");
     }
 }
+
+/// A provisioner of the fake cloud that refuses every create, for lack of capacity or not.
+#[derive(Debug)]
+struct Refusing {
+    out_of_capacity: bool,
+}
+
+#[async_trait::async_trait]
+impl qa_core::Provisioner for Refusing {
+    fn backend(&self) -> BackendName {
+        FAKE_CLOUD
+    }
+    async fn create(
+        &self,
+        request: &qa_core::MachineRequest,
+        _: &qa_core::RunContext,
+        _: &dyn qa_core::journal::ResourceLedger,
+    ) -> Result<qa_core::Machine, qa_core::ProvisionError> {
+        let e = qa_core::ProvisionError::new(
+            FAKE_CLOUD,
+            Some(&request.name),
+            if self.out_of_capacity {
+                "no capacity in any zone tried (zone-a, zone-b)"
+            } else {
+                "quota exceeded"
+            },
+            qa_core::Leftovers::Clear,
+        );
+        Err(if self.out_of_capacity {
+            e.out_of_capacity()
+        } else {
+            e
+        })
+    }
+    async fn wait_ready(
+        &self,
+        _: &qa_core::Machine,
+        _: std::time::Duration,
+    ) -> Result<(), qa_core::ProvisionError> {
+        Ok(())
+    }
+    async fn destroy(
+        &self,
+        _: &[qa_core::types::Resource],
+        _: &dyn qa_core::journal::ResourceLedger,
+    ) -> Result<(), qa_core::ProvisionError> {
+        Ok(())
+    }
+    async fn sweep(
+        &self,
+        _: &qa_core::TestId,
+        _: qa_core::SweepScope<'_>,
+    ) -> Result<Vec<String>, qa_core::ProvisionError> {
+        Ok(Vec::new())
+    }
+}
+
+/// Without a reservation, the provisioner's own "no capacity in any zone" moves the machine on;
+/// any other error of it does not.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_create_out_of_capacity_moves_on_and_other_errors_stop() {
+    for out_of_capacity in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let other = FakeProvisioner::new()
+            .with_backend(OTHER_CLOUD)
+            .with_workdir_root(dir.path().join("machines"));
+        let engine = Engine::new()
+            .backends(registry())
+            .provisioner(Arc::new(Refusing { out_of_capacity }))
+            .provisioner(Arc::new(other.clone()))
+            .connector(Arc::new(LocalDirs));
+        let path = dir.path().join("p.yaml");
+        std::fs::write(
+            &path,
+            "name: p\nmachines:\n  - name: box\n    backend: fake-cloud\n    fallback: [other-cloud]\n    fake-cloud: {instance-type: t}\n    other-cloud: {size: s}\nsteps: [{name: s, command: echo}]\n",
+        )
+        .unwrap();
+        let loaded = qa_core::plan::load_file_with(&path, &registry()).unwrap();
+        let options = RunOptions::new(dir.path().join("results")).test_id("create-test");
+        let summary = engine
+            .prepare(&loaded, options)
+            .await
+            .unwrap()
+            .execute()
+            .await
+            .unwrap();
+        let m = &summary.report.machines[0];
+        if out_of_capacity {
+            assert_eq!(summary.exit_code, 0, "{:#?}", summary.report);
+            assert_eq!(m.backend, "other-cloud");
+            assert_eq!(
+                m.facts["tried-before"],
+                "fake-cloud: no capacity in any zone tried (zone-a, zone-b)"
+            );
+        } else {
+            assert_ne!(summary.exit_code, 0);
+            assert_eq!(m.backend, "fake-cloud");
+            assert!(other.instances().is_empty());
+        }
+    }
+}

@@ -17,16 +17,6 @@ use super::errors::{PResult, api_error, err};
 use super::launch::LaunchRequest;
 use super::{AWS_BACKEND, AwsProvisioner};
 
-/// Where a machine's run files go: below the login user's home (root's is `/root`).
-fn remote_workdir(user: &str, run_id: &str, machine: &str) -> String {
-    let home = if user == "root" {
-        "/root".to_string()
-    } else {
-        format!("/home/{user}")
-    };
-    format!("{home}/qa-run/{run_id}/{machine}")
-}
-
 impl AwsProvisioner {
     /// Polls until every one of `ids` is in state `want`, quickly at first; gone instances count
     /// as terminated. An instance that ends while starting is an error at once.
@@ -258,7 +248,7 @@ impl LaunchRequest<'_> {
             request.name.clone(),
             AWS_BACKEND,
             Access::Ssh(target),
-            remote_workdir(&user, &run.run_id.0, &request.name),
+            qa_cloud::remote_workdir(&user, &run.run_id.0, &request.name),
         )
         .in_role(request.role.clone());
         machine.resources = resources;

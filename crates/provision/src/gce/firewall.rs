@@ -6,7 +6,7 @@
 
 use google_cloud_gax::options::RequestOptionsBuilder;
 use qa_cloud::gce::labels::{KEEP_UNTIL, TEST_ID, resource_name};
-use qa_cloud::gce::{GceMachine, config, net, until_done};
+use qa_cloud::gce::{GceMachine, config, finished, net};
 use qa_cloud::sshkey::{RunKey, run_key};
 use qa_core::journal::ResourceLedger;
 use qa_core::types::{Resource, ResourceKey, ResourceState};
@@ -139,7 +139,9 @@ impl GceProvisioner {
         let cidr = self.ssh_cidr(spec, machine).await?;
         let clients = self.clients().await?;
         let request_id = config::request_id();
-        let rkey = ResourceKey(format!("gce/{KIND_FIREWALL}/{project}/{name}"));
+        // The request id makes the key unique: a rule of this name may be in the journal from an
+        // earlier attempt (refused, or removed before a resume).
+        let rkey = ResourceKey(format!("gce/{KIND_FIREWALL}/{project}/{name}/{request_id}"));
         let mut intent = Resource::new(rkey.clone(), GCE, KIND_FIREWALL);
         intent.client_token = Some(request_id.clone());
         intent.details = [
@@ -179,26 +181,20 @@ impl GceProvisioner {
             .set_body(rule)
             .with_idempotency(true)
             .send()
-            .await
-            .map_err(|e| qa_cloud::gce::GceError::of_call(&e));
-        let done = match sent {
-            Ok(op) => {
-                until_done(op, self.wait(), |op| {
-                    clients
-                        .firewalls
-                        .get_operation()
-                        .set_project(project)
-                        .set_operation(op)
-                        .send()
-                })
-                .await
-            }
-            Err(e) => Err(e),
-        };
+            .await;
+        let done = finished(sent, self.wait(), |op| {
+            clients
+                .firewalls
+                .get_operation()
+                .set_project(project)
+                .set_operation(op)
+                .send()
+        })
+        .await;
         match done {
             Ok(_) => {}
             // Made by an earlier attempt of this run whose answer was lost.
-            Err(e) if e.code.as_deref() == Some("alreadyExists") => {}
+            Err(e) if e.is_already_there() => {}
             Err(e) => {
                 let left = if e.answered {
                     let _ = ledger.destroyed(&rkey).await;

@@ -15,7 +15,7 @@ use google_cloud_gax::options::RequestOptionsBuilder;
 use qa_cloud::gce::labels::{resource_labels, resource_name};
 use qa_cloud::gce::{
     DEFAULT_BOOT_DISK_GB, DEFAULT_DISK_TYPE, ErrorClass, GceError, GceMachine,
-    RESERVATION_AFFINITY_KEY, config, net, region_of_zone, until_done, zones,
+    RESERVATION_AFFINITY_KEY, config, finished, net, region_of_zone, zones,
 };
 use qa_core::journal::ResourceLedger;
 use qa_core::plan::PlanDuration;
@@ -154,15 +154,6 @@ fn instance_body(
         .set_tags(Tags::new().set_items([shared.network_tag.clone()]))
         .set_scheduling(scheduling)
         .set_reservation_affinity(affinity))
-}
-
-fn remote_workdir(user: &str, run_id: &str, machine: &str) -> String {
-    let home = if user == "root" {
-        "/root".to_string()
-    } else {
-        format!("/home/{user}")
-    };
-    format!("{home}/qa-run/{run_id}/{machine}")
 }
 
 impl GceProvisioner {
@@ -318,23 +309,17 @@ impl GceProvisioner {
             .set_body(body)
             .with_idempotency(true)
             .send()
-            .await
-            .map_err(|e| GceError::of_call(&e));
-        let done = match sent {
-            Ok(op) => {
-                until_done(op, self.wait(), |op| {
-                    clients
-                        .instances
-                        .get_operation()
-                        .set_project(project)
-                        .set_zone(zone)
-                        .set_operation(op)
-                        .send()
-                })
-                .await
-            }
-            Err(e) => Err(e),
-        };
+            .await;
+        let done = finished(sent, self.wait(), |op| {
+            clients
+                .instances
+                .get_operation()
+                .set_project(project)
+                .set_zone(zone)
+                .set_operation(op)
+                .send()
+        })
+        .await;
         if let Err(e) = done {
             let class = e.class;
             // A refused insert, or an operation that ended in an error, made no instance.
@@ -406,7 +391,7 @@ impl GceProvisioner {
             machine.to_string(),
             GCE,
             Access::Ssh(target),
-            remote_workdir(&user, &run.run_id.0, machine),
+            qa_cloud::remote_workdir(&user, &run.run_id.0, machine),
         )
         .in_role(request.role.clone());
         m.resources = keys;

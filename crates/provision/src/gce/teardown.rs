@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use google_cloud_compute_v1::model::Operation;
 use qa_cloud::all_items;
 use qa_cloud::gce::labels::test_id_filter;
-use qa_cloud::gce::{GceError, config, until_done};
+use qa_cloud::gce::{GceError, config, finished, until_done};
 use qa_core::journal::ResourceLedger;
 use qa_core::types::{Resource, ResourceKey, ResourceState};
 use qa_core::{Leftovers, TestId};
@@ -97,22 +97,16 @@ impl GceProvisioner {
             .set_firewall(name)
             .set_request_id(config::request_id())
             .send()
-            .await
-            .map_err(|e| GceError::of_call(&e));
-        let done = match sent {
-            Ok(op) => {
-                until_done(op, self.wait(), |op| {
-                    clients
-                        .firewalls
-                        .get_operation()
-                        .set_project(project)
-                        .set_operation(op)
-                        .send()
-                })
-                .await
-            }
-            Err(e) => Err(e),
-        };
+            .await;
+        let done = finished(sent, self.wait(), |op| {
+            clients
+                .firewalls
+                .get_operation()
+                .set_project(project)
+                .set_operation(op)
+                .send()
+        })
+        .await;
         match done {
             Ok(_) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
@@ -276,6 +270,11 @@ impl GceProvisioner {
     ) -> PResult<Vec<String>> {
         let mut removed = Vec::new();
         let mut failed: Vec<(String, String)> = Vec::new();
+        if projects.is_empty() {
+            tracing::warn!(
+                "no GCE project configured (GOOGLE_CLOUD_PROJECT): nothing of {test_id} looked for"
+            );
+        }
         for project in projects {
             let found = match self
                 .labelled_instances(project, &test_id_filter(&test_id.0))

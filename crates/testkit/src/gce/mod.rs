@@ -27,6 +27,8 @@
 //! - [`FaultRule`]s make chosen calls fail, synchronously or inside the operation, a set number of
 //!   times.
 //! - Every request is logged ([`GceEmulator::requests`]).
+//! - The answers of chosen methods can be held once their work is done
+//!   ([`GceEmulator::hold_answers_of`]), to crash a client inside a call.
 //!
 //! int64 fields are JSON strings (`"id": "1000000000000007919"`, `"count": "2"`), links are
 //! `https://www.googleapis.com/compute/v1/…` as in the real API, timestamps RFC 3339, and unknown
@@ -363,6 +365,28 @@ impl GceEmulator {
             out.push(format!("firewall {}", f.name));
         }
         out
+    }
+
+    /// From now on, the answers of `call` wait once its work is done, until
+    /// [`release_held`](GceEmulator::release_held): a test can then kill the client inside the
+    /// call, as a crash between the cloud's work and its answer would.
+    pub fn hold_answers_of(&self, call: Call) {
+        self.lock().hold_after.insert(call);
+    }
+
+    /// The calls whose answers are being held, in order.
+    pub fn held(&self) -> Vec<Call> {
+        self.lock().held.clone()
+    }
+
+    /// Lets every held answer go, and holds no more.
+    pub fn release_held(&self) {
+        let mut st = self.lock();
+        st.hold_gate
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        st.hold_gate = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        st.hold_after.clear();
+        st.held.clear();
     }
 
     /// Operations not yet `DONE`.

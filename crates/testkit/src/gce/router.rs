@@ -150,8 +150,14 @@ pub(crate) fn handle(state: &Mutex<State>, req: Request) -> Response {
         zone: None,
         status: 0,
     };
-    let resp = answer(&mut st, &req, body, &mut record);
+    let mut resp = answer(&mut st, &req, body, &mut record);
     record.status = resp.status;
+    if let Some(call) = record.call
+        && st.hold_after.contains(&call)
+    {
+        st.held.push(call);
+        resp.hold = Some(st.hold_gate.clone());
+    }
     st.log.push(record);
     resp
 }

@@ -134,6 +134,11 @@ pub(crate) struct State {
     pub spot_capacity: HashMap<(String, String), u32>,
     pub faults: Vec<FaultRule>,
     pub log: Vec<RequestRecord>,
+    /// Methods whose answers wait, once their work is done, while `hold_gate` is true.
+    pub hold_after: std::collections::HashSet<Call>,
+    /// The held calls, in order.
+    pub held: Vec<Call>,
+    pub hold_gate: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl State {
@@ -151,6 +156,9 @@ impl State {
             spot_capacity: HashMap::new(),
             faults: Vec::new(),
             log: Vec::new(),
+            hold_after: Default::default(),
+            held: Vec::new(),
+            hold_gate: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
     }
 

@@ -63,6 +63,8 @@ impl ActiveRun {
             "no capacity ({why}); trying the next backend"
         );
         g.alternative.insert(inst.name.clone(), i + 1);
+        // What it reserved there is not where it goes now.
+        g.placements.remove(&inst.name);
         g.tried
             .entry(inst.name.clone())
             .or_default()
@@ -173,7 +175,11 @@ impl ActiveRun {
                 };
                 match r.reserve(&request, &*self.journal).await {
                     Ok(p) => {
-                        self.state().placements.insert((backend, region.clone()), p);
+                        let mut g = self.state();
+                        for m in &machines {
+                            g.placements.insert(m.name.clone(), p.clone());
+                        }
+                        drop(g);
                         placed.insert((backend, region));
                     }
                     // Out of capacity in every zone: the machines that have another backend

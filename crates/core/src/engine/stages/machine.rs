@@ -59,16 +59,21 @@ impl ActiveRun {
             if let Some(root) = spec.local.as_mut().and_then(|l| l.root.as_mut()) {
                 *root = self.loaded.resolve(root);
             }
-            // Only a machine that asked for a reservation is launched into one, and only into
-            // one of its own region. One that came to its backend after the reserve task
-            // reserves for itself.
+            // Only a machine that asked for a reservation is launched into one: the one reserved
+            // for it. One that came to its backend after the reserve task (or to a backend and
+            // region others had reserved in already) reserves for itself.
             let key = self.reservation_key(inst);
             let mut placement = key
                 .as_ref()
-                .and_then(|key| self.state().placements.get(key).cloned());
+                .and_then(|_| self.state().placements.get(machine).cloned());
             if let (Some(key), None) = (&key, &placement) {
                 match self.reserve_one(&now, key).await {
-                    Ok(p) => placement = Some(p),
+                    Ok(p) => {
+                        self.state()
+                            .placements
+                            .insert(machine.to_string(), p.clone());
+                        placement = Some(p);
+                    }
                     Err(e @ crate::capacity::CapacityError::NoCapacity { .. })
                         if self.fall_back(inst, e.to_string()) =>
                     {
