@@ -17,7 +17,6 @@ pub use class::ErrorClass;
 pub mod aws;
 #[cfg(any(feature = "aws", feature = "gce"))]
 mod checks;
-#[cfg(any(feature = "aws", feature = "gce"))]
 pub mod cost;
 #[cfg(feature = "gce")]
 pub mod gce;

@@ -251,6 +251,7 @@ pub fn parse_ssh_address_overrides(
 }
 
 /// The SSH address overrides `variable` holds (none when unset or empty).
+#[cfg_attr(not(any(feature = "aws", feature = "gce")), allow(dead_code))]
 pub(crate) fn ssh_address_overrides(
     variable: &'static str,
 ) -> Result<BTreeMap<String, SocketAddr>, CloudError> {
@@ -267,6 +268,7 @@ pub(crate) fn ssh_address_overrides(
 }
 
 /// The path a price variable names (none when unset or empty).
+#[cfg_attr(not(any(feature = "aws", feature = "gce")), allow(dead_code))]
 pub(crate) fn price_file(variable: &'static str) -> Option<std::path::PathBuf> {
     std::env::var_os(variable)
         .filter(|v| !v.is_empty())
@@ -275,6 +277,7 @@ pub(crate) fn price_file(variable: &'static str) -> Option<std::path::PathBuf> {
 
 /// The built-in price table with the JSON file `path` laid over it; what is wrong is a
 /// [`CloudError::PriceFile`] naming `variable`, the file and the problem.
+#[cfg_attr(not(any(feature = "aws", feature = "gce")), allow(dead_code))]
 pub(crate) fn prices(
     variable: &'static str,
     path: Option<&Path>,
